@@ -1,0 +1,89 @@
+"""`overlayd -c FILE`: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from overlayd import __version__
+from overlayd.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+EXIT_SETUP = 3
+
+DESCRIPTION = """\
+A userspace overlay router: moves Ethernet frames between the TAP devices
+of this host and other hosts inside standard VXLAN (RFC 7348) over UDP.
+
+Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it and
+removes the TAP devices and the status socket it created. Query a running
+daemon with `overlayctl`."""
+
+EPILOG = """\
+exit status: 0 stopped cleanly, 2 bad config (nothing was touched),
+3 setup failed (everything created was removed again).
+See README.md for every config key; configs/ has examples."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="overlayd",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
+    p.add_argument(
+        "--check", action="store_true", help="validate the config, print a summary and exit"
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="debug also logs every FDB and flood list change (default: info)",
+    )
+    p.add_argument("--version", action="version", version=f"overlayd {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    log = logging.getLogger("overlayd")
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"overlayd: bad config {args.config}:", file=sys.stderr)
+        for line in str(err).splitlines():
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"{args.config}: ok: node {config.node.name}, vtep {config.node.vtep}, "
+              f"{len(config.networks)} network(s)")
+        return 0
+
+    from overlayd.io.daemon import Daemon, SetupError
+
+    try:
+        asyncio.run(Daemon(config).run())
+    except SetupError as err:
+        log.error("setup failed: %s", err)
+        return EXIT_SETUP
+    except PermissionError as err:
+        log.error("setup failed: %s (overlayd needs CAP_NET_ADMIN)", err)
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The configuration file: YAML, loaded and validated once into frozen objects.
+
+Every error names the field it is about (`networks[1].vni: ...`) so a bad
+config is refused before overlayd touches the system. See README.md
+("Configuration") for every key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import platform
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from overlayd.wire.ethernet import is_multicast, parse_mac
+from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
+
+DEFAULT_STATUS_SOCKET = "/run/overlayd/overlayd.sock"
+# Outer headers added to every inner frame: IP + UDP + VXLAN + inner Ethernet.
+ENCAP_OVERHEAD = {4: 20 + 8 + 8 + 14, 6: 40 + 8 + 8 + 14}
+
+
+
+def _ip_address(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+    return v
+
+
+def _ip_interface(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return ipaddress.ip_interface(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address with prefix length, like 192.168.100.1/24") from None
+    return v
+
+
+IpAddress = Annotated[
+    ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip_address)
+]
+IpInterface = Annotated[
+    ipaddress.IPv4Interface | ipaddress.IPv6Interface, BeforeValidator(_ip_interface)
+]
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message lists every problem, one per line."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class NodeConfig(_Frozen):
+    name: str = Field(default_factory=platform.node, min_length=1)
+    vtep: IpAddress
+    vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
+    status_socket: str = DEFAULT_STATUS_SOCKET
+    fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
+    underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
+    udp_source_ports: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("vtep")
+    @classmethod
+    def _unicast(cls, v: IpAddress) -> IpAddress:
+        if v.is_multicast or v.is_unspecified or v.is_loopback and v.version == 6:
+            raise ValueError(f"{v} cannot be a VTEP address")
+        return v
+
+    @property
+    def family(self) -> int:
+        return self.vtep.version
+
+
+class StaticFdbEntry(_Frozen):
+    mac: str
+    vtep: IpAddress
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, v: str) -> str:
+        raw = parse_mac(v)
+        if is_multicast(raw) or raw == bytes(6):
+            raise ValueError(f"{v} is not a unicast MAC address")
+        return raw.hex(":")
+
+    @property
+    def mac_bytes(self) -> bytes:
+        return bytes.fromhex(self.mac.replace(":", ""))
+
+
+class NetworkConfig(_Frozen):
+    name: str = Field(min_length=1)
+    vni: int = Field(ge=1, le=VNI_MAX)
+    device: str
+    address: IpInterface | None = None
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    vteps: tuple[IpAddress, ...] = ()
+    fdb: tuple[StaticFdbEntry, ...] = ()
+
+    @field_validator("device")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        if not _IFNAME.match(v):
+            raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @field_validator("vteps")
+    @classmethod
+    def _distinct(cls, v: tuple[IpAddress, ...]) -> tuple[IpAddress, ...]:
+        seen = set()
+        for a in v:
+            if a in seen:
+                raise ValueError(f"{a} is listed twice")
+            seen.add(a)
+        return v
+
+
+class Config(_Frozen):
+    node: NodeConfig
+    networks: tuple[NetworkConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        for key in ("name", "vni", "device"):
+            seen: dict[Any, int] = {}
+            for i, net in enumerate(self.networks):
+                value = getattr(net, key)
+                if value in seen:
+                    raise ValueError(
+                        f"networks[{i}].{key}: {value} is already used by networks[{seen[value]}]"
+                    )
+                seen[value] = i
+        family = self.node.family
+        for i, net in enumerate(self.networks):
+            remotes = [("vteps", a) for a in net.vteps] + [("fdb", e.vtep) for e in net.fdb]
+            for field, addr in remotes:
+                if addr.version != family:
+                    raise ValueError(
+                        f"networks[{i}].{field}: {addr} is IPv{addr.version} but node.vtep is IPv{family}"
+                    )
+                if addr == self.node.vtep:
+                    raise ValueError(f"networks[{i}].{field}: {addr} is this node's own VTEP")
+        return self
+
+    def mtu_for(self, net: NetworkConfig, underlay_mtu: int) -> int:
+        """The TAP MTU: configured, or what fits in the underlay after encapsulation."""
+        return net.mtu or underlay_mtu - ENCAP_OVERHEAD[self.node.family]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not (isinstance(part, str) and ("[" in part or part.startswith("function-"))):
+            out += ("." if out else "") + str(part)
+    return out or "config"
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    errors = err.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
+        loc = tuple(e["loc"])
+        if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
+            continue  # a container's complaint about an item already reported
+        msg = e["msg"].removeprefix("Value error, ")
+        where = _where(tuple(e["loc"]))
+        if msg.startswith("networks[") or msg.startswith("node."):
+            lines.append(msg)
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required but missing")
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif e["type"] == "value_error":
+            lines.append(f"{where}: {msg}")
+        else:
+            lines.append(f"{where}: {msg} (got {e.get('input')!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def parse_config(data: Any) -> Config:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping with `node` and `networks`")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_explain(err)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(data)

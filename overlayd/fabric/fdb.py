@@ -1,0 +1,156 @@
+"""The forwarding database: (VNI, MAC) -> where that MAC lives.
+
+An entry says a MAC is `local` (seen on one of our TAP devices, vtep None)
+or behind a remote VTEP. Each entry remembers how it was learned; a source
+of lower rank never overrides a higher one (static config beats the control
+plane, which beats data-plane learning), so a forged inner source MAC cannot
+move a MAC that the operator or BGP put somewhere. Data-plane entries
+(`local`, `data`) age out after `aging_s` without traffic; the others stay
+until removed by whoever added them.
+
+Time is a parameter; every mutation returns what changed (`MacLearned`,
+`MacMoved`, `MacRemoved`) and nothing else happens behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+DEFAULT_AGING_S = 300.0
+
+
+class Source(enum.Enum):
+    """How an FDB entry was learned; `rank` orders who may override whom."""
+
+    LOCAL = ("local", 0)  # source MAC of a frame read from our TAP
+    DATA = ("data", 0)  # inner source MAC of a VXLAN frame from a remote VTEP
+    BGP = ("bgp", 1)  # an EVPN MAC/IP route
+    STATIC = ("static", 2)  # the config file
+
+    def __init__(self, label: str, rank: int):
+        self.label = label
+        self.rank = rank
+
+    @property
+    def ages(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(slots=True)
+class FdbEntry:
+    vni: int
+    mac: bytes
+    vtep: str | None  # None: behind one of our own TAP devices
+    source: Source
+    updated: float  # when installed or last refreshed by traffic
+
+    @property
+    def is_local(self) -> bool:
+        return self.vtep is None
+
+
+@dataclass(frozen=True, slots=True)
+class MacLearned:
+    """A MAC the table did not know is now behind `vtep` (None: local)."""
+
+    vni: int
+    mac: bytes
+    vtep: str | None
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class MacMoved:
+    """A known MAC now lives elsewhere or was learned another way."""
+
+    vni: int
+    mac: bytes
+    old_vtep: str | None
+    old_source: Source
+    vtep: str | None
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class MacRemoved:
+    """A MAC left the table; `aged` is True when it timed out rather than being withdrawn."""
+
+    vni: int
+    mac: bytes
+    vtep: str | None
+    source: Source
+    aged: bool
+
+
+FdbChange = MacLearned | MacMoved | MacRemoved
+
+
+class Fdb:
+    """The table. `get` is the hot-path lookup; `learn` is cheap when nothing changes."""
+
+    def __init__(self, aging_s: float = DEFAULT_AGING_S):
+        if aging_s <= 0:
+            raise ValueError("aging_s must be positive")
+        self.aging_s = aging_s
+        self._entries: dict[tuple[int, bytes], FdbEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[FdbEntry]:
+        return iter(list(self._entries.values()))
+
+    def get(self, vni: int, mac: bytes) -> FdbEntry | None:
+        return self._entries.get((vni, mac))
+
+    def learn(
+        self, vni: int, mac: bytes, vtep: str | None, source: Source, now: float
+    ) -> FdbChange | None:
+        """Record that `mac` is behind `vtep`; return the change, or None.
+
+        None means the entry was only refreshed, or that an entry of a higher
+        rank holds the MAC and stays as it is.
+        """
+        key = (vni, mac)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = FdbEntry(vni, mac, vtep, source, now)
+            return MacLearned(vni, mac, vtep, source)
+        if entry.vtep == vtep and entry.source is source:
+            entry.updated = now
+            return None
+        if source.rank < entry.source.rank:
+            return None
+        change = MacMoved(vni, mac, entry.vtep, entry.source, vtep, source)
+        entry.vtep, entry.source, entry.updated = vtep, source, now
+        return change
+
+    def remove(self, vni: int, mac: bytes, source: Source) -> MacRemoved | None:
+        """Withdraw the entry if `source` is what holds it (a BGP withdraw never removes static)."""
+        entry = self._entries.get((vni, mac))
+        if entry is None or entry.source is not source:
+            return None
+        del self._entries[(vni, mac)]
+        return MacRemoved(vni, mac, entry.vtep, source, aged=False)
+
+    def expire(self, now: float) -> list[MacRemoved]:
+        """Remove data-plane entries not refreshed for `aging_s`; return them, oldest first."""
+        deadline = now - self.aging_s
+        stale = [e for e in self._entries.values() if e.source.ages and e.updated <= deadline]
+        stale.sort(key=lambda e: e.updated)
+        for e in stale:
+            del self._entries[(e.vni, e.mac)]
+        return [MacRemoved(e.vni, e.mac, e.vtep, e.source, aged=True) for e in stale]
+
+    def flush(self, vni: int | None = None, source: Source | None = None) -> list[MacRemoved]:
+        """Remove every entry matching `vni` and `source` (None: any)."""
+        gone = [
+            e
+            for e in self._entries.values()
+            if (vni is None or e.vni == vni) and (source is None or e.source is source)
+        ]
+        for e in gone:
+            del self._entries[(e.vni, e.mac)]
+        return [MacRemoved(e.vni, e.mac, e.vtep, e.source, aged=False) for e in gone]

@@ -1,0 +1,254 @@
+"""The daemon: owns TAP devices, UDP sockets and the status socket, and runs
+the asyncio loop that moves frames between them through the Switch.
+
+Setup is all or nothing: anything created before a failure is removed
+again. The hot path reads each ready descriptor until it would block (at
+most BATCH per wake-up) into one preallocated buffer, and logs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from overlayd.config import Config
+from overlayd.dataplane.switch import Switch
+from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
+from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
+from overlayd.io.netlink import Netlink
+from overlayd.io.tap import Tap, TapExistsError
+from overlayd.io.udp import VxlanSockets
+from overlayd.status.server import SocketInUseError, StatusServer, claim_path
+from overlayd.status.view import SwitchView
+from overlayd.wire.ethernet import mac_str
+
+log = logging.getLogger("overlayd")
+
+BATCH = 64
+BUFFER_BYTES = 65536
+AGING_TICK_S = 1.0
+
+
+class SetupError(Exception):
+    """The system cannot be set up as configured; nothing was left behind."""
+
+
+def _where(vtep: str | None) -> str:
+    return "local" if vtep is None else vtep
+
+
+def describe(event: object) -> str:
+    match event:
+        case MacLearned(vni, mac, vtep, source):
+            return f"vni {vni}: learned {mac_str(mac)} at {_where(vtep)} ({source.label})"
+        case MacMoved(vni, mac, old, old_src, vtep, source):
+            return (
+                f"vni {vni}: {mac_str(mac)} moved {_where(old)} ({old_src.label})"
+                f" -> {_where(vtep)} ({source.label})"
+            )
+        case MacRemoved(vni, mac, vtep, source, aged):
+            how = "aged out" if aged else "removed"
+            return f"vni {vni}: {mac_str(mac)} at {_where(vtep)} ({source.label}) {how}"
+        case FloodMemberAdded(vni, vtep):
+            return f"vni {vni}: flood list + {vtep}"
+        case FloodMemberRemoved(vni, vtep):
+            return f"vni {vni}: flood list - {vtep}"
+    return repr(event)
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.clock = clock
+        self.switch = Switch(config.node.vxlan_port, config.node.fdb_aging)
+        self.taps: dict[int, Tap] = {}
+        self.mtus: dict[int, int] = {}
+        self.sockets: VxlanSockets | None = None
+        self.status: StatusServer | None = None
+        self._stack = contextlib.ExitStack()
+        self._stopping = asyncio.Event()
+        self._buf = bytearray(BUFFER_BYTES)
+        self._bufs = [self._buf]
+        self._mv = memoryview(self._buf)
+
+    # -- setup and teardown ---------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create devices and sockets; on any failure undo what was done and raise SetupError."""
+        try:
+            await self._setup()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    async def _setup(self) -> None:
+        cfg = self.config
+        node = cfg.node
+        async with Netlink() as nl:
+            underlay = await nl.underlay_for(node.vtep)
+            if underlay is None:
+                raise SetupError(f"node.vtep: {node.vtep} is not assigned to any interface on this host")
+            underlay_mtu = node.underlay_mtu or underlay.mtu
+            for i, net in enumerate(cfg.networks):
+                if await nl.link_exists(net.device):
+                    raise SetupError(f"networks[{i}].device: {net.device} already exists")
+            try:
+                claim_path(node.status_socket)
+            except (SocketInUseError, OSError) as err:
+                raise SetupError(f"node.status_socket: {err}") from None
+            try:
+                self.sockets = VxlanSockets(
+                    str(node.vtep), node.vxlan_port, node.udp_source_ports, node.vtep.version == 6
+                )
+            except OSError as err:
+                raise SetupError(
+                    f"node.vxlan_port: cannot bind {node.vtep} port {node.vxlan_port}: {err.strerror}"
+                ) from None
+            self._stack.callback(self.sockets.close)
+            for i, net in enumerate(cfg.networks):
+                try:
+                    tap = Tap(net.device)
+                except TapExistsError:
+                    raise SetupError(f"networks[{i}].device: {net.device} already exists") from None
+                except OSError as err:
+                    raise SetupError(f"networks[{i}].device: {err.strerror}") from None
+                self._stack.callback(tap.close)
+                mtu = cfg.mtu_for(net, underlay_mtu)
+                try:
+                    mac = await nl.configure(net.device, mtu, net.address)
+                except Exception as err:  # pyroute2's NetlinkError and friends
+                    raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
+                self.taps[net.vni] = tap
+                self.mtus[net.vni] = mtu
+                self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+        now = self.clock()
+        for net in cfg.networks:
+            for vtep in net.vteps:
+                self.switch.add_flood_vtep(net.vni, str(vtep), Source.STATIC)
+            for entry in net.fdb:
+                self.switch.install_mac(net.vni, entry.mac_bytes, str(entry.vtep), Source.STATIC, now)
+            log.info(
+                "network %s: vni %d on %s (mtu %d, mac %s), flood list: %s",
+                net.name, net.vni, net.device, self.mtus[net.vni],
+                mac_str(min(self.switch.segment(net.vni).own_macs)),
+                ", ".join(self.switch.flood.targets(net.vni)) or "empty",
+            )
+        self._log_events()
+        log.info(
+            "node %s: vtep %s port %d on %s (underlay mtu %d), source ports %s",
+            node.name, node.vtep, node.vxlan_port, underlay.ifname, underlay_mtu,
+            ",".join(map(str, self.sockets.source_ports)),
+        )
+
+    def close(self) -> None:
+        """Remove what setup created (TAP devices, sockets). Safe to call twice."""
+        self._stack.close()
+        self.taps.clear()
+
+    # -- running --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Set up, serve until SIGTERM/SIGINT or `stop()`, then clean up."""
+        loop = asyncio.get_running_loop()
+        await self.setup()
+        try:
+            view = SwitchView(self.config, self.switch, self.clock(), self.mtus)
+            self.status = StatusServer(self.config.node.status_socket, view, self.clock)
+            try:
+                await self.status.start()
+            except OSError as err:
+                raise SetupError(f"node.status_socket: {err}") from None
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            for vni, tap in self.taps.items():
+                loop.add_reader(tap.fd, self._tap_readable, vni, tap.fd)
+            loop.add_reader(self.sockets.rx.fileno(), self._udp_readable)
+            log.info("ready; status socket %s", self.config.node.status_socket)
+            tick = loop.create_task(self._tick())
+            await self._stopping.wait()
+            tick.cancel()
+            log.info("stopping")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            for tap in self.taps.values():
+                loop.remove_reader(tap.fd)
+            if self.sockets is not None:
+                loop.remove_reader(self.sockets.rx.fileno())
+            if self.status is not None:
+                await self.status.close()
+            self.close()
+            log.info("stopped; devices and status socket removed")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(AGING_TICK_S)
+            self.switch.expire(self.clock())
+            self._log_events()
+
+    def _log_events(self) -> None:
+        events = self.switch.pop_events()
+        if log.isEnabledFor(logging.DEBUG):
+            for event in events:
+                log.debug("%s", describe(event))
+
+    # -- the hot path -----------------------------------------------------------
+
+    def _tap_readable(self, vni: int, fd: int) -> None:
+        readv, bufs, mv = os.readv, self._bufs, self._mv
+        from_tap = self.switch.from_tap
+        tx = self.sockets.tx
+        ntx = len(tx)
+        counters = self.switch.counters
+        now = self.clock()
+        for _ in range(BATCH):
+            try:
+                n = readv(fd, bufs)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            frame = mv[:n]
+            egress = from_tap(vni, frame, now)
+            if egress is None:
+                continue
+            header, targets, flow = egress
+            sendmsg = tx[flow % ntx].sendmsg
+            parts = (header, frame)
+            for addr in targets:
+                try:
+                    sendmsg(parts, (), 0, addr)
+                except OSError:
+                    counters.tx_drop_send_error += 1
+
+    def _udp_readable(self) -> None:
+        recv = self.sockets.rx.recvfrom_into
+        buf, mv = self._buf, self._mv
+        from_vxlan = self.switch.from_vxlan
+        fds = {vni: tap.fd for vni, tap in self.taps.items()}
+        write = os.write
+        counters = self.switch.counters
+        now = self.clock()
+        for _ in range(BATCH):
+            try:
+                n, addr = recv(buf)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            delivery = from_vxlan(addr[0], mv[:n], now)
+            if delivery is None:
+                continue
+            vni, inner = delivery
+            try:
+                write(fds[vni], inner)
+            except OSError:
+                counters.rx_drop_write_error += 1

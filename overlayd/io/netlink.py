@@ -1,0 +1,78 @@
+"""Every netlink change overlayd makes, through pyroute2: find the underlay,
+set MTU and addresses on our devices, bring them up."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from pyroute2 import AsyncIPRoute
+
+IFA_F_NODAD = 0x02
+
+
+@dataclass(frozen=True)
+class Underlay:
+    """The interface that holds the VTEP address."""
+
+    ifname: str
+    ifindex: int
+    mtu: int
+
+
+class Netlink:
+    """An rtnetlink socket for the daemon's setup; use as `async with Netlink() as nl`."""
+
+    def __init__(self) -> None:
+        self._ipr = AsyncIPRoute()
+
+    async def __aenter__(self) -> Netlink:
+        await self._ipr.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._ipr.__aexit__(*exc)
+
+    async def link_exists(self, name: str) -> bool:
+        return bool(await self._ipr.link_lookup(ifname=name))
+
+    async def _link(self, index: int):
+        async for link in await self._ipr.get_links(index):
+            return link
+        raise LookupError(f"no link with index {index}")
+
+    async def underlay_for(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> Underlay | None:
+        family = 2 if address.version == 4 else 10
+        found = None
+        async for msg in await self._ipr.get_addr(family=family):
+            local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+            if found is None and local and ipaddress.ip_address(local) == address:
+                found = msg["index"]
+        if found is None:
+            return None
+        link = await self._link(found)
+        return Underlay(link.get("IFLA_IFNAME"), found, link.get("IFLA_MTU"))
+
+    async def configure(
+        self,
+        name: str,
+        mtu: int,
+        address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None,
+    ) -> bytes:
+        """Set MTU and address on `name`, bring it up; return its MAC address."""
+        (index,) = await self._ipr.link_lookup(ifname=name)
+        await self._ipr.link("set", index=index, mtu=mtu)
+        if address is not None:
+            extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+            await self._ipr.addr(
+                "add",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                **extra,
+            )
+        await self._ipr.link("set", index=index, state="up")
+        link = await self._link(index)
+        return bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))

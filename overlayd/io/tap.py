@@ -1,0 +1,37 @@
+"""TAP devices through python-pytun: created exclusively, non-persistent,
+non-blocking. Closing the file descriptor removes the device, and so does
+the kernel if the daemon dies."""
+
+from __future__ import annotations
+
+import os
+
+import pytun
+
+
+class TapExistsError(OSError):
+    """The device name is taken by an interface overlayd did not create."""
+
+
+class Tap:
+    def __init__(self, name: str):
+        try:
+            self._dev = pytun.TunTapDevice(
+                name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+            )
+        except pytun.Error as err:
+            code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
+            if code in (16, 17):  # EBUSY, EEXIST
+                raise TapExistsError(code, f"device {name} already exists") from None
+            raise OSError(code, f"cannot create TAP device {name}: {err}") from None
+        self.name: str = self._dev.name
+        self.fd: int = self._dev.fileno()
+        os.set_blocking(self.fd, False)
+
+    def close(self) -> None:
+        if self._dev is not None:
+            self._dev.close()
+            self._dev = None
+
+    def __repr__(self) -> str:
+        return f"Tap({self.name!r}, fd={self.fd})"

@@ -1,0 +1,106 @@
+"""`overlayctl`: query a running overlayd through its status socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from overlayd import __version__
+from overlayd.config import DEFAULT_STATUS_SOCKET
+from overlayd.status.client import request
+from overlayd.status.protocol import COMMANDS, StatusError
+
+EXIT_UNREACHABLE = 2
+EXIT_REFUSED = 3
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns, two spaces apart; numbers right-aligned."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        out = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in cells])
+
+
+def render_status(s: dict[str, Any]) -> str:
+    head = (
+        f"node {s['node']}  vtep {s['vtep']} port {s['vxlan_port']}  "
+        f"uptime {s['uptime_s']}s  fdb entries {s['fdb_entries']}"
+    )
+    rows = [
+        (n["name"], n["vni"], n["device"], n["mtu"], n["mac"], n["address"],
+         ", ".join(n["flood_list"]) or "(none)")
+        for n in s["networks"]
+    ]
+    return head + "\n\n" + table(
+        ("NETWORK", "VNI", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
+    )
+
+
+def render_fdb(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(fdb is empty)"
+    return table(
+        ("NETWORK", "VNI", "MAC", "WHERE", "LEARNED", "AGE"),
+        [(r["network"], r["vni"], r["mac"], r["where"], r["learned"], f"{r['age_s']:.0f}s") for r in rows],
+    )
+
+
+def render_stats(s: dict[str, Any]) -> str:
+    counters, desc = s["counters"], s.get("descriptions", {})
+    return table(("COUNTER", "VALUE", "MEANING"), [(k, v, desc.get(k, "")) for k, v in counters.items()])
+
+
+RENDER = {"status": render_status, "fdb": render_fdb, "stats": render_stats}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="overlayctl",
+        description="Query a running overlayd through its status socket.",
+        epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request.",
+    )
+    p.add_argument(
+        "-s", "--socket",
+        default=os.environ.get("OVERLAYD_SOCKET", DEFAULT_STATUS_SOCKET),
+        help="status socket (default: $OVERLAYD_SOCKET or %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=f"overlayctl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
+        if name == "fdb":
+            cmd.add_argument("-n", "--network", help="only this network")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    extra = {"network": args.network} if getattr(args, "network", None) else {}
+    try:
+        result = request(args.socket, args.command, **extra)
+    except StatusError as err:
+        print(f"overlayctl: {args.command}: {err} ({err.code})", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as err:
+        print(f"overlayctl: cannot reach overlayd at {args.socket}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(RENDER[args.command](result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The status protocol: one JSON object per line each way, versioned.
+
+Request:  {"version": 1, "command": "fdb", "args": {"network": "blue"}}
+Reply:    {"version": 1, "ok": true, "command": "fdb", "result": ...}
+Error:    {"version": 1, "ok": false, "error": {"code": "unknown_command", "message": "..."}}
+
+Pure code: `handle_line` maps a request line to a reply line given a view of
+the node, so the whole protocol is testable with strings. The socket server
+(`status/server.py`) and `overlayctl` only move lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 64 * 1024
+
+
+class NodeView(Protocol):
+    """What the daemon exposes to the status socket; every method takes the current time."""
+
+    def status(self, now: float) -> dict[str, Any]: ...
+    def fdb(self, now: float, network: str | None = None) -> list[dict[str, Any]]: ...
+    def stats(self, now: float) -> dict[str, Any]: ...
+
+
+COMMANDS: dict[str, str] = {
+    "status": "the node, its VTEP and each network (name, VNI, device, MTU, flood list)",
+    "fdb": "forwarding database entries (args: network)",
+    "stats": "frame and byte counters, and one counter per drop reason",
+}
+
+
+class StatusError(Exception):
+    """A request the daemon refused, or a reply that is not valid; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def encode_request(command: str, **args: Any) -> str:
+    req: dict[str, Any] = {"version": PROTOCOL_VERSION, "command": command}
+    if args:
+        req["args"] = args
+    return json.dumps(req) + "\n"
+
+
+def _reply(ok: bool, **body: Any) -> str:
+    return json.dumps({"version": PROTOCOL_VERSION, "ok": ok, **body}, sort_keys=True) + "\n"
+
+
+def _error(code: str, message: str) -> str:
+    return _reply(False, error={"code": code, "message": message})
+
+
+def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) -> Any:
+    handlers: dict[str, Callable[[], Any]] = {
+        "status": lambda: view.status(now),
+        "fdb": lambda: view.fdb(now, network=args.get("network")),
+        "stats": lambda: view.stats(now),
+    }
+    unknown = set(args) - {"network"} if command == "fdb" else set(args)
+    if unknown:
+        raise StatusError("bad_request", f"command {command!r} takes no argument {sorted(unknown)[0]!r}")
+    return handlers[command]()
+
+
+def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
+    """One request line in, one reply line out. Never raises on bad input."""
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as err:
+        return _error("bad_request", f"request is not JSON: {err}")
+    if not isinstance(req, dict):
+        return _error("bad_request", "request must be a JSON object")
+    version = req.get("version")
+    if version != PROTOCOL_VERSION:
+        return _error(
+            "bad_version", f"protocol version {version!r} is not supported (this daemon speaks {PROTOCOL_VERSION})"
+        )
+    command = req.get("command")
+    if command not in COMMANDS:
+        return _error("unknown_command", f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+    args = req.get("args", {})
+    if not isinstance(args, dict):
+        return _error("bad_request", "args must be a JSON object")
+    try:
+        result = _dispatch(view, command, args, now)
+    except StatusError as err:
+        return _error(err.code, str(err))
+    return _reply(True, command=command, result=result)
+
+
+def decode_reply(line: str | bytes) -> Any:
+    """The result of a reply line; StatusError if the daemon said no or the line is garbage."""
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise StatusError("bad_reply", f"reply is not JSON: {line[:80]!r}") from None
+    if not isinstance(reply, dict) or reply.get("version") != PROTOCOL_VERSION:
+        raise StatusError("bad_version", f"reply is not status protocol version {PROTOCOL_VERSION}")
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise StatusError(err.get("code", "error"), err.get("message", "request failed"))
+    return reply.get("result")

@@ -1,0 +1,70 @@
+"""The daemon's state as the status protocol shows it: plain dicts, stable keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from overlayd.config import Config
+from overlayd.dataplane.counters import COUNTERS
+from overlayd.dataplane.switch import Switch
+from overlayd.status.protocol import StatusError
+from overlayd.wire.ethernet import mac_str
+
+
+class SwitchView:
+    """Implements `protocol.NodeView` over a config, a Switch and per-network device facts."""
+
+    def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int]):
+        self.config = config
+        self.switch = switch
+        self.started = started
+        self.mtus = mtus  # VNI -> MTU actually set on the device
+
+    def status(self, now: float) -> dict[str, Any]:
+        node = self.config.node
+        networks = []
+        for net in self.config.networks:
+            seg = self.switch.segment(net.vni)
+            networks.append(
+                {
+                    "name": net.name,
+                    "vni": net.vni,
+                    "device": net.device,
+                    "mtu": self.mtus.get(net.vni),
+                    "address": str(net.address) if net.address else None,
+                    "flood_list": list(self.switch.flood.targets(net.vni)),
+                    "mac": mac_str(min(seg.own_macs)) if seg.own_macs else None,
+                }
+            )
+        return {
+            "node": node.name,
+            "vtep": str(node.vtep),
+            "vxlan_port": node.vxlan_port,
+            "uptime_s": round(now - self.started, 1),
+            "fdb_entries": len(self.switch.fdb),
+            "networks": networks,
+        }
+
+    def fdb(self, now: float, network: str | None = None) -> list[dict[str, Any]]:
+        names = {net.vni: net.name for net in self.config.networks}
+        if network is not None and network not in names.values():
+            raise StatusError("bad_request", f"no network named {network!r}")
+        rows = []
+        for e in self.switch.fdb:
+            if network is not None and names.get(e.vni) != network:
+                continue
+            rows.append(
+                {
+                    "network": names.get(e.vni, ""),
+                    "vni": e.vni,
+                    "mac": mac_str(e.mac),
+                    "where": "local" if e.vtep is None else e.vtep,
+                    "learned": e.source.label,
+                    "age_s": round(now - e.updated, 1),
+                }
+            )
+        rows.sort(key=lambda r: (r["vni"], r["mac"]))
+        return rows
+
+    def stats(self, now: float) -> dict[str, Any]:
+        return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}

@@ -1,0 +1,54 @@
+"""ARP for IPv4 over Ethernet (RFC 826): the 28-byte packet after the Ethernet header."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from overlayd.wire.errors import DecodeError
+
+ARP_LEN = 28
+HTYPE_ETHERNET = 1
+PTYPE_IPV4 = 0x0800
+OP_REQUEST = 1
+OP_REPLY = 2
+
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+
+@dataclass(frozen=True, slots=True)
+class ArpPacket:
+    """An Ethernet/IPv4 ARP request or reply."""
+
+    op: int  # OP_REQUEST or OP_REPLY
+    sender_mac: bytes
+    sender_ip: ipaddress.IPv4Address
+    target_mac: bytes
+    target_ip: ipaddress.IPv4Address
+
+    @property
+    def is_gratuitous(self) -> bool:
+        """Sender announces its own binding (sender IP == target IP)."""
+        return self.sender_ip == self.target_ip
+
+    def encode(self) -> bytes:
+        return _ARP.pack(
+            HTYPE_ETHERNET, PTYPE_IPV4, 6, 4, self.op,
+            self.sender_mac, self.sender_ip.packed, self.target_mac, self.target_ip.packed,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> ArpPacket:
+        if len(data) < ARP_LEN:
+            raise DecodeError("arp", f"packet of {len(data)} bytes is shorter than {ARP_LEN}")
+        htype, ptype, hlen, plen, op, smac, sip, tmac, tip = _ARP.unpack_from(data)
+        if htype != HTYPE_ETHERNET or hlen != 6:
+            raise DecodeError("arp", f"hardware type {htype}/length {hlen} is not Ethernet")
+        if ptype != PTYPE_IPV4 or plen != 4:
+            raise DecodeError("arp", f"protocol type {ptype:#06x}/length {plen} is not IPv4")
+        if op not in (OP_REQUEST, OP_REPLY):
+            raise DecodeError("arp", f"operation {op} is neither request nor reply")
+        return cls(
+            op, bytes(smac), ipaddress.IPv4Address(sip), bytes(tmac), ipaddress.IPv4Address(tip)
+        )
