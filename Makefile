@@ -1,0 +1,28 @@
+.DEFAULT_GOAL := help
+PYTHON := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap test unit demo clean
+
+help:
+	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
+	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
+	@echo "make demo       bootstrap, then run tools/demo.py"
+	@echo "make bootstrap  install system packages (as root) and .venv"
+	@echo "make clean      remove .venv and caches"
+
+bootstrap:
+	scripts/bootstrap
+
+test: bootstrap
+	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+unit: bootstrap
+	$(PYTHON) -m pytest -ra tests/unit tests/sim $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(PYTHON) tools/demo.py
+
+clean:
+	rm -rf .venv .pytest_cache .hypothesis build dist *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,81 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.lab import CommandError, wait_for
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def pids_in(netns: str) -> list[str]:
+    return subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+
+
+def alive(pid: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_hosts_on_the_underlay_reach_each_other_over_v4_and_v6(lab):
+    a = lab.add_host("a", v4="10.0.0.1/24", v6="fd00::1/64")
+    b = lab.add_host("b", v4="10.0.0.2/24", v6="fd00::2/64")
+    assert (a.v4, a.v6) == ("10.0.0.1", "fd00::1")
+    assert a.ping(b.v4)
+    assert b.ping(a.v4)
+    assert a.ping(b.v6)
+    assert b.ping(a.v6)
+    assert not a.ping("10.0.0.99", timeout=1)
+
+
+def test_host_has_eth0_with_the_requested_mtu(lab):
+    a = lab.add_host("a", v4="10.0.0.1/24", mtu=9000)
+    [eth0] = a.json_ip("link", "show", "dev", "eth0")
+    assert eth0["mtu"] == 9000
+    assert "UP" in eth0["flags"]
+
+
+def test_run_failure_names_the_command_and_its_output(lab):
+    a = lab.add_host("a")
+    with pytest.raises(CommandError) as failure:
+        a.run("sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3")
+    message = str(failure.value)
+    assert "exit 3" in message and "exited 3" in message
+    assert "to-stdout" in message and "to-stderr" in message
+
+
+def test_popen_output_goes_to_a_log(lab):
+    a = lab.add_host("a")
+    proc = a.popen("sh", "-c", "echo hello; echo oops >&2")
+    assert proc.wait(timeout=10) == 0
+    assert a.log(proc) == "hello\noops\n"
+    assert a.log_path(proc).parent == lab.tmpdir
+
+
+def test_wait_for_names_what_it_waited_for():
+    assert wait_for(lambda: 42, timeout=1) == 42
+    with pytest.raises(TimeoutError, match="the moon"):
+        wait_for(lambda: None, timeout=0.2, interval=0.05, what="the moon")
+
+
+def test_close_stops_processes_and_deletes_namespaces(lab):
+    a = lab.add_host("a", v4="10.0.0.1/24")
+    lab.add_host("b", v4="10.0.0.2/24")
+    stubborn = a.popen("sh", "-c", "trap '' TERM; sleep 60 & wait")
+    plain = a.popen("sleep", "60")
+    wait_for(lambda: len(pids_in(a.netns)) == 3, timeout=5, what="sh, its sleep and sleep")
+    pids = pids_in(a.netns)
+    names = {lab.underlay, *(h.netns for h in lab.hosts.values())}
+    assert names <= netns_names()
+    lab.close()
+    assert stubborn.returncode is not None and plain.returncode is not None
+    assert not [pid for pid in pids if alive(pid)]
+    assert not names & netns_names()
+    assert not lab.tmpdir.exists()
+    lab.close()

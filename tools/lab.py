@@ -1,0 +1,245 @@
+"""Multi-host topologies in Linux network namespaces, for tests, demos and benchmarks.
+
+    from tools.lab import Lab, wait_for
+
+    with Lab() as lab:
+        a = lab.add_host("a", v4="10.0.0.1/24", v6="fd00::1/64")
+        b = lab.add_host("b", v4="10.0.0.2/24", v6="fd00::2/64", mtu=9000)
+        assert a.ping(b.v4) and a.ping(b.v6)
+        server = b.popen("iperf3", "-s")          # output goes to b.log_path(server)
+        wait_for(lambda: "listening" in b.log(server), timeout=5, what="iperf3 server")
+        print(a.run("iperf3", "-c", b.v4, "-t", "1").stdout)
+        links = a.json_ip("link", "show", "dev", "eth0")   # parsed `ip -j` output
+
+Lab(prefix=None)
+    Every namespace a lab creates is named "<prefix>-<something>", the prefix
+    being "ovl" plus 4 random hex digits unless given, so concurrent runs and
+    leftovers from killed runs never collide. Nothing is created in the root
+    namespace, so interface names need no prefix.
+lab.add_host(name, v4=None, v6=None, mtu=1500) -> Host
+    Creates netns "<prefix>-<name>" with lo up and "eth0" carrying the given
+    addresses (IPv6 duplicate address detection off, so they work at once).
+    eth0 is one end of a veth pair; the other end, "v-<name>", is a port of
+    bridge "br0" (multicast snooping off, so it floods like a hub for
+    multicast) in the underlay namespace "<prefix>-ul" (lab.underlay),
+    created with the first host. Every host can reach every other host.
+lab.close()
+    Stops every process started through the lab (SIGTERM to its process
+    group, SIGKILL after 3 s, then SIGKILL to anything still inside a lab
+    namespace), deletes the namespaces and the log directory. Idempotent,
+    never raises; a `with` block calls it.
+Host
+    .name .netns; .v4 .v6 (address without prefix length, or None)
+    .run(*cmd, check=True, timeout=30, input=None) -> CompletedProcess (text)
+        Runs cmd in the namespace; a failure raises CommandError, whose
+        message holds the command, exit code, stdout and stderr.
+    .ip(*args), .json_ip(*args), .sysctl(key, value)
+    .popen(*cmd, **popen_kwargs) -> Popen
+        Starts cmd in the namespace in its own process group, stdin from
+        /dev/null, stdout+stderr to a log file unless given in popen_kwargs.
+    .log_path(proc) -> Path | None, .log(proc) -> str (the log so far)
+    .ping(addr, count=1, timeout=5) -> bool
+wait_for(predicate, timeout, interval=0.1, what="") -> the first truthy value
+    of predicate(), or TimeoutError naming `what`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+TERM_GRACE_S = 3.0
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,12}")
+
+
+class CommandError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return (
+            f"command {' '.join(self.cmd)!r} exited {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout or ''}--- stderr ---\n{self.stderr or ''}"
+        )
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 30,
+        input: str | None = None) -> subprocess.CompletedProcess:
+    """Run cmd, capturing text output; raise CommandError on failure if check."""
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and result.returncode != 0:
+        raise CommandError(result.returncode, cmd, result.stdout, result.stderr)
+    return result
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1,
+             what: str = "") -> Any:
+    """Call predicate until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what or predicate!r}")
+        time.sleep(interval)
+
+
+class Host:
+    def __init__(self, lab: Lab, name: str, netns: str, v4: str | None, v6: str | None):
+        self.lab = lab
+        self.name = name
+        self.netns = netns
+        self.v4 = v4
+        self.v6 = v6
+
+    def __repr__(self) -> str:
+        return f"Host({self.name!r}, netns={self.netns!r}, v4={self.v4!r}, v6={self.v6!r})"
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        return run("ip", "netns", "exec", self.netns, *cmd,
+                   check=check, timeout=timeout, input=input)
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run("ip", "-n", self.netns, *args, check=check)
+
+    def json_ip(self, *args: str) -> Any:
+        return json.loads(run("ip", "-n", self.netns, "-j", *args).stdout or "[]")
+
+    def sysctl(self, key: str, value: str | int) -> None:
+        self.run("sysctl", "-qw", f"{key}={value}")
+
+    def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen:
+        log = None
+        if "stdout" not in kw or "stderr" not in kw:
+            log = self.lab._new_log(self.name, cmd[0])
+            logfile = open(log, "wb")
+            kw.setdefault("stdout", logfile)
+            kw.setdefault("stderr", subprocess.STDOUT if kw["stdout"] is logfile else logfile)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd],
+                                    start_new_session=True, **kw)
+        finally:
+            if log:
+                logfile.close()
+        self.lab._procs.append((proc, log))
+        return proc
+
+    def log_path(self, proc: subprocess.Popen) -> Path | None:
+        return next((log for p, log in self.lab._procs if p is proc), None)
+
+    def log(self, proc: subprocess.Popen) -> str:
+        path = self.log_path(proc)
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    def ping(self, addr: str, count: int = 1, timeout: float = 5) -> bool:
+        family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
+        result = self.run("ping", family, "-q", "-n", "-c", str(count), "-i", "0.2",
+                          "-w", str(max(1, round(timeout))), addr,
+                          check=False, timeout=timeout + 5)
+        return result.returncode == 0
+
+
+class Lab:
+    def __init__(self, prefix: str | None = None):
+        self.prefix = prefix or f"ovl{secrets.token_hex(2)}"
+        self.underlay = f"{self.prefix}-ul"
+        self.hosts: dict[str, Host] = {}
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self._netns: list[str] = []
+        self._procs: list[tuple[subprocess.Popen, Path | None]] = []
+        self._closed = False
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_host(self, name: str, v4: str | None = None, v6: str | None = None,
+                 mtu: int = 1500) -> Host:
+        if not _HOST_NAME.fullmatch(name):
+            raise ValueError(f"host name {name!r}: use 1-13 letters, digits, '-' or '_'")
+        if name in self.hosts or name == "ul":
+            raise ValueError(f"host name {name!r} is taken")
+        v4_if = ipaddress.IPv4Interface(v4) if v4 else None
+        v6_if = ipaddress.IPv6Interface(v6) if v6 else None
+        if not self._netns:
+            self._add_netns(self.underlay)
+            ul = ("ip", "-n", self.underlay)
+            run("ip", "netns", "exec", self.underlay, "sysctl", "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+            run(*ul, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+            run(*ul, "link", "set", "br0", "up")
+        netns = f"{self.prefix}-{name}"
+        self._add_netns(netns)
+        host = Host(self, name, netns, str(v4_if.ip) if v4_if else None,
+                    str(v6_if.ip) if v6_if else None)
+        host.sysctl("net.ipv6.conf.all.accept_dad", 0)
+        host.sysctl("net.ipv6.conf.default.accept_dad", 0)
+        port = f"v-{name}"
+        run("ip", "-n", self.underlay, "link", "add", port, "mtu", str(mtu), "type", "veth",
+            "peer", "name", "eth0", "mtu", str(mtu), "netns", netns)
+        run("ip", "-n", self.underlay, "link", "set", port, "master", "br0", "up")
+        host.ip("link", "set", "lo", "up")
+        if v4_if:
+            host.ip("addr", "add", str(v4_if), "dev", "eth0")
+        if v6_if:
+            host.ip("-6", "addr", "add", str(v6_if), "dev", "eth0", "nodad")
+        host.ip("link", "set", "eth0", "up")
+        self.hosts[name] = host
+        return host
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self._stop_processes()
+        for netns in reversed(self._netns):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                run("ip", "netns", "del", netns, check=False)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def _add_netns(self, netns: str) -> None:
+        self._netns.append(netns)
+        run("ip", "netns", "add", netns)
+
+    def _new_log(self, host: str, program: str) -> Path:
+        return self.tmpdir / f"{host}-{len(self._procs)}-{Path(program).name}.log"
+
+    def _stop_processes(self) -> None:
+        running = [p for p, _ in self._procs if p.returncode is None]
+        for proc in running:
+            _killpg(proc, signal.SIGTERM)
+        deadline = time.monotonic() + TERM_GRACE_S
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _killpg(proc, signal.SIGKILL)
+                proc.wait()
+        for netns in self._netns:
+            pids = run("ip", "netns", "pids", netns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+
+
+def _killpg(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

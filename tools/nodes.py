@@ -1,0 +1,81 @@
+"""Run overlayd in a lab host and talk to it, for tests, the demo and benchmarks.
+
+    node = start_overlayd(host, {"node": {...}, "networks": [...]})
+    node.ctl("fdb")            # the JSON result of `overlayctl fdb --json`
+    node.counters()["tx_flood_frames"]
+    node.stop()                # SIGTERM, wait, return the exit code
+
+The daemon runs from the same Python as the caller (`python -m overlayd`),
+its config and status socket live in a temporary directory of the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.lab import Host, wait_for
+
+READY_TIMEOUT_S = 15.0
+
+
+class Overlayd:
+    def __init__(self, host: Host, config: dict[str, Any], workdir: Path):
+        self.host = host
+        self.config = config
+        self.socket = config["node"]["status_socket"]
+        self.config_path = workdir / f"{host.name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc = host.popen(sys.executable, "-m", "overlayd", "-c", str(self.config_path),
+                               "--log-level", "debug")
+
+    def log(self) -> str:
+        return self.host.log(self.proc)
+
+    def ctl(self, *args: str) -> Any:
+        """Run `overlayctl -s SOCKET ARGS --json` in the host; return the parsed result."""
+        out = self.host.run(sys.executable, "-m", "overlayd.status.ctl", "-s", self.socket,
+                            *args, "--json")
+        return json.loads(out.stdout)
+
+    def ctl_text(self, *args: str) -> str:
+        """The human output of `overlayctl ARGS`."""
+        return self.host.run(sys.executable, "-m", "overlayd.status.ctl", "-s", self.socket,
+                             *args).stdout
+
+    def counters(self) -> dict[str, int]:
+        return self.ctl("stats")["counters"]
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"overlayd on {self.host.name} exited {self.proc.returncode}:\n{self.log()}")
+            return "ready; status socket" in self.log()
+
+        wait_for(ready, timeout, what=f"overlayd on {self.host.name} to be ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"overlayd on {self.host.name} did not stop:\n{self.log()}") from None
+
+
+def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True) -> Overlayd:
+    """Start overlayd in `host`; config and status socket go to the lab's temporary directory."""
+    workdir = host.lab.tmpdir
+    config = json.loads(json.dumps(config))  # a private copy
+    config["node"].setdefault("status_socket", str(workdir / f"{host.name}.sock"))
+    config["node"].setdefault("name", host.name)
+    node = Overlayd(host, config, workdir)
+    if wait:
+        node.wait_ready()
+    return node
