@@ -61,8 +61,11 @@ class Switch:
     def add_segment(self, vni: int, name: str, own_macs: Iterable[bytes] = ()) -> None:
         if vni in self._segments:
             raise ValueError(f"VNI {vni} already has a segment")
-        self._segments[vni] = Segment(vni, name, encode_header(vni), frozenset(own_macs))
-        self._flood[vni] = ()
+        seg = self._segments[vni] = Segment(vni, name, encode_header(vni), frozenset(own_macs))
+        # Flood-list members and static/BGP MACs given for this VNI before it had a segment.
+        seg.vouchers.update(e.vtep for e in self.fdb if e.vni == vni and e.source.rank > 0)
+        self._flood[vni] = tuple((v, self.vxlan_port) for v in self.flood.targets(vni))
+        self._refresh_allowed(vni)
 
     def set_own_macs(self, vni: int, macs: Iterable[bytes]) -> None:
         """The MACs of our own TAP device: frames arriving from them are loops."""
