@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -70,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(config.networks)} network(s)")
         return 0
 
-    from overlayd.io.daemon import Daemon, SetupError
+    from overlayd.io.daemon import SetupError, run
 
     try:
-        asyncio.run(Daemon(config).run())
+        run(config)
     except SetupError as err:
         log.error("setup failed: %s", err)
         return EXIT_SETUP

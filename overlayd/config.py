@@ -114,6 +114,7 @@ class NetworkConfig(_Frozen):
     mtu: int | None = Field(default=None, ge=68, le=65535)
     vteps: tuple[IpAddress, ...] = ()
     fdb: tuple[StaticFdbEntry, ...] = ()
+    route_target: RouteTargetText = None
 
     @field_validator("device")
     @classmethod
@@ -133,9 +134,67 @@ class NetworkConfig(_Frozen):
         return v
 
 
+def _route_target(v: Any) -> Any:
+    if isinstance(v, str):
+        admin, sep, number = v.rpartition(":")
+        try:
+            if not sep:
+                raise ValueError
+            n = int(number)
+            if "." in admin:
+                ipaddress.IPv4Address(admin)
+                ok = 0 <= n <= 0xFFFF
+            else:
+                a = int(admin)
+                ok = 0 <= a <= 0xFFFFFFFF and 0 <= n <= (0xFFFFFFFF if a <= 0xFFFF else 0xFFFF)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{v!r} is not a route target like 65000:100 or 10.0.0.1:100")
+    elif v is not None:
+        raise ValueError(f"{v!r} is not a route target like 65000:100 or 10.0.0.1:100")
+    return v
+
+
+RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
+
+
+class NeighborConfig(_Frozen):
+    address: IpAddress
+    asn: int = Field(ge=1, le=0xFFFFFFFF)
+    passive: bool = False
+    port: int = Field(default=179, ge=1, le=65535)
+    description: str = ""
+
+
+class MacMobilityConfig(_Frozen):
+    max_moves: int = Field(default=5, ge=1)
+    window: float = Field(default=180.0, gt=0, description="seconds")
+    freeze: float = Field(default=180.0, gt=0, description="seconds a duplicate MAC stays frozen")
+
+
+class BgpConfig(_Frozen):
+    asn: int = Field(ge=1, le=0xFFFFFFFF)
+    router_id: ipaddress.IPv4Address | None = None
+    listen: IpAddress | None = None
+    port: int = Field(default=179, ge=1, le=65535)
+    hold_time: int = Field(default=9, ge=0, le=65535, description="seconds")
+    connect_retry: float = Field(default=5.0, gt=0, description="seconds")
+    neighbors: tuple[NeighborConfig, ...] = ()
+    mac_mobility: MacMobilityConfig = MacMobilityConfig()
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold(cls, v: int) -> int:
+        if 0 < v < 3:
+            raise ValueError("must be 0 or at least 3 seconds (RFC 4271 4.2)")
+        return v
+
+
 class Config(_Frozen):
     node: NodeConfig
     networks: tuple[NetworkConfig, ...] = Field(min_length=1)
+    bgp: BgpConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -158,7 +217,28 @@ class Config(_Frozen):
                     )
                 if addr == self.node.vtep:
                     raise ValueError(f"networks[{i}].{field}: {addr} is this node's own VTEP")
+        if self.bgp is not None:
+            if self.bgp.router_id is None and self.node.vtep.version != 4:
+                raise ValueError("bgp.router_id: required when node.vtep is not IPv4")
+            seen_peers: set[Any] = set()
+            for i, nb in enumerate(self.bgp.neighbors):
+                if nb.address in seen_peers:
+                    raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is listed twice")
+                seen_peers.add(nb.address)
         return self
+
+    @property
+    def router_id(self) -> ipaddress.IPv4Address:
+        """The BGP identifier: bgp.router_id, or node.vtep when that is IPv4."""
+        assert self.bgp is not None
+        rid = self.bgp.router_id or self.node.vtep
+        assert isinstance(rid, ipaddress.IPv4Address)
+        return rid
+
+    def route_target_for(self, net: NetworkConfig) -> str:
+        """The network's route target: configured, or <asn>:<vni> (FRR's "auto")."""
+        assert self.bgp is not None
+        return net.route_target or f"{self.bgp.asn}:{net.vni}"
 
     def mtu_for(self, net: NetworkConfig, underlay_mtu: int) -> int:
         """The TAP MTU: configured, or what fits in the underlay after encapsulation."""

@@ -26,14 +26,14 @@ READY_TIMEOUT_S = 15.0
 
 
 class Overlayd:
-    def __init__(self, host: Host, config: dict[str, Any], workdir: Path):
+    def __init__(self, host: Host, config: dict[str, Any], workdir: Path, log_level: str = "debug"):
         self.host = host
         self.config = config
         self.socket = config["node"]["status_socket"]
         self.config_path = workdir / f"{host.name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.proc = host.popen(sys.executable, "-m", "overlayd", "-c", str(self.config_path),
-                               "--log-level", "debug")
+                               "--log-level", log_level)
 
     def log(self) -> str:
         return self.host.log(self.proc)
@@ -69,13 +69,14 @@ class Overlayd:
             raise RuntimeError(f"overlayd on {self.host.name} did not stop:\n{self.log()}") from None
 
 
-def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True) -> Overlayd:
+def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True,
+                   log_level: str = "debug") -> Overlayd:
     """Start overlayd in `host`; config and status socket go to the lab's temporary directory."""
     workdir = host.lab.tmpdir
     config = json.loads(json.dumps(config))  # a private copy
     config["node"].setdefault("status_socket", str(workdir / f"{host.name}.sock"))
     config["node"].setdefault("name", host.name)
-    node = Overlayd(host, config, workdir)
+    node = Overlayd(host, config, workdir, log_level)
     if wait:
         node.wait_ready()
     return node

@@ -17,6 +17,8 @@ COUNTERS: dict[str, str] = {
     "tx_drop_local_dst": "frames for a MAC that lives on this node",
     "tx_drop_no_flood_list": "frames to flood on a network whose flood list is empty",
     "tx_drop_send_error": "datagrams the kernel refused (buffer full, no route, ...)",
+    "tx_arp_suppressed": "ARP requests and IPv6 neighbour solicitations answered locally from a remote binding",
+    "tx_arp_flooded": "ARP requests and neighbour solicitations suppression could not answer, forwarded as usual",
     "rx_datagrams": "UDP datagrams read from the VXLAN port",
     "rx_frames": "inner frames written to TAP devices",
     "rx_bytes": "bytes of those frames",

@@ -8,10 +8,38 @@ Changes to the tables pile up in `events` for the caller to collect.
 
 Time is the caller's `now` (seconds, monotonic); the decisions allocate
 nothing large: frames stay as the caller's memoryviews.
+
+ARP and IPv6 neighbour discovery (both off by default; the BGP mode turns
+them on, and `data_learning` off):
+
+- `neighbor_snooping`: ARP requests, replies and gratuitous ARP, and IPv6
+  neighbour solicitations and advertisements read from a TAP teach
+  `neighbors` the host's binding (source `local`) — the IP our type-2 route
+  carries with the MAC. Probes (sender 0.0.0.0, DAD from ::) teach nothing,
+  nor does a packet whose claimed MAC (ARP sender, ND link-layer option) is
+  not the frame's own source MAC.
+- `arp_suppression`: an ARP request or neighbour solicitation from a TAP
+  whose target has a binding (`neighbors.lookup`) naming a MAC that the FDB
+  places behind a remote VTEP, and that is not the asker's own, is answered
+  here: `from_tap` returns None and appends `(vni, reply frame)` to
+  `replies`, which the caller writes to the TAP of that VNI and empties
+  after each call (`pop_replies`). This is the Linux bridge's
+  `neigh_suppress` rule (answer when the neighbour's FDB entry is on the
+  VXLAN port). A target on this node answers for itself, so its request,
+  like one for an unknown address, is forwarded as usual and counted
+  `tx_arp_flooded`. Probes and gratuitous ARP are never answered.
+- `data_learning` (on by default): learn inner source MACs of VXLAN frames.
+  Off under BGP, where remote MACs come only from the control plane (kernel
+  VXLAN `nolearning` under FRR); learning from the TAP goes on regardless.
+
+Only frames with ethertype ARP, or IPv6 with next header ICMPv6 and type
+135/136 at fixed offsets, go further than two integer compares; frames with
+an 802.1Q tag are not looked into.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Iterable
@@ -21,7 +49,11 @@ from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.flowhash import flow_hash
 from overlayd.fabric.fdb import Fdb, FdbChange, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
+from overlayd.fabric.neighbors import IP, NeighborChange, Neighbors
+from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
+from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import ETH_HEADER_LEN, ZERO_MAC
+from overlayd.wire.ndp import NeighborMessage, advertisement_reply_frame
 from overlayd.wire.vxlan import FLAG_I, VXLAN_HEADER_LEN, encode_header
 
 Address = tuple[str, int]
@@ -31,6 +63,9 @@ Egress = tuple[bytes, tuple[Address, ...], int]
 _MIN_DATAGRAM = VXLAN_HEADER_LEN + ETH_HEADER_LEN
 _I_FLAG_WORD = FLAG_I << 24
 _unpack_vxlan = struct.Struct("!II").unpack_from
+_ND_MIN_FRAME = ETH_HEADER_LEN + 40 + 24  # Ethernet, IPv6, the fixed part of an NS/NA
+_ND_TYPES = (135, 136)
+_IPV4_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 @dataclass(slots=True)
@@ -51,7 +86,12 @@ class Switch:
         self.fdb = Fdb(aging_s)
         self.flood = FloodLists()
         self.counters = Counters()
-        self.events: list[FdbChange | FloodChange] = []
+        self.events: list[FdbChange | FloodChange | NeighborChange] = []
+        self.neighbors = Neighbors(aging_s)
+        self.neighbor_snooping = False
+        self.arp_suppression = False
+        self.data_learning = True
+        self.replies: list[tuple[int, bytes]] = []  # (VNI, frame) for that VNI's TAP: see above
         self._segments: dict[int, Segment] = {}
         self._unicast: dict[str, tuple[Address, ...]] = {}
         self._flood: dict[int, tuple[Address, ...]] = {}
@@ -106,15 +146,41 @@ class Switch:
             self._vouch(vni, change.vtep, -1)
         self.events.append(change)
 
+    def install_neighbor(self, vni: int, ip: IP | str, mac: bytes, source: Source, now: float) -> None:
+        """An IP/MAC binding placed by the control plane (`bgp`) or config (`static`)."""
+        change = self.neighbors.learn(vni, ipaddress.ip_address(ip), mac, source, now)
+        if change is not None:
+            self.events.append(change)
+
+    def withdraw_neighbor(self, vni: int, ip: IP | str, mac: bytes | None, source: Source) -> None:
+        """Remove `source`'s binding for `ip`, if it still names `mac` (None: whatever it names)."""
+        change = self.neighbors.remove(vni, ipaddress.ip_address(ip), source, mac)
+        if change is not None:
+            self.events.append(change)
+
     def expire(self, now: float) -> list[FdbChange]:
-        """Age out data-plane FDB entries; returns (and records) what left."""
+        """Age out data-plane FDB entries; returns (and records) what left.
+
+        Snooped neighbour bindings age here too; their removals are recorded
+        in `events` only.
+        """
         gone = self.fdb.expire(now)
         self.events.extend(gone)
+        self.events.extend(self.neighbors.expire(now))
         return list(gone)
 
-    def pop_events(self) -> list[FdbChange | FloodChange]:
+    def pop_events(self) -> list[FdbChange | FloodChange | NeighborChange]:
         events, self.events = self.events, []
         return events
+
+    def pop_replies(self) -> list[tuple[int, bytes]]:
+        """The suppression replies queued since the last call: (VNI, frame to write to its TAP).
+
+        Empties `replies` in place: a caller may hold on to that list and drain it itself.
+        """
+        replies = list(self.replies)
+        self.replies.clear()
+        return replies
 
     def _flood_changed(self, vni: int, change: FloodChange) -> None:
         port = self.vxlan_port
@@ -161,8 +227,16 @@ class Switch:
         change = fdb.learn(vni, src, None, Source.LOCAL, now)
         if change is not None:
             self.events.append(change)
+        kind = frame[12]  # ARP and ND only: IPv4 pays this compare and the next
+        if kind == 0x08:
+            if frame[13] == 0x06 and self._arp(vni, frame, src, now):
+                return None
+        elif kind == 0x86 and frame[13] == 0xDD and size >= _ND_MIN_FRAME and frame[20] == 58:
+            if self._nd(vni, frame, src, now):  # ICMPv6 right after the IPv6 header
+                return None
         header = self._segments[vni].header
-        if not frame[0] & 1:
+        unicast = not frame[0] & 1
+        if unicast:
             entry = fdb.get(vni, bytes(frame[0:6]))
             if entry is not None:
                 if entry.vtep is None:
@@ -171,12 +245,12 @@ class Switch:
                 c.tx_unicast_frames += 1
                 c.tx_datagrams += 1
                 return header, self._unicast_to(entry.vtep), flow_hash(frame)
-            c.tx_unknown_unicast_frames += 1
         targets = self._flood[vni]
         if not targets:
             c.tx_drop_no_flood_list += 1
             return None
         c.tx_flood_frames += 1
+        c.tx_unknown_unicast_frames += unicast  # a unicast frame flooded: its MAC is unknown
         c.tx_datagrams += len(targets)
         return header, targets, flow_hash(frame)
 
@@ -210,9 +284,80 @@ class Switch:
         if src in seg.own_macs:
             c.rx_drop_own_mac += 1
             return None
-        change = self.fdb.learn(vni, src, vtep, Source.DATA, now)
-        if change is not None:
-            self.events.append(change)
+        if self.data_learning:
+            change = self.fdb.learn(vni, src, vtep, Source.DATA, now)
+            if change is not None:
+                self.events.append(change)
         c.rx_frames += 1
         c.rx_bytes += len(inner)
         return vni, inner
+
+    # -- ARP and neighbour discovery (frames from the TAP) -----------------------
+
+    def _arp(self, vni: int, frame: bytes | memoryview, src: bytes, now: float) -> bool:
+        """Snoop an ARP frame; True if it was answered here and goes no further."""
+        if not (self.neighbor_snooping or self.arp_suppression):
+            return False
+        try:
+            packet = ArpPacket.decode(memoryview(frame)[ETH_HEADER_LEN:])
+        except DecodeError:
+            return False  # not ours to judge: forwarded as any frame
+        probe = packet.sender_ip.is_unspecified
+        if self.neighbor_snooping and not probe and packet.sender_mac == src:
+            ip = packet.sender_ip
+            if not (ip.is_multicast or ip.is_loopback or ip == _IPV4_BROADCAST):
+                self._learn_local(vni, ip, src, now)
+        if not self.arp_suppression or packet.op != OP_REQUEST or probe or packet.is_gratuitous:
+            return False
+        mac = self._answer(vni, packet.target_ip, packet.sender_mac)
+        if mac is None:
+            self.counters.tx_arp_flooded += 1
+            return False
+        self.replies.append((vni, reply_frame(packet, mac)))
+        self.counters.tx_arp_suppressed += 1
+        return True
+
+    def _nd(self, vni: int, frame: bytes | memoryview, src: bytes, now: float) -> bool:
+        """Snoop an ICMPv6 frame that may be an NS or NA; True if it was answered here."""
+        if frame[54] not in _ND_TYPES:
+            return False
+        if not (self.neighbor_snooping or self.arp_suppression):
+            return False
+        try:
+            msg = NeighborMessage.decode(memoryview(frame)[ETH_HEADER_LEN:])
+        except DecodeError:
+            return False
+        if msg.is_dad:
+            return False
+        if msg.is_advertisement:
+            ip, claimed = msg.target, msg.target_lladdr
+        else:
+            ip, claimed = msg.src, msg.source_lladdr
+        if self.neighbor_snooping and claimed in (None, src):
+            if not (ip.is_multicast or ip.is_loopback or ip.is_unspecified):
+                self._learn_local(vni, ip, src, now)
+        if not self.arp_suppression or msg.is_advertisement:
+            return False
+        asker = msg.source_lladdr or src
+        mac = self._answer(vni, msg.target, asker)
+        if mac is None:
+            self.counters.tx_arp_flooded += 1
+            return False
+        self.replies.append((vni, advertisement_reply_frame(msg, asker, mac)))
+        self.counters.tx_arp_suppressed += 1
+        return True
+
+    def _learn_local(self, vni: int, ip: IP, mac: bytes, now: float) -> None:
+        change = self.neighbors.learn(vni, ip, mac, Source.LOCAL, now)
+        if change is not None:
+            self.events.append(change)
+
+    def _answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:
+        """The MAC to answer for `ip` with, or None: bound, not the asker, behind a remote VTEP."""
+        binding = self.neighbors.lookup(vni, ip)
+        if binding is None or binding.mac == asker:
+            return None
+        entry = self.fdb.get(vni, binding.mac)
+        if entry is None or entry.vtep is None:
+            return None
+        return binding.mac

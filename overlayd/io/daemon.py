@@ -20,6 +20,7 @@ from overlayd.config import Config
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
+from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
 from overlayd.io.netlink import Netlink
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
@@ -58,6 +59,13 @@ def describe(event: object) -> str:
             return f"vni {vni}: flood list + {vtep}"
         case FloodMemberRemoved(vni, vtep):
             return f"vni {vni}: flood list - {vtep}"
+        case NeighborLearned(vni, ip, mac, source):
+            return f"vni {vni}: {ip} is at {mac_str(mac)} ({source.label})"
+        case NeighborMoved(vni, ip, old, mac, source):
+            return f"vni {vni}: {ip} moved {mac_str(old)} -> {mac_str(mac)} ({source.label})"
+        case NeighborRemoved(vni, ip, mac, source, aged):
+            how = "aged out" if aged else "removed"
+            return f"vni {vni}: {ip} at {mac_str(mac)} ({source.label}) {how}"
     return repr(event)
 
 
@@ -205,6 +213,7 @@ class Daemon:
     def _tap_readable(self, vni: int, fd: int) -> None:
         readv, bufs, mv = os.readv, self._bufs, self._mv
         from_tap = self.switch.from_tap
+        replies = self.switch.replies  # filled by from_tap, emptied here after each call
         tx = self.sockets.tx
         ntx = len(tx)
         counters = self.switch.counters
@@ -219,6 +228,13 @@ class Daemon:
             frame = mv[:n]
             egress = from_tap(vni, frame, now)
             if egress is None:
+                if replies:  # ARP suppression answered: the reply goes back to this TAP
+                    for _, reply in replies:
+                        try:
+                            os.write(fd, reply)
+                        except OSError:
+                            counters.rx_drop_write_error += 1
+                    replies.clear()
                 continue
             header, targets, flow = egress
             sendmsg = tx[flow % ntx].sendmsg
@@ -252,3 +268,8 @@ class Daemon:
                 write(fds[vni], inner)
             except OSError:
                 counters.rx_drop_write_error += 1
+
+
+def run(config: Config) -> None:
+    """Run a Daemon for `config` in a new event loop until it stops (the `overlayd` command)."""
+    asyncio.run(Daemon(config).run())

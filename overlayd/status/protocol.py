@@ -73,7 +73,7 @@ def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
     """One request line in, one reply line out. Never raises on bad input."""
     try:
         req = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         return _error("bad_request", f"request is not JSON: {err}")
     if not isinstance(req, dict):
         return _error("bad_request", "request must be a JSON object")
@@ -83,7 +83,7 @@ def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
             "bad_version", f"protocol version {version!r} is not supported (this daemon speaks {PROTOCOL_VERSION})"
         )
     command = req.get("command")
-    if command not in COMMANDS:
+    if not isinstance(command, str) or command not in COMMANDS:
         return _error("unknown_command", f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
     args = req.get("args", {})
     if not isinstance(args, dict):
@@ -99,11 +99,12 @@ def decode_reply(line: str | bytes) -> Any:
     """The result of a reply line; StatusError if the daemon said no or the line is garbage."""
     try:
         reply = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StatusError("bad_reply", f"reply is not JSON: {line[:80]!r}") from None
     if not isinstance(reply, dict) or reply.get("version") != PROTOCOL_VERSION:
         raise StatusError("bad_version", f"reply is not status protocol version {PROTOCOL_VERSION}")
     if not reply.get("ok"):
-        err = reply.get("error") or {}
+        err = reply.get("error")
+        err = err if isinstance(err, dict) else {}
         raise StatusError(err.get("code", "error"), err.get("message", "request failed"))
     return reply.get("result")

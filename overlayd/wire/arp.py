@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass
 
 from overlayd.wire.errors import DecodeError
+from overlayd.wire.ethernet import ETHERTYPE_ARP, EthernetHeader
 
 ARP_LEN = 28
 HTYPE_ETHERNET = 1
@@ -52,3 +53,14 @@ class ArpPacket:
         return cls(
             op, bytes(smac), ipaddress.IPv4Address(sip), bytes(tmac), ipaddress.IPv4Address(tip)
         )
+
+
+def reply_frame(request: ArpPacket, mac: bytes) -> bytes:
+    """The Ethernet frame answering `request` on its target's behalf: target IP is at `mac`.
+
+    What the target itself would send (and what the Linux bridge sends when it
+    suppresses ARP): a reply from `mac` to the asker's sender MAC, 42 bytes
+    without padding (a real link pads it to 60; a TAP does not need it).
+    """
+    reply = ArpPacket(OP_REPLY, mac, request.target_ip, request.sender_mac, request.sender_ip)
+    return EthernetHeader(request.sender_mac, mac, ETHERTYPE_ARP).encode() + reply.encode()

@@ -24,6 +24,7 @@ BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
 _HEADER = struct.Struct("!6s6sH")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def is_multicast(mac: bytes) -> bool:
@@ -39,7 +40,7 @@ def mac_str(mac: bytes) -> str:
 def parse_mac(text: str) -> bytes:
     """`'02:00:00:00:00:01'` (or with '-') -> 6 raw bytes; ValueError if not a MAC."""
     parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if len(parts) != 6 or not all(len(p) == 2 and set(p) <= _HEX_DIGITS for p in parts):
         raise ValueError(f"not a MAC address: {text!r}")
     try:
         return bytes(int(p, 16) for p in parts)
