@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.flowhash import flow_hash
-from overlayd.fabric.fdb import Fdb, FdbChange, Source
+from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
 from overlayd.fabric.neighbors import IP, NeighborChange, Neighbors
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
@@ -227,6 +227,8 @@ class Switch:
         change = fdb.learn(vni, src, None, Source.LOCAL, now)
         if change is not None:
             self.events.append(change)
+            if type(change) is MacMoved and change.old_source is Source.BGP:
+                self._vouch(vni, change.old_vtep, -1)  # the host moved here from that VTEP
         kind = frame[12]  # ARP and ND only: IPv4 pays this compare and the next
         if kind == 0x08:
             if frame[13] == 0x06 and self._arp(vni, frame, src, now):

@@ -4,7 +4,10 @@ An entry says a MAC is `local` (seen on one of our TAP devices, vtep None)
 or behind a remote VTEP. Each entry remembers how it was learned; a source
 of lower rank never overrides a higher one (static config beats the control
 plane, which beats data-plane learning), so a forged inner source MAC cannot
-move a MAC that the operator or BGP put somewhere. Data-plane entries
+move a MAC that the operator or BGP put somewhere. One exception: a MAC seen
+on our own TAP replaces a `bgp` entry, because a host that moved here is
+here; the control plane then advertises it with a higher MAC mobility
+sequence number (RFC 7432 section 15) and the other VTEPs follow. Data-plane entries
 (`local`, `data`) age out after `aging_s` without traffic; the others stay
 until removed by whoever added them.
 
@@ -36,6 +39,10 @@ class Source(enum.Enum):
     @property
     def ages(self) -> bool:
         return self.rank == 0
+
+    def may_replace(self, old: Source) -> bool:
+        """Whether an entry learned this way replaces one learned the `old` way."""
+        return self.rank >= old.rank or (self is Source.LOCAL and old is Source.BGP)
 
 
 @dataclass(slots=True)
@@ -121,7 +128,7 @@ class Fdb:
         if entry.vtep == vtep and entry.source is source:
             entry.updated = now
             return None
-        if source.rank < entry.source.rank:
+        if not source.may_replace(entry.source):
             return None
         change = MacMoved(vni, mac, entry.vtep, entry.source, vtep, source)
         entry.vtep, entry.source, entry.updated = vtep, source, now

@@ -33,7 +33,8 @@ class Row:
 
 
 class NaiveFdb:
-    """Rows in a list. Who may overwrite whom: a source of equal or higher rank."""
+    """Rows in a list. Who may overwrite whom: a source of equal or higher rank,
+    and a MAC seen locally replaces what BGP said (the host moved here)."""
 
     RANK = {Source.LOCAL: 0, Source.DATA: 0, Source.BGP: 1, Source.STATIC: 2}
     AGES = {Source.LOCAL, Source.DATA}
@@ -56,7 +57,8 @@ class NaiveFdb:
         if (row.vtep, row.source) == (vtep, source):
             row.updated = now
             return None
-        if self.RANK[source] < self.RANK[row.source]:
+        moved_here = source == Source.LOCAL and row.source == Source.BGP
+        if self.RANK[source] < self.RANK[row.source] and not moved_here:
             return None
         change = MacMoved(vni, mac, row.vtep, row.source, vtep, source)
         row.vtep, row.source, row.updated = vtep, source, now
@@ -169,7 +171,7 @@ def test_precedence(old, new):
     fdb.learn(1, MAC1, A, old, now=0)
     change = fdb.learn(1, MAC1, B, new, now=1)
     entry = fdb.get(1, MAC1)
-    if new.rank >= old.rank:
+    if new.rank >= old.rank or (new, old) == (Source.LOCAL, Source.BGP):
         assert change == MacMoved(1, MAC1, A, old, B, new)
         assert (entry.vtep, entry.source, entry.updated) == (B, new, 1)
     else:  # a lower rank never overrides, and does not even refresh

@@ -215,18 +215,37 @@ def test_own_macs_can_be_set_after_the_segment(sw):
 
 
 @pytest.mark.parametrize("source", [Source.STATIC, Source.BGP])
-def test_data_plane_learning_never_moves_static_or_bgp_entries(sw, source):
+def test_vxlan_learning_never_moves_static_or_bgp_entries(sw, source):
     sw.install_mac(100, H3, C, source, now=0)
     sw.pop_events()
     # a remote VTEP claims H3 as inner source: the frame is delivered, the entry stays
     assert sw.from_vxlan(A, vxlan(100, frame(H1, H3)), now=1) is not None
-    # and a frame with source H3 out of our own TAP does not make it local either
-    assert sw.from_tap(100, frame(BROADCAST, H3), now=2) is not None
     entry = sw.fdb.get(100, H3)
     assert (entry.vtep, entry.source, entry.updated) == (C, source, 0)
     assert sw.pop_events() == []
     _, dests, _ = sw.from_tap(100, frame(H3, H1), now=3)
     assert dests == ((C, PORT),)
+
+
+def test_a_frame_from_our_tap_never_moves_a_static_entry(sw):
+    sw.install_mac(100, H3, C, Source.STATIC, now=0)
+    sw.pop_events()
+    assert sw.from_tap(100, frame(BROADCAST, H3), now=2) is not None
+    entry = sw.fdb.get(100, H3)
+    assert (entry.vtep, entry.source, entry.updated) == (C, Source.STATIC, 0)
+    assert sw.pop_events() == []
+
+
+def test_a_host_seen_on_our_tap_moved_here_from_its_bgp_vtep(sw):
+    sw.install_mac(100, H3, C, Source.BGP, now=0)
+    assert C in sw.segment(100).allowed
+    sw.pop_events()
+    assert sw.from_tap(100, frame(BROADCAST, H3), now=2) is not None
+    entry = sw.fdb.get(100, H3)
+    assert (entry.vtep, entry.source) == (None, Source.LOCAL)
+    assert sw.pop_events() == [MacMoved(100, H3, C, Source.BGP, None, Source.LOCAL)]
+    # C vouched for by nothing else any more: no longer accepted
+    assert C not in sw.segment(100).allowed
 
 
 def test_bgp_does_not_override_static_but_static_overrides_bgp(sw):
