@@ -64,7 +64,8 @@ def test_broadcast_arp_resolves_to_the_mac_of_the_remote_tap(overlay: Overlay):
     assert moved[0].get("tx_flood_frames") == 1  # the ARP request, head-end replicated
     assert moved[0].get("tx_datagrams", 0) >= 3  # a copy of it to B and C, then the echo request
     assert moved[1].get("rx_frames", 0) >= 2  # B got the request, then the ping
-    assert moved[2].get("rx_frames") == 1  # C got the broadcast copy, nothing else
+    # C got the broadcast copy (and maybe its kernel's own ARP refresh with A or B)
+    assert 1 <= moved[2].get("rx_frames", 0) <= 3, moved[2]
 
 
 def test_learned_unicast_is_not_flooded(overlay: Overlay):
@@ -78,7 +79,10 @@ def test_learned_unicast_is_not_flooded(overlay: Overlay):
     assert moved[0].get("tx_unicast_frames", 0) >= 50, moved[0]
     assert moved[0].get("rx_frames", 0) >= 50, moved[0]  # the replies
     assert moved[1].get("rx_frames", 0) >= 50, moved[1]
-    assert moved[2] == {}, f"C saw traffic between A and B: {moved[2]}"
+    # None of the 100 frames between A and B reached C. C's kernel may refresh its own
+    # ARP entries for A and B meanwhile: a request and a reply each, unicast, at most.
+    assert moved[2].get("rx_frames", 0) <= 4, f"C saw traffic between A and B: {moved[2]}"
+    assert moved[2].get("rx_bytes", 0) <= 4 * 42, f"C saw traffic between A and B: {moved[2]}"
 
 
 def test_fdb_lists_remote_macs_behind_their_vteps_and_own_mac_as_local(overlay: Overlay):
