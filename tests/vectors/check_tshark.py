@@ -50,6 +50,20 @@ def write_pcap(path: Path, frames: Iterable[bytes]) -> None:
             f.write(frame)
 
 
+
+def in_tcp179(payload: bytes, src_port: int) -> bytes:
+    """`payload` as one TCP segment 10.0.0.1:src_port -> 10.0.0.2:179 (PSH/ACK, TCP checksum 0:
+    read with `-o tcp.check_checksum:FALSE`), in an Ethernet frame."""
+    tcp = struct.pack("!HHIIBBHHH", src_port, 179, 1, 1, 5 << 4, 0x18, 65535, 0, 0) + payload
+    ip = bytearray(
+        struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0,
+            ipaddress.IPv4Address("10.0.0.1").packed, ipaddress.IPv4Address("10.0.0.2").packed,
+        )
+    )
+    ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
+    return bytes.fromhex("02000000aa02 02000000aa01 0800") + bytes(ip) + tcp
+
 def _checksum(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
