@@ -123,7 +123,11 @@ def test_bad_vxlan_datagrams_are_dropped_and_counted_by_reason(overlay: Overlay)
     wait_for(lambda: node.counters()["rx_datagrams"] >= before["rx_datagrams"] + len(datagrams),
              timeout=5, what="the daemon to read the crafted datagrams")
     moved = delta(before, node.counters())
-    assert moved == {"rx_datagrams": len(datagrams), **{name: 1 for name in datagrams}}
+    drops = {k: v for k, v in moved.items() if k.startswith("rx_drop_")}
+    assert drops == {name: 1 for name in datagrams}, moved
+    # Every datagram read is one of ours, or a frame the kernels of B and C sent meanwhile
+    # (an ARP refresh), which is delivered, not dropped.
+    assert moved["rx_datagrams"] == len(datagrams) + moved.get("rx_frames", 0), moved
     assert forged_src not in {r["mac"] for r in node.ctl("fdb")}
 
 
