@@ -1,13 +1,15 @@
 .DEFAULT_GOAL := help
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help bootstrap test unit demo clean
+.PHONY: help bootstrap test unit demo bench clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
+	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
 	@echo "make bootstrap  install system packages (as root) and .venv"
 	@echo "make clean      remove .venv and caches"
 
@@ -22,6 +24,9 @@ unit: bootstrap
 
 demo: bootstrap
 	$(PYTHON) tools/demo.py
+
+bench: bootstrap
+	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis build dist *.egg-info

@@ -12,6 +12,7 @@ its config and status socket live in a temporary directory of the lab.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,14 +27,16 @@ READY_TIMEOUT_S = 15.0
 
 
 class Overlayd:
-    def __init__(self, host: Host, config: dict[str, Any], workdir: Path, log_level: str = "debug"):
+    def __init__(self, host: Host, config: dict[str, Any], workdir: Path, log_level: str = "debug",
+                 env: dict[str, str] | None = None):
         self.host = host
         self.config = config
         self.socket = config["node"]["status_socket"]
         self.config_path = workdir / f"{host.name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.proc = host.popen(sys.executable, "-m", "overlayd", "-c", str(self.config_path),
-                               "--log-level", log_level)
+                               "--log-level", log_level,
+                               **({"env": {**os.environ, **env}} if env else {}))
 
     def log(self) -> str:
         return self.host.log(self.proc)
@@ -70,13 +73,13 @@ class Overlayd:
 
 
 def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True,
-                   log_level: str = "debug") -> Overlayd:
+                   log_level: str = "debug", env: dict[str, str] | None = None) -> Overlayd:
     """Start overlayd in `host`; config and status socket go to the lab's temporary directory."""
     workdir = host.lab.tmpdir
     config = json.loads(json.dumps(config))  # a private copy
     config["node"].setdefault("status_socket", str(workdir / f"{host.name}.sock"))
     config["node"].setdefault("name", host.name)
-    node = Overlayd(host, config, workdir, log_level)
+    node = Overlayd(host, config, workdir, log_level, env)
     if wait:
         node.wait_ready()
     return node

@@ -19,6 +19,8 @@ COUNTERS: dict[str, str] = {
     "tx_drop_send_error": "datagrams the kernel refused (buffer full, no route, ...)",
     "tx_arp_suppressed": "ARP requests and IPv6 neighbour solicitations answered locally from a remote binding",
     "tx_arp_flooded": "ARP requests and neighbour solicitations suppression could not answer, forwarded as usual",
+    "tx_tso_superframes": "TCP super-frames (TSO) read from TAP devices and cut into the frames counted above",
+    "tx_drop_gso_unsupported": "TSO super-frames the segmenter cannot cut (not untagged TCP over IPv4/IPv6)",
     "rx_datagrams": "UDP datagrams read from the VXLAN port",
     "rx_frames": "inner frames written to TAP devices",
     "rx_bytes": "bytes of those frames",
@@ -30,6 +32,7 @@ COUNTERS: dict[str, str] = {
     "rx_drop_bad_src_mac": "inner frames whose source MAC is multicast or all-zero",
     "rx_drop_own_mac": "inner frames whose source MAC is one of our own TAP devices' (a loop)",
     "rx_drop_write_error": "inner frames the TAP device refused",
+    "rx_gro_superframes": "TCP super-frames written to TAP devices, each coalesced from several rx_frames",
 }
 
 

@@ -17,11 +17,16 @@ import time
 from collections.abc import Callable
 
 from overlayd.config import Config
+from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
+from overlayd.control.speaker import Speaker
+from overlayd.io import fastpath
+from overlayd.io.bgp import BgpService
 from overlayd.io.netlink import Netlink
+from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
 from overlayd.status.server import SocketInUseError, StatusServer, claim_path
@@ -33,6 +38,7 @@ log = logging.getLogger("overlayd")
 BATCH = 64
 BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
+EVENTS_TICK_S = 0.05  # with BGP: how soon a MAC learned on a TAP is announced
 
 
 class SetupError(Exception):
@@ -83,6 +89,10 @@ class Daemon:
         self._buf = bytearray(BUFFER_BYTES)
         self._bufs = [self._buf]
         self._mv = memoryview(self._buf)
+        self.offloads = plan_offloads()  # OVERLAYD_OFFLOAD; trimmed to what the kernel grants in setup
+        self.fastpath: fastpath.FastPath | None = None
+        self.speaker: Speaker | None = None
+        self.bgp: BgpService | None = None
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -120,7 +130,7 @@ class Daemon:
             self._stack.callback(self.sockets.close)
             for i, net in enumerate(cfg.networks):
                 try:
-                    tap = Tap(net.device)
+                    tap = Tap(net.device, vnet_hdr=self.offloads.vnet_hdr)
                 except TapExistsError:
                     raise SetupError(f"networks[{i}].device: {net.device} already exists") from None
                 except OSError as err:
@@ -128,12 +138,15 @@ class Daemon:
                 self._stack.callback(tap.close)
                 mtu = cfg.mtu_for(net, underlay_mtu)
                 try:
-                    mac = await nl.configure(net.device, mtu, net.address)
+                    mac = await nl.configure(net.device, mtu, net.address,
+                                             tso_max_bytes(mtu, node.vtep.version) if self.offloads.tso else None)
                 except Exception as err:  # pyroute2's NetlinkError and friends
                     raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
                 self.taps[net.vni] = tap
                 self.mtus[net.vni] = mtu
                 self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+        self.fastpath = fastpath.start(self.offloads, self.switch, self.taps, self.sockets,
+                                       node.vtep.version == 6, self.clock)
         now = self.clock()
         for net in cfg.networks:
             for vtep in net.vteps:
@@ -146,6 +159,13 @@ class Daemon:
                 mac_str(min(self.switch.segment(net.vni).own_macs)),
                 ", ".join(self.switch.flood.targets(net.vni)) or "empty",
             )
+        if cfg.bgp is not None:
+            # Remote MACs come from the control plane only (kernel VXLAN `nolearning`);
+            # snooped IP bindings go into type-2 routes, remote ones answer ARP/ND here.
+            self.switch.data_learning = False
+            self.switch.neighbor_snooping = True
+            self.switch.arp_suppression = True
+            self.speaker = Speaker(cfg, self.switch, now)
         self._log_events()
         log.info(
             "node %s: vtep %s port %d on %s (underlay mtu %d), source ports %s",
@@ -165,17 +185,29 @@ class Daemon:
         loop = asyncio.get_running_loop()
         await self.setup()
         try:
-            view = SwitchView(self.config, self.switch, self.clock(), self.mtus)
+            view = SwitchView(self.config, self.switch, self.clock(), self.mtus, self.offloads,
+                              self.speaker)
             self.status = StatusServer(self.config.node.status_socket, view, self.clock)
             try:
                 await self.status.start()
             except OSError as err:
                 raise SetupError(f"node.status_socket: {err}") from None
+            if self.speaker is not None:
+                self.bgp = BgpService(self.config, self.speaker, self.clock)
+                try:
+                    await self.bgp.start()
+                except OSError as err:
+                    self.bgp = None
+                    raise SetupError(
+                        f"bgp.listen: cannot listen on port {self.config.bgp.port}: {err.strerror or err}"
+                    ) from None
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
             for vni, tap in self.taps.items():
-                loop.add_reader(tap.fd, self._tap_readable, vni, tap.fd)
-            loop.add_reader(self.sockets.rx.fileno(), self._udp_readable)
+                loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
+                                vni, tap.fd)
+            loop.add_reader(self.sockets.rx.fileno(),
+                            self.fastpath.udp_readable if self.fastpath else self._udp_readable)
             log.info("ready; status socket %s", self.config.node.status_socket)
             tick = loop.create_task(self._tick())
             await self._stopping.wait()
@@ -188,6 +220,8 @@ class Daemon:
                 loop.remove_reader(tap.fd)
             if self.sockets is not None:
                 loop.remove_reader(self.sockets.rx.fileno())
+            if self.bgp is not None:
+                await self.bgp.close()
             if self.status is not None:
                 await self.status.close()
             self.close()
@@ -197,16 +231,23 @@ class Daemon:
         self._stopping.set()
 
     async def _tick(self) -> None:
+        """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""
+        next_aging = self.clock() + AGING_TICK_S
         while True:
-            await asyncio.sleep(AGING_TICK_S)
-            self.switch.expire(self.clock())
-            self._log_events()
+            await asyncio.sleep(EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S)
+            if self.clock() >= next_aging:
+                self.switch.expire(self.clock())
+                next_aging += AGING_TICK_S
+            if self.switch.events:
+                self._log_events()
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()
         if log.isEnabledFor(logging.DEBUG):
             for event in events:
                 log.debug("%s", describe(event))
+        if self.bgp is not None and events:
+            self.bgp.local_events(events)
 
     # -- the hot path -----------------------------------------------------------
 

@@ -60,10 +60,13 @@ class Netlink:
         name: str,
         mtu: int,
         address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None,
+        gso_max_size: int | None = None,
     ) -> bytes:
-        """Set MTU and address on `name`, bring it up; return its MAC address."""
+        """Set MTU, address (and the largest TSO frame) on `name`, bring it up; return its MAC."""
         (index,) = await self._ipr.link_lookup(ifname=name)
         await self._ipr.link("set", index=index, mtu=mtu)
+        if gso_max_size is not None:
+            await self._ipr.link("set", index=index, gso_max_size=gso_max_size)
         if address is not None:
             extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
             await self._ipr.addr(

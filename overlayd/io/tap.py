@@ -14,11 +14,13 @@ class TapExistsError(OSError):
 
 
 class Tap:
-    def __init__(self, name: str):
+    def __init__(self, name: str, vnet_hdr: bool = False):
+        """`vnet_hdr`: every frame read or written starts with a virtio-net header (IFF_VNET_HDR)."""
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+        if vnet_hdr:
+            flags |= pytun.IFF_VNET_HDR
         try:
-            self._dev = pytun.TunTapDevice(
-                name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
-            )
+            self._dev = pytun.TunTapDevice(name=name, flags=flags)
         except pytun.Error as err:
             code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
             if code in (16, 17):  # EBUSY, EEXIST
@@ -26,6 +28,7 @@ class Tap:
             raise OSError(code, f"cannot create TAP device {name}: {err}") from None
         self.name: str = self._dev.name
         self.fd: int = self._dev.fileno()
+        self.vnet_hdr = vnet_hdr
         os.set_blocking(self.fd, False)
 
     def close(self) -> None:

@@ -41,8 +41,47 @@ def render_status(s: dict[str, Any]) -> str:
          ", ".join(n["flood_list"]) or "(none)")
         for n in s["networks"]
     ]
+    offloads = s.get("offloads")
+    if offloads:
+        on = [name for name, value in offloads.items() if value and name != "vnet_hdr"]
+        head += "\noffloads: " + (" ".join(on) if on else "none")
+    bgp = s.get("bgp")
+    if bgp:
+        head += (
+            f"\nbgp: AS {bgp['asn']}  router ID {bgp['router_id']}  "
+            f"peers {bgp['peers_established']}/{bgp['peers']} established  rib paths {bgp['rib_paths']}"
+        )
+        for d in bgp["duplicate_macs"]:
+            head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
     return head + "\n\n" + table(
         ("NETWORK", "VNI", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def render_peers(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no BGP neighbors configured)"
+    return table(
+        ("NEIGHBOR", "AS", "STATE", "UPTIME", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
+        [(r["neighbor"], r["asn"], r["state"], _duration(r["uptime_s"]), r["routes_received"],
+          r["routes_accepted"], r["routes_sent"], r["last_error"] or "-") for r in rows],
+    )
+
+
+def render_rib(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(rib is empty)"
+    return table(
+        ("TYPE", "RD", "ESI/TAG", "MAC", "IP", "PREFIX", "VNI", "NEXT HOP", "SEQ", "BEST", "FROM"),
+        [(r["type"], r["rd"], f"{r['esi'] or '-'}/{r['ethernet_tag']}", r["mac"], r["ip"], r["prefix"],
+          r["vni"], r["next_hop"], r["sequence"], "*" if r["best"] else "", r["peer"]) for r in rows],
     )
 
 
@@ -60,7 +99,13 @@ def render_stats(s: dict[str, Any]) -> str:
     return table(("COUNTER", "VALUE", "MEANING"), [(k, v, desc.get(k, "")) for k, v in counters.items()])
 
 
-RENDER = {"status": render_status, "fdb": render_fdb, "stats": render_stats}
+RENDER = {
+    "status": render_status,
+    "fdb": render_fdb,
+    "stats": render_stats,
+    "peers": render_peers,
+    "rib": render_rib,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

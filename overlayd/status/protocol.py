@@ -25,12 +25,16 @@ class NodeView(Protocol):
     def status(self, now: float) -> dict[str, Any]: ...
     def fdb(self, now: float, network: str | None = None) -> list[dict[str, Any]]: ...
     def stats(self, now: float) -> dict[str, Any]: ...
+    def peers(self, now: float) -> list[dict[str, Any]]: ...
+    def rib(self, now: float) -> list[dict[str, Any]]: ...
 
 
 COMMANDS: dict[str, str] = {
     "status": "the node, its VTEP and each network (name, VNI, device, MTU, flood list)",
     "fdb": "forwarding database entries (args: network)",
     "stats": "frame and byte counters, and one counter per drop reason",
+    "peers": "BGP neighbors: AS, state, uptime, routes received / accepted / sent, last error",
+    "rib": "EVPN routes: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
 }
 
 
@@ -62,6 +66,8 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "status": lambda: view.status(now),
         "fdb": lambda: view.fdb(now, network=args.get("network")),
         "stats": lambda: view.stats(now),
+        "peers": lambda: view.peers(now),
+        "rib": lambda: view.rib(now),
     }
     unknown = set(args) - {"network"} if command == "fdb" else set(args)
     if unknown:

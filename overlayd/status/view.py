@@ -7,6 +7,7 @@ from typing import Any
 from overlayd.config import Config
 from overlayd.dataplane.counters import COUNTERS
 from overlayd.dataplane.switch import Switch
+from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
 from overlayd.status.protocol import StatusError
 from overlayd.wire.ethernet import mac_str
 
@@ -14,11 +15,14 @@ from overlayd.wire.ethernet import mac_str
 class SwitchView:
     """Implements `protocol.NodeView` over a config, a Switch and per-network device facts."""
 
-    def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int]):
+    def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
+                 offloads: Any = None, speaker: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
         self.mtus = mtus  # VNI -> MTU actually set on the device
+        self.offloads = offloads  # io.offload.Offloads (anything with as_dict()): what is on
+        self.speaker = speaker  # control.speaker.Speaker, when BGP is configured
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -43,7 +47,35 @@ class SwitchView:
             "uptime_s": round(now - self.started, 1),
             "fdb_entries": len(self.switch.fdb),
             "networks": networks,
+            "offloads": self.offloads.as_dict() if self.offloads is not None else {},
+            "bgp": self._bgp_summary(now),
         }
+
+    def _bgp_summary(self, now: float) -> dict[str, Any] | None:
+        sp = self.speaker
+        if sp is None:
+            return None
+        peers = peer_rows(sp, now)
+        return {
+            "asn": sp.asn,
+            "router_id": str(sp.router_id),
+            "peers_established": sum(1 for p in peers if p["state"] == "Established"),
+            "peers": len(peers),
+            "rib_paths": sum(1 for _ in sp.rib),
+            "duplicate_macs": alarm_rows(sp),
+            "alarms": list(sp.alarms[-20:]),
+        }
+
+    def _require_bgp(self):
+        if self.speaker is None:
+            raise StatusError("not_configured", "BGP is not configured on this node (no `bgp:` section)")
+        return self.speaker
+
+    def peers(self, now: float) -> list[dict[str, Any]]:
+        return peer_rows(self._require_bgp(), now)
+
+    def rib(self, now: float) -> list[dict[str, Any]]:
+        return rib_rows(self._require_bgp())
 
     def fdb(self, now: float, network: str | None = None) -> list[dict[str, Any]]:
         names = {net.vni: net.name for net in self.config.networks}

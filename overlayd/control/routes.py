@@ -1,0 +1,114 @@
+"""What overlayd announces and how it reads what it receives: the EVPN routes
+of one node, built from its config and its local MACs (export), and the
+mapping of received routes to networks by route target (import).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+
+from overlayd.config import Config
+from overlayd.fabric.rib import Path
+from overlayd.wire.bgp.attributes import (
+    AS_SEQUENCE,
+    PMSI_INGRESS_REPLICATION,
+    AsPathSegment,
+    Encapsulation,
+    MacMobility,
+    PathAttributes,
+    PmsiTunnel,
+    RouteTarget,
+)
+from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, MacIpRoute, RouteDistinguisher
+
+LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
+
+
+@dataclass(frozen=True)
+class EvpnNetwork:
+    """One network as the control plane sees it: its VNI, RD and route target."""
+
+    name: str
+    vni: int
+    rd: RouteDistinguisher
+    route_target: RouteTarget
+
+
+def evpn_networks(config: Config) -> dict[int, EvpnNetwork]:
+    """VNI -> EvpnNetwork. The RD is <router ID>:<VNI>, or <router ID>:<index + 1>
+    when the VNI does not fit the 2-octet number of a type-1 RD."""
+    out = {}
+    for i, net in enumerate(config.networks):
+        number = net.vni if net.vni <= 0xFFFF else i + 1
+        out[net.vni] = EvpnNetwork(
+            net.name,
+            net.vni,
+            RouteDistinguisher.for_vtep(config.router_id, number),
+            RouteTarget.parse(config.route_target_for(net)),
+        )
+    return out
+
+
+class RouteFactory:
+    """Builds this node's routes; the attributes are the same for every peer
+    except what `for_peer` adjusts (AS_PATH and LOCAL_PREF for eBGP)."""
+
+    def __init__(self, vtep: IpAddress, asn: int):
+        self.vtep = vtep
+        self.asn = asn
+
+    def imet(self, net: EvpnNetwork) -> tuple[ImetRoute, PathAttributes]:
+        route = ImetRoute(net.rd, self.vtep)
+        attrs = PathAttributes(
+            next_hop=self.vtep,
+            ext_communities=(net.route_target, Encapsulation()),
+            pmsi_tunnel=PmsiTunnel(PMSI_INGRESS_REPLICATION, net.vni, self.vtep),
+        )
+        return route, attrs
+
+    def mac_ip(
+        self, net: EvpnNetwork, mac: bytes, ip: IpAddress | None, sequence: int
+    ) -> tuple[MacIpRoute, PathAttributes]:
+        route = MacIpRoute(net.rd, mac, ip, vni=net.vni)
+        ext: tuple = (net.route_target, Encapsulation())
+        if sequence > 0:
+            ext += (MacMobility(sequence),)
+        return route, PathAttributes(next_hop=self.vtep, ext_communities=ext)
+
+    def for_peer(self, attrs: PathAttributes, ebgp: bool) -> PathAttributes:
+        """RFC 4271 5.1: eBGP prepends our AS and carries no LOCAL_PREF; iBGP sends LOCAL_PREF."""
+        if ebgp:
+            return replace(attrs, as_path=(AsPathSegment(AS_SEQUENCE, (self.asn,)),), local_pref=None)
+        return replace(attrs, local_pref=100 if attrs.local_pref is None else attrs.local_pref)
+
+
+def advertisable_ip(ip: IpAddress) -> bool:
+    """Snooped addresses worth a MAC/IP route: not link-local IPv6, loopback or multicast."""
+    if ip.is_loopback or ip.is_multicast or ip.is_unspecified:
+        return False
+    return not (ip.version == 6 and ip in LINK_LOCAL_V6)
+
+
+class Importer:
+    """Which network a received path belongs to: the first of its route targets that names one."""
+
+    def __init__(self, networks: dict[int, EvpnNetwork]):
+        self._by_rt = {str(n.route_target): n.vni for n in networks.values()}
+
+    def domain_of(self, path: Path) -> int | None:
+        for rt in path.attributes.route_targets():
+            vni = self._by_rt.get(str(rt))
+            if vni is not None:
+                return vni
+        return None
+
+    @staticmethod
+    def flood_target(path: Path | None) -> str | None:
+        """The VTEP a type-3 path asks to be flooded to: the PMSI tunnel endpoint, else the next hop."""
+        if path is None or path.is_local:
+            return None
+        pmsi = path.attributes.pmsi_tunnel
+        if pmsi is not None:
+            return str(pmsi.tunnel_id)
+        return str(path.next_hop) if path.next_hop is not None else None

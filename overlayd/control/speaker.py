@@ -1,0 +1,452 @@
+"""The BGP EVPN speaker of one node, without I/O.
+
+It owns one `Peer` per configured neighbor, the RIB, and the mobility state
+of our own MACs, and it keeps the data plane's tables in step with them
+through a `Fabric` (the Switch). Theory of operation:
+
+- Export. Each network announces a type-3 (IMET) route for our VTEP. Each
+  MAC the Switch learns on a TAP becomes a type-2 route (plus one per IP
+  that ARP/ND snooping bound to it), with the MAC mobility sequence that
+  `LocalMobility` decides. Our routes go into the RIB as LOCAL paths (so
+  mobility sees them compete) and to every Established peer.
+- Import. Every path received goes into the RIB. Changes of the best path
+  drive the fabric: type-3 -> the network's flood list, the per-MAC winner
+  of type-2 routes -> the FDB (source `bgp`), type-2 routes with an IP ->
+  ARP/ND bindings (for suppression). A path maps to a network by route
+  target; paths that name none stay in the RIB, unused.
+- Peer down: all its paths leave the RIB at once, and with them its MACs
+  and flood list entries.
+
+The I/O side drives it like this:
+
+    speaker.peers[address]            # connect/accept/data/timers on a Peer (see peer.py)
+    speaker.peer_for(address)         # the Peer an inbound connection from `address` belongs to
+    speaker.local_events(events, now) # what the Switch learned (Switch.pop_events())
+    speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
+    speaker.get_timer(), speaker.handle_timer(now)
+    speaker.stop(now)                 # Cease to every peer
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from overlayd.config import Config
+from overlayd.control.events import (
+    EndOfRibReceived,
+    RouteRefreshReceived,
+    SessionDown,
+    SessionEstablished,
+    UpdateReceived,
+)
+from overlayd.control.negotiation import SessionConfig
+from overlayd.control.peer import Peer
+from overlayd.control.routes import Importer, RouteFactory, advertisable_ip, evpn_networks
+from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
+from overlayd.fabric.mobility import (
+    LocalMacAdvertised,
+    LocalMacWithdrawn,
+    LocalMobility,
+    MacDuplicateDetected,
+    MacUnfrozen,
+    StickyMacConflict,
+)
+from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
+from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
+from overlayd.wire.bgp.attributes import PathAttributes
+from overlayd.wire.bgp.evpn import EvpnRoute, ImetRoute, MacIpRoute, UnknownRoute
+from overlayd.wire.bgp.update import Update
+from overlayd.wire.ethernet import mac_str
+
+log = logging.getLogger("overlayd.bgp")
+
+ROUTES_PER_UPDATE = 32  # type-2 NLRI with an IPv6 address are 61 octets: 32 fit in 4096
+
+
+class Fabric(Protocol):
+    """What the speaker changes in the data plane (the Switch implements it)."""
+
+    def install_mac(self, vni: int, mac: bytes, vtep: str, source: Source, now: float) -> None: ...
+    def withdraw_mac(self, vni: int, mac: bytes, source: Source) -> None: ...
+    def add_flood_vtep(self, vni: int, vtep: str, source: Source) -> None: ...
+    def remove_flood_vtep(self, vni: int, vtep: str, source: Source) -> None: ...
+    def install_neighbor(self, vni: int, ip, mac: bytes, source: Source, now: float) -> None: ...
+    def withdraw_neighbor(self, vni: int, ip, mac: bytes | None, source: Source) -> None: ...
+
+
+@dataclass
+class PeerStats:
+    """What `overlayctl peers` shows beyond the session state."""
+
+    asn: int
+    updates_received: int = 0
+    treated_as_withdraw: int = 0
+    attribute_errors: int = 0
+    routes_rejected: int = 0  # loops (our AS, our ORIGINATOR_ID), no next hop, VTEP of the other family
+    last_error: str = ""
+    end_of_rib: bool = False
+    adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
+
+
+class Speaker:
+    def __init__(self, config: Config, fabric: Fabric, now: float):
+        assert config.bgp is not None
+        bgp = config.bgp
+        self.config = config
+        self.asn = bgp.asn
+        self.router_id = config.router_id
+        self.vtep = config.node.vtep
+        self.fabric = fabric
+        self.networks = evpn_networks(config)
+        self.importer = Importer(self.networks)
+        self.factory = RouteFactory(self.vtep, self.asn)
+        self.rib = Rib(domain_of=self.importer.domain_of)
+        assert self.rib.macs is not None
+        mm = bgp.mac_mobility
+        self.mobility = LocalMobility(
+            self.rib.macs, max_moves=mm.max_moves, window_s=mm.window, freeze_s=mm.freeze
+        )
+        self.alarms: list[str] = []
+        self.peers: dict[str, Peer] = {}
+        self.stats: dict[str, PeerStats] = {}
+        for nb in bgp.neighbors:
+            address = str(nb.address)
+            cfg = SessionConfig(
+                local_asn=self.asn,
+                peer_asn=nb.asn,
+                router_id=self.router_id,
+                peer_address=address,
+                hold_time_s=bgp.hold_time,
+                min_hold_time_s=min(3, bgp.hold_time),
+                passive=nb.passive,
+                connect_retry_s=bgp.connect_retry,
+                connect_retry_max_s=max(60.0, bgp.connect_retry),
+            )
+            self.peers[address] = Peer(cfg, now)
+            self.stats[address] = PeerStats(nb.asn)
+        self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
+        # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
+        # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
+        # while; the ARP/ND binding goes only with the last of them.
+        self._ip_claims: dict[tuple[int, object], dict[tuple, bytes]] = {}
+        self._originated: dict[tuple, Path] = {}  # our routes, by key
+        self._pending: dict[str, dict[tuple, Path | None]] = {}  # per peer: to announce / None: withdraw
+        self._eor: set[str] = set()  # peers that get End-of-RIB after their next flush
+        self._stopped = False
+        for net in self.networks.values():
+            route, attrs = self.factory.imet(net)
+            self._originate(route, attrs, now)
+
+    # -- inputs from the I/O side ------------------------------------------------
+
+    def peer_for(self, address: str) -> Peer | None:
+        return self.peers.get(str(ipaddress.ip_address(address.split("%")[0])))
+
+    def local_events(self, events: Iterable[object], now: float) -> None:
+        """Feed what the Switch learned or forgot locally (its `pop_events()`)."""
+        for ev in events:
+            match ev:
+                case MacLearned(vni, mac, None, Source.LOCAL) | MacMoved(vni, mac, _, _, None, Source.LOCAL):
+                    self._mobility(self.mobility.learned(vni, mac, now), now)
+                case MacRemoved(vni, mac, None, Source.LOCAL, _) | MacMoved(vni, mac, None, Source.LOCAL, _, _):
+                    self._mobility(self.mobility.gone(vni, mac, now), now)
+                case NeighborLearned(vni, ip, mac, Source.LOCAL):
+                    self._bind_local(vni, ip, mac, now)
+                case NeighborMoved(vni, ip, old_mac, mac, Source.LOCAL):
+                    self._unbind_local(vni, ip, old_mac, now)
+                    self._bind_local(vni, ip, mac, now)
+                case NeighborRemoved(vni, ip, mac, Source.LOCAL, _):
+                    self._unbind_local(vni, ip, mac, now)
+        self._flush(now)
+
+    def poll(self, now: float) -> None:
+        """Process every event the peers have queued, then send what changed."""
+        for address, peer in self.peers.items():
+            while (event := peer.next_event()) is not None:
+                self._peer_event(address, event, now)
+        self._flush(now)
+
+    def get_timer(self) -> float | None:
+        times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
+        if (t := self.mobility.deadline()) is not None:
+            times.append(t)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for peer in self.peers.values():
+            t = peer.get_timer()
+            if t is not None and t <= now:
+                peer.handle_timer(now)
+        self._mobility(self.mobility.expire(now), now)
+        self.poll(now)
+
+    def stop(self, now: float) -> None:
+        """Close every session with Cease / administrative shutdown."""
+        self._stopped = True
+        for peer in self.peers.values():
+            peer.stop(now)
+
+    # -- peer events -----------------------------------------------------------------
+
+    def _peer_event(self, address: str, event: object, now: float) -> None:
+        stats = self.stats[address]
+        match event:
+            case SessionEstablished():
+                log.info("peer %s: established (AS %d, router ID %s, hold time %ds)",
+                         address, event.remote_asn, event.remote_router_id, event.hold_time_s)
+                stats.adj_out = {}
+                stats.end_of_rib = False
+                stats.last_error = ""
+                pending = self._pending.setdefault(address, {})
+                for key, path in self._originated.items():
+                    pending[key] = path
+                self._eor.add(address)
+            case SessionDown():
+                stats.last_error = event.reason
+                if not event.was_established and self.peers[address].established is not None:
+                    # Another connection to this peer failed (a crossing or late connect the
+                    # peer closed): the Established session carries on with what it has
+                    # from us, so its Adj-RIB-Out and queued updates stay.
+                    log.info("peer %s: extra connection closed: %s", address, event.reason)
+                    return
+                stats.adj_out = {}
+                self._pending.pop(address, None)
+                self._eor.discard(address)
+                if event.was_established:
+                    log.warning("peer %s: down: %s", address, event.reason)
+                    self._import(self.rib.drop_peer(address, now), now)
+                else:
+                    log.info("peer %s: session attempt failed: %s", address, event.reason)
+            case UpdateReceived(update=update):
+                stats.updates_received += 1
+                self._receive(address, update, now)
+            case EndOfRibReceived():
+                stats.end_of_rib = True
+                log.info("peer %s: end of RIB", address)
+            case RouteRefreshReceived():
+                pending = self._pending.setdefault(address, {})
+                for key, path in self._originated.items():
+                    pending[key] = path
+
+    def _receive(self, address: str, update: Update, now: float) -> None:
+        stats = self.stats[address]
+        peer = self.peers[address]
+        if update.errors:
+            stats.attribute_errors += len(update.errors)
+            stats.last_error = "; ".join(update.errors)
+            log.warning("peer %s: UPDATE errors: %s", address, stats.last_error)
+        changes: list = []
+        withdrawn = list(update.withdrawn)
+        if update.treat_as_withdraw:
+            stats.treated_as_withdraw += 1
+            withdrawn += update.announced
+        for route in withdrawn:
+            if not isinstance(route, UnknownRoute):
+                changes += self.rib.withdraw(address, route.key, now)
+        if not update.treat_as_withdraw and update.attributes is not None:
+            neg = peer.negotiated
+            attrs = update.attributes
+            for route in update.announced:
+                if isinstance(route, UnknownRoute):
+                    continue  # a route type we do not speak (RFC 7606 5.4)
+                reason = self._reject(attrs, neg is not None and neg.remote_asn != self.asn)
+                if reason:
+                    stats.routes_rejected += 1
+                    changes += self.rib.withdraw(address, route.key, now)
+                    continue
+                path = Path(
+                    route, attrs, address,
+                    peer_router_id=neg.remote_router_id if neg else ipaddress.IPv4Address(0),
+                    peer_address=ipaddress.ip_address(address),
+                    ebgp=neg is not None and neg.remote_asn != self.asn,
+                    received=now,
+                )
+                changes += self.rib.update(path, now)
+        self._import(changes, now)
+
+    def _reject(self, attrs: PathAttributes, ebgp: bool) -> str:
+        if attrs.next_hop is None:
+            return "no next hop"
+        # Our one VTEP sends VXLAN from one address family: a VTEP of the other
+        # cannot be reached (as README says of static config), so do not install it.
+        pmsi = attrs.pmsi_tunnel
+        if attrs.next_hop.version != self.vtep.version or (
+            pmsi is not None and pmsi.tunnel_id.version != self.vtep.version
+        ):
+            return f"VTEP not of our VTEP's address family (IPv{self.vtep.version})"
+        if attrs.originator_id == self.router_id:
+            return "ORIGINATOR_ID is ours (RFC 4456 8)"
+        if ebgp and any(self.asn in seg.asns for seg in attrs.as_path):
+            return "our AS is in the AS_PATH (RFC 4271 9.1.2)"
+        return ""
+
+    # -- import: RIB changes -> fabric -------------------------------------------------
+
+    def _import(self, changes: list, now: float) -> None:
+        fabric = self.fabric
+        for ch in changes:
+            if isinstance(ch, BestPathChanged):
+                route = (ch.new or ch.old).route
+                if isinstance(route, ImetRoute):
+                    old = self._flood(ch.old)
+                    new = self._flood(ch.new)
+                    if old != new:
+                        if old is not None:
+                            fabric.remove_flood_vtep(old[0], old[1], Source.BGP)
+                        if new is not None:
+                            fabric.add_flood_vtep(new[0], new[1], Source.BGP)
+                elif isinstance(route, MacIpRoute) and route.ip is not None:
+                    old = self._binding(ch.old)
+                    new = self._binding(ch.new)
+                    if old != new:
+                        self._rebind(ch.key, route.ip, old, new, now)
+            elif isinstance(ch, MacLocationChanged):
+                new = ch.new
+                if new is not None and not new.is_local and new.next_hop is not None:
+                    fabric.install_mac(ch.domain, ch.mac, str(new.next_hop), Source.BGP, now)
+                elif ch.old is not None and not ch.old.is_local:
+                    fabric.withdraw_mac(ch.domain, ch.mac, Source.BGP)
+        self._mobility(self.mobility.observe(changes, now), now)
+
+    def _flood(self, path: Path | None) -> tuple[int, str] | None:
+        if path is None:
+            return None
+        vni = self.importer.domain_of(path)
+        vtep = Importer.flood_target(path)
+        if vni is None or vtep is None or vtep == str(self.vtep):
+            return None
+        return vni, vtep
+
+    def _rebind(self, key: tuple, ip, old: tuple[int, bytes] | None, new: tuple[int, bytes] | None,
+                now: float) -> None:
+        """Route `key`'s claim on `ip` went from `old` to `new` ((VNI, MAC) or None): keep the
+        fabric's binding for the IP on the latest claim left, withdraw it with the last one."""
+        fabric = self.fabric
+        if old is not None:
+            claims = self._ip_claims.get((old[0], ip), {})
+            claims.pop(key, None)
+            if not claims:
+                self._ip_claims.pop((old[0], ip), None)
+                fabric.withdraw_neighbor(old[0], ip, old[1], Source.BGP)
+            elif new is None or new[0] != old[0]:
+                fabric.install_neighbor(old[0], ip, next(reversed(claims.values())), Source.BGP, now)
+        if new is not None:
+            self._ip_claims.setdefault((new[0], ip), {})[key] = new[1]
+            fabric.install_neighbor(new[0], ip, new[1], Source.BGP, now)
+
+    def _binding(self, path: Path | None) -> tuple[int, bytes] | None:
+        if path is None or path.is_local:
+            return None
+        vni = self.importer.domain_of(path)
+        return None if vni is None else (vni, path.route.mac)
+
+    # -- export: our MACs -> routes ------------------------------------------------------
+
+    def _mobility(self, events: list, now: float) -> None:
+        for ev in events:
+            match ev:
+                case LocalMacAdvertised(vni, mac, seq):
+                    self._advertise_mac(vni, mac, seq, now)
+                case LocalMacWithdrawn(vni, mac, reason, winner):
+                    where = f" to {winner.next_hop}" if winner is not None else ""
+                    log.info("vni %d: %s %s%s: withdrawing our route", vni, mac_str(mac), reason.value, where)
+                    for key in [k for k, p in self._originated.items()
+                                if isinstance(p.route, MacIpRoute) and p.route.mac == mac
+                                and self.importer.domain_of(p) == vni]:
+                        self._retract(key, now)
+                case MacDuplicateDetected(vni, mac, moves, window, until):
+                    msg = f"vni {vni}: duplicate MAC {mac_str(mac)}: {moves} moves in {window:.0f}s, frozen"
+                    log.warning("%s", msg)
+                    self.alarms.append(msg)
+                case MacUnfrozen(vni, mac, _, by_operator):
+                    log.info("vni %d: MAC %s unfrozen%s", vni, mac_str(mac), " by operator" if by_operator else "")
+                case StickyMacConflict(vni, mac, sticky):
+                    msg = f"vni {vni}: MAC {mac_str(mac)} seen here is sticky at {sticky.next_hop}"
+                    log.warning("%s", msg)
+                    self.alarms.append(msg)
+
+    def _advertise_mac(self, vni: int, mac: bytes, sequence: int, now: float) -> None:
+        net = self.networks.get(vni)
+        if net is None:
+            return
+        for ip in [None, *sorted(self._local_ips.get((vni, mac), ()), key=str)]:
+            route, attrs = self.factory.mac_ip(net, mac, ip, sequence)
+            self._originate(route, attrs, now)
+
+    def _bind_local(self, vni: int, ip, mac: bytes, now: float) -> None:
+        if not advertisable_ip(ip):
+            return
+        self._local_ips.setdefault((vni, mac), set()).add(ip)
+        sequence = self.mobility.sequence(vni, mac)
+        net = self.networks.get(vni)
+        if sequence is not None and net is not None:
+            route, attrs = self.factory.mac_ip(net, mac, ip, sequence)
+            self._originate(route, attrs, now)
+
+    def _unbind_local(self, vni: int, ip, mac: bytes, now: float) -> None:
+        ips = self._local_ips.get((vni, mac))
+        if ips is None or ip not in ips:
+            return
+        ips.discard(ip)
+        if not ips:
+            del self._local_ips[(vni, mac)]
+        net = self.networks.get(vni)
+        if net is not None:
+            self._retract(MacIpRoute(net.rd, mac, ip, vni=vni).key, now)
+
+    # -- our routes in the RIB and to the peers --------------------------------------------
+
+    def _originate(self, route: EvpnRoute, attrs: PathAttributes, now: float) -> None:
+        path = Path(route, attrs, LOCAL, peer_router_id=self.router_id, received=now)
+        if self._originated.get(route.key) == path:
+            return
+        self._originated[route.key] = path
+        self._import(self.rib.update(path, now), now)
+        for address, peer in self.peers.items():
+            if peer.established is not None:
+                self._pending.setdefault(address, {})[route.key] = path
+
+    def _retract(self, key: tuple, now: float) -> None:
+        if self._originated.pop(key, None) is None:
+            return
+        self._import(self.rib.withdraw(LOCAL, key, now), now)
+        for address, peer in self.peers.items():
+            if peer.established is not None:
+                self._pending.setdefault(address, {})[key] = None
+
+    def _flush(self, now: float) -> None:
+        if self._stopped:
+            return
+        for address, pending in self._pending.items():
+            peer = self.peers[address]
+            if not pending or peer.established is None:
+                continue
+            neg = peer.negotiated
+            ebgp = neg is not None and neg.remote_asn != self.asn
+            adj_out = self.stats[address].adj_out
+            withdraw: list[EvpnRoute] = []
+            announce: dict[PathAttributes, list[EvpnRoute]] = {}
+            for key, path in pending.items():
+                if path is None:
+                    old = adj_out.pop(key, None)
+                    if old is not None:
+                        withdraw.append(old.route)
+                elif adj_out.get(key) != path:
+                    adj_out[key] = path
+                    announce.setdefault(self.factory.for_peer(path.attributes, ebgp), []).append(path.route)
+            pending.clear()
+            for i in range(0, len(withdraw), ROUTES_PER_UPDATE):
+                peer.send_update(Update(withdrawn=tuple(withdraw[i : i + ROUTES_PER_UPDATE])), now)
+            for attrs, routes in announce.items():
+                for i in range(0, len(routes), ROUTES_PER_UPDATE):
+                    chunk = tuple(routes[i : i + ROUTES_PER_UPDATE])
+                    peer.send_update(Update(announced=chunk, attributes=attrs), now)
+        for address in list(self._eor):
+            peer = self.peers[address]
+            if peer.established is not None:
+                peer.send_update(Update(end_of_rib=True), now)
+            self._eor.discard(address)

@@ -1,0 +1,178 @@
+"""The BGP speaker's TCP side: a listening socket, outbound connects, and
+one timer. It only moves bytes and time between asyncio and the sans-I/O
+`Speaker` / `Peer` objects; every decision is theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+
+from overlayd.config import Config
+from overlayd.control.peer import Peer
+from overlayd.control.speaker import Speaker
+
+log = logging.getLogger("overlayd.bgp")
+
+CLOSE_GRACE_S = 0.5
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, service: BgpService, peer: Peer | None = None, conn_id: int | None = None):
+        self.service = service
+        self.peer = peer
+        self.conn_id = conn_id
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        now = self.service.clock()
+        if self.peer is None:  # inbound
+            host = transport.get_extra_info("peername")[0]
+            peer = self.service.speaker.peer_for(host)
+            conn_id = peer.accept(now) if peer is not None else None
+            if peer is None or conn_id is None:
+                log.info("refused BGP connection from %s: %s", host,
+                         "not a configured neighbor" if peer is None else "not accepting now")
+                transport.close()
+                return
+            self.peer, self.conn_id = peer, conn_id
+        else:
+            self.peer.connection_made(self.conn_id, now)
+        self.service.connections[(self.peer.peer, self.conn_id)] = self
+        self.service.kick()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.data_received(self.conn_id, data, self.service.clock())
+            self.service.kick()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is None:
+            return
+        self.service.connections.pop((self.peer.peer, self.conn_id), None)
+        reason = str(exc) if exc else "connection closed"
+        self.peer.connection_lost(self.conn_id, self.service.clock(), reason)
+        self.service.kick()
+
+
+class BgpService:
+    def __init__(self, config: Config, speaker: Speaker, clock: Callable[[], float]):
+        assert config.bgp is not None
+        self.config = config
+        self.speaker = speaker
+        self.clock = clock
+        self.connections: dict[tuple[str, int], _Connection] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._kicked = False
+        self._connecting: set[asyncio.Task] = set()
+        self._ports = {str(nb.address): nb.port for nb in config.bgp.neighbors}
+
+    @property
+    def listen(self) -> str:
+        bgp = self.config.bgp
+        return str(bgp.listen or self.config.node.vtep)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host=self.listen, port=self.config.bgp.port, reuse_address=True
+        )
+        log.info("BGP: AS %d, router ID %s, listening on %s port %d, %d neighbor(s)",
+                 self.config.bgp.asn, self.speaker.router_id, self.listen, self.config.bgp.port,
+                 len(self.speaker.peers))
+        self.kick()
+
+    def kick(self) -> None:
+        """Something happened: let the speaker process it, soon and once."""
+        if not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._service)
+
+    def _service(self) -> None:
+        self._kicked = False
+        now = self.clock()
+        self.speaker.poll(now)
+        for address, peer in self.speaker.peers.items():
+            conn_id = peer.connect_due(now)
+            if conn_id is not None:
+                self._connect(address, peer, conn_id)
+            for cid, data, close in peer.data_to_send():
+                conn = self.connections.get((address, cid))
+                if conn is None or conn.transport is None:
+                    continue
+                if data:
+                    conn.transport.write(data)
+                if close:
+                    conn.transport.close()
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.speaker.get_timer()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.clock())
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.speaker.handle_timer(self.clock())
+        self._service()
+
+    def _connect(self, address: str, peer: Peer, conn_id: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> None:
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Connection(self, peer, conn_id),
+                        host=address,
+                        port=self._ports.get(address, 179),
+                        local_addr=(self.listen, 0),
+                    ),
+                    timeout=self.config.bgp.connect_retry,
+                )
+            except (OSError, asyncio.TimeoutError) as err:
+                why = "connect timed out" if isinstance(err, asyncio.TimeoutError) else err.strerror or str(err)
+                peer.connection_failed(conn_id, self.clock(), why)
+                self.kick()
+
+        task = loop.create_task(attempt())
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def local_events(self, events: list) -> None:
+        """Feed the Switch's events to the speaker and send what follows."""
+        self.speaker.local_events(events, self.clock())
+        self.kick()
+
+    async def close(self) -> None:
+        """Cease every session, give the NOTIFICATIONs a moment to leave, close everything."""
+        self.speaker.stop(self.clock())
+        self._service()
+        if self.connections:
+            await asyncio.sleep(CLOSE_GRACE_S)
+        for task in list(self._connecting):
+            task.cancel()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()

@@ -1,0 +1,86 @@
+"""The BGP speaker as `overlayctl peers` and `overlayctl rib` show it: plain dicts, stable keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from overlayd.control.speaker import Speaker
+from overlayd.fabric.rib import Path
+from overlayd.wire.bgp.evpn import ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute
+from overlayd.wire.ethernet import mac_str
+
+ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
+
+
+def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for address, peer in speaker.peers.items():
+        stats = speaker.stats[address]
+        received = speaker.rib.paths_from(address)
+        since = peer.established_since
+        rows.append(
+            {
+                "neighbor": address,
+                "asn": stats.asn,
+                "state": peer.state.value,
+                "uptime_s": round(now - since, 1) if since is not None else None,
+                "routes_received": len(received),
+                "routes_accepted": sum(1 for p in received if speaker.importer.domain_of(p) is not None),
+                "routes_sent": len(stats.adj_out),
+                "updates_received": stats.updates_received,
+                "treated_as_withdraw": stats.treated_as_withdraw,
+                "attribute_errors": stats.attribute_errors,
+                "routes_rejected": stats.routes_rejected,
+                "end_of_rib_received": stats.end_of_rib,
+                "last_error": stats.last_error,
+            }
+        )
+    return rows
+
+
+def _esi(esi: bytes) -> str:
+    return "0" if esi == ZERO_ESI else esi.hex(":")
+
+
+def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
+    route = path.route
+    row: dict[str, Any] = {
+        "type": ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type)),
+        "rd": str(route.rd),
+        "esi": None,
+        "ethernet_tag": route.ethernet_tag,
+        "mac": None,
+        "ip": None,
+        "prefix": None,
+        "vni": vni,
+        "label": None,
+        "next_hop": str(path.next_hop) if path.next_hop is not None else None,
+        "sequence": path.sequence if isinstance(route, MacIpRoute) else None,
+        "route_targets": [str(rt) for rt in path.attributes.route_targets()],
+        "best": best,
+        "peer": path.peer,
+    }
+    if isinstance(route, MacIpRoute):
+        row.update(esi=_esi(route.esi), mac=mac_str(route.mac), label=route.vni,
+                   ip=str(route.ip) if route.ip is not None else None)
+    elif isinstance(route, ImetRoute):
+        pmsi = path.attributes.pmsi_tunnel
+        row.update(ip=str(route.originator), label=pmsi.vni if pmsi else None)
+    elif isinstance(route, PrefixRoute):
+        row.update(esi=_esi(route.esi), prefix=str(route.prefix), label=route.vni)
+    return row
+
+
+def rib_rows(speaker: Speaker) -> list[dict[str, Any]]:
+    rows = [path_row(e.path, e.best, speaker.importer.domain_of(e.path)) for e in speaker.rib]
+    rows.sort(key=lambda r: (r["vni"] or 0, r["type"], r["mac"] or "", r["ip"] or "", r["prefix"] or "",
+                             r["rd"], not r["best"], r["peer"]))
+    return rows
+
+
+def alarm_rows(speaker: Speaker) -> list[dict[str, Any]]:
+    return [
+        {"vni": f.domain, "mac": mac_str(f.mac), "frozen_since_s": f.since, "moves": f.moves,
+         "frozen_until_s": f.until}
+        for f in speaker.mobility.frozen()
+    ]

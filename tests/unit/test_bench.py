@@ -1,0 +1,97 @@
+"""tools/bench.py's arguments and report, on canned numbers (the benchmark itself is `make bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools import bench
+
+
+def canned() -> dict:
+    runs = {
+        "kernel": {"tcp_a_to_b_gbit_s": [10.0, 12.0, 11.0], "tcp_b_to_a_gbit_s": [9.0, 9.0, 9.0],
+                   "udp64_pps": [100_000, 90_000, 110_000], "ping_p50_us": [40, 30, 35],
+                   "ping_p99_us": [90, 80, 100], "cpu_s_per_gb": [None, None, None]},
+        "overlayd": {"tcp_a_to_b_gbit_s": [2.0, 3.0, 2.75], "tcp_b_to_a_gbit_s": [1.8, 1.8, 1.8],
+                     "udp64_pps": [70_000, 60_000, 80_000], "ping_p50_us": [140, 140, 140],
+                     "ping_p99_us": [400, 300, 500], "cpu_s_per_gb": [2.0, 1.0, 3.0]},
+    }
+    return {
+        "config": {"runs": 3},
+        "runs": runs,
+        "summary": bench.summarize(runs),
+        "control_plane": {
+            "fdb_bytes_per_100k": {"value": 21_500_000.0},
+            "sim_converge_100_nodes_s": {"value": 0.25},
+            "evpn_routes_per_s": {"value": None, "skipped": "needs the BGP speaker"},
+        },
+        "overlayd_offloads": {"overlayd": {"tso": True, "gro": False}},
+    }
+
+
+def test_defaults_and_quick():
+    args = bench.parse_args([])
+    assert (args.runs, args.seconds, args.pings, args.only, args.mode) == (3, 5, 1000, "all", "both")
+    quick = bench.parse_args(["--quick"])
+    assert quick.runs == 1 and quick.seconds <= 2 and quick.pings < 1000
+    assert bench.parse_args(["--runs", "5"]).runs == 5
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--runs", "0"])
+
+
+def test_medians_and_ratios():
+    summary = canned()["summary"]
+    assert summary["medians"]["kernel"]["tcp_a_to_b_gbit_s"] == 11.0
+    assert summary["medians"]["overlayd"]["tcp_a_to_b_gbit_s"] == 2.75
+    ratios = summary["ratios"]["overlayd"]
+    assert ratios["tcp_a_to_b_gbit_s"] == 0.25
+    assert ratios["udp64_pps"] == 0.7
+    assert ratios["ping_p50_us"] == 4.0
+    assert ratios["cpu_s_per_gb"] is None  # the kernel's has no process to measure
+    assert summary["medians"]["overlayd"]["cpu_s_per_gb"] == 2.0
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 1001))
+    assert bench.percentile(values, 50) == 500
+    assert bench.percentile(values, 99) == 990
+    assert bench.percentile([7.0], 99) == 7.0
+
+
+def test_table_names_every_metric_and_ratio():
+    results = canned()
+    table = bench.render_table(results)
+    for metric in bench.DATA_METRICS + bench.CONTROL_METRICS:
+        assert metric.label in table
+    assert "0.250" in table and "0.700" in table and "4.000" in table
+    assert "21.50" in table  # MB per 100k FDB entries
+    assert "skipped (needs the BGP speaker)" in table
+    assert "overlayd offloads: tso" in table
+    json.dumps(results)  # what main() writes
+
+
+def test_variants_get_a_column_and_ratios_each():
+    results = canned()
+    runs = results["runs"]
+    runs["overlayd[none]"] = {k: [v / 2 if v else v for v in vals] for k, vals in runs["overlayd"].items()}
+    results["summary"] = bench.summarize(runs)
+    assert results["summary"]["ratios"]["overlayd[none]"]["tcp_a_to_b_gbit_s"] == 0.125
+    header = bench.render_table(results).splitlines()[0]
+    assert "overlayd[none]/kernel" in header and "overlayd/kernel" in header
+    args = bench.parse_args(["--variants", "none,tso+gso,all"])
+    assert args.variant_list == ["none", "tso,gso", "all"]
+
+
+def test_chart_is_optional(tmp_path):
+    path = tmp_path / "chart.png"
+    drawn = bench.render_chart(canned(), path)
+    assert drawn == path.exists()
+
+
+def test_control_plane_benches_are_registered():
+    assert set(bench.CONTROL_BENCHES) == {m.key for m in bench.CONTROL_METRICS}
+    with pytest.raises(bench.Skipped):
+        bench.bench_evpn_gobgp()
+    assert bench.bench_sim_convergence(5) > 0

@@ -1,0 +1,549 @@
+"""`make bench`: overlayd against the Linux kernel's VXLAN, same topology, same run.
+
+    .venv/bin/python tools/bench.py                 # 3 runs, medians, table, JSON, PNG
+    .venv/bin/python tools/bench.py --quick         # a short smoke run (1 run, short tests)
+    .venv/bin/python tools/bench.py --runs 5 --seconds 10 --pings 1000
+    .venv/bin/python tools/bench.py --only data     # or: control
+    .venv/bin/python tools/bench.py --variants none,all     # overlayd twice: fast paths off / on
+    OVERLAYD_OFFLOAD=none .venv/bin/python tools/bench.py   # overlayd with every fast path off
+
+Two labs (tools.lab) live side by side for the whole run, each with hosts
+a (underlay 10.0.0.1) and b (10.0.0.2) on a 1500-byte underlay and the
+overlay 192.168.100.0/24 at MTU 1450 on top:
+
+    kernel    both ends the kernel's VXLAN device bridged into br100, as in the
+              interop tests (VNI 100, port 4789, nolearning, all-zeros FDB
+              entry to the other end)
+    overlayd  both ends overlayd, TAP blue0, static flood list naming the other
+
+Every measurement is taken for both, back to back, `--runs` times; the
+report gives medians and overlayd/kernel ratios. `--variants A,B` runs one
+overlayd pair per OVERLAYD_OFFLOAD value instead (each its own lab, "+"
+separating offloads within one: `none,tso+gso,all`), so techniques are
+compared within one run on this shared machine:
+
+    tcp_a_to_b_gbit_s, tcp_b_to_a_gbit_s   one iperf3 TCP stream each way
+    udp64_pps                               iperf3 -u -l 64 -b 0, packets/s the receiver got
+    ping_p50_us, ping_p99_us                RTT over --pings pings, --ping-interval apart
+    cpu_s_per_gb                            overlayd only: CPU seconds (utime + stime of
+                                            both daemons) per GB the TCP tests moved
+
+Control-plane numbers run in this process (no root needed): bytes of FDB
+per 100k entries (tracemalloc), and the wall time the in-process simulator
+takes to converge 100 nodes (every host's gratuitous ARP learned by every
+node). EVPN routes/s against GoBGP is listed and skipped until the BGP
+speaker exists: add a function to CONTROL_BENCHES.
+
+Results go to bench-results/bench-<time>.json (and .png when matplotlib is
+importable). The machine is shared: read ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+VNI = 100
+PORT = 4789
+MTU = 1450  # underlay 1500 - 50
+IPERF_PORT = 5201
+ZERO_MAC = "00:00:00:00:00:00"
+MODES = ("kernel", "overlayd")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    digits: int = 2
+
+
+DATA_METRICS = (
+    Metric("tcp_a_to_b_gbit_s", "TCP 1 stream a->b", "Gbit/s", True),
+    Metric("tcp_b_to_a_gbit_s", "TCP 1 stream b->a", "Gbit/s", True),
+    Metric("udp64_pps", "UDP 64 B delivered", "pkt/s", True, 0),
+    Metric("ping_p50_us", "ping RTT p50", "us", False, 0),
+    Metric("ping_p99_us", "ping RTT p99", "us", False, 0),
+    Metric("cpu_s_per_gb", "overlayd CPU per GB (TCP)", "s/GB", False),
+)
+CONTROL_METRICS = (
+    Metric("fdb_bytes_per_100k", "FDB memory per 100k entries", "MB", False),
+    Metric("sim_converge_100_nodes_s", "simulator: 100 nodes converge", "s", False),
+    Metric("evpn_routes_per_s", "EVPN type-2 routes/s with GoBGP", "routes/s", True, 0),
+)
+
+
+# -- the report: pure, unit-tested on canned numbers -----------------------------
+
+
+def median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of values, nearest rank."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+def summarize(runs: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
+    """{mode: {metric: [per-run values]}} -> medians per mode, and each overlayd mode's ratios to the kernel.
+
+    Modes are "kernel", "overlayd", or "overlayd[VARIANT]" with --variants.
+    """
+    medians = {mode: {k: median(v) for k, v in metrics.items()} for mode, metrics in runs.items()}
+    ratios: dict[str, dict[str, float | None]] = {}
+    kernel = medians.get("kernel", {})
+    for mode in medians:
+        if mode == "kernel":
+            continue
+        ratios[mode] = {}
+        for m in DATA_METRICS:
+            k, o = kernel.get(m.key), medians[mode].get(m.key)
+            ratios[mode][m.key] = round(o / k, 3) if k and o is not None else None
+    return {"medians": medians, "ratios": ratios}
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """The human table of a results dict (as written to JSON)."""
+    medians = results["summary"]["medians"]
+    ratios = results["summary"]["ratios"]
+    runs = results.get("config", {}).get("runs", "?")
+    others = [mode for mode in medians if mode != "kernel"] or ["overlayd"]
+    head = [f"data plane (median of {runs})", "kernel", *others]
+    head += [f"{mode}/kernel" for mode in others]
+    rows = [tuple(head)]
+    for m in DATA_METRICS:
+        row = [f"{m.label} ({m.unit})", _fmt(medians.get("kernel", {}).get(m.key), m.digits)]
+        row += [_fmt(medians.get(mode, {}).get(m.key), m.digits) for mode in others]
+        for mode in others:
+            r = ratios.get(mode, {}).get(m.key)
+            row.append("-" if r is None else f"{r:.3f}")
+        rows.append(tuple(row))
+    blank = ("",) * len(head)
+    control = results.get("control_plane", {})
+    notes: list[str] = []
+    if control:
+        rows.append(blank)
+        rows.append(("control plane", "", "overlayd") + ("",) * (len(head) - 3))
+        for m in CONTROL_METRICS:
+            entry = control.get(m.key, {})
+            value = entry.get("value")
+            if m.key == "fdb_bytes_per_100k" and value is not None:
+                value = value / 1e6
+            if value is None and entry.get("skipped"):
+                notes.append(f"{m.label}: skipped ({entry['skipped']})")
+            rows.append((f"{m.label} ({m.unit})", "", _fmt(value, m.digits)) + ("",) * (len(head) - 3))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(
+            cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(row)
+        ).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    offloads = results.get("overlayd_offloads") or {}
+    for mode, on in offloads.items():
+        notes.append(f"{mode} offloads: " + (", ".join(k for k, v in on.items() if v is True) or "none"))
+    if notes:
+        lines.append("")
+        lines.extend(notes)
+    return "\n".join(lines)
+
+
+def render_chart(results: dict[str, Any], path: Path) -> bool:
+    """A PNG of the overlayd/kernel ratios; False when matplotlib is not importable."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ratios = results["summary"]["ratios"]
+    modes = list(ratios)
+    metrics = [m for m in DATA_METRICS if any(ratios[mode].get(m.key) is not None for mode in modes)]
+    if not metrics:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(metrics) * max(1, len(modes))))
+    height = 0.8 / max(1, len(modes))
+    for j, mode in enumerate(modes):
+        ys = [i + j * height for i in range(len(metrics))]
+        values = [ratios[mode].get(m.key) or 0.0 for m in metrics]
+        ax.barh(ys, values, height=height, label=mode)
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_yticks([i + height * (len(modes) - 1) / 2 for i in range(len(metrics))])
+    ax.set_yticklabels([f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better)"
+                        for m in metrics])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("overlayd / kernel VXLAN, same run")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3, help="repeats of every measurement (default 3)")
+    p.add_argument("--seconds", type=int, default=5, help="length of each iperf3 test (default 5)")
+    p.add_argument("--pings", type=int, default=1000, help="pings per RTT measurement (default 1000)")
+    p.add_argument("--ping-interval", type=float, default=0.002, help="seconds between pings")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulator")
+    p.add_argument("--only", choices=("data", "control", "all"), default="all")
+    p.add_argument("--mode", choices=("both", *MODES), default="both",
+                   help="measure only one side (ratios need both)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where JSON/PNG go")
+    p.add_argument("--sim-nodes", type=int, default=100)
+    p.add_argument("--variants", default="",
+                   help="comma-separated OVERLAYD_OFFLOAD values, one overlayd pair each "
+                        "('+' joins offloads: none,tso+gso,all)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.seconds, args.pings, args.sim_nodes = 1, 2, 200, 20
+    if args.runs < 1 or args.seconds < 1 or args.pings < 2:
+        p.error("--runs, --seconds must be >= 1 and --pings >= 2")
+    args.variant_list = [v.strip().replace("+", ",") for v in args.variants.split(",") if v.strip()]
+    return args
+
+
+# -- the data plane: two labs -------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    mode: str
+    lab: Any
+    a: Any
+    b: Any
+    daemons: list[Any] = field(default_factory=list)  # tools.nodes.Overlayd, overlayd mode only
+
+    def pids(self) -> list[int]:
+        return [d.proc.pid for d in self.daemons]
+
+
+def _overlay_ip(i: int) -> str:
+    return f"192.168.100.{i + 1}"
+
+
+def build_kernel(lab: Any) -> Pair:
+    hosts = [lab.add_host(n, v4=f"10.0.0.{i + 1}/24") for i, n in enumerate("ab")]
+    for i, h in enumerate(hosts):
+        other = hosts[1 - i]
+        h.ip("link", "add", "vx100", "mtu", str(MTU), "type", "vxlan", "id", str(VNI),
+             "local", h.v4, "dstport", str(PORT), "nolearning", "udpcsum")
+        h.ip("link", "add", "br100", "mtu", str(MTU), "type", "bridge")
+        h.ip("link", "set", "vx100", "master", "br100")
+        h.run("bridge", "fdb", "append", ZERO_MAC, "dev", "vx100", "dst", other.v4)
+        h.ip("addr", "add", f"{_overlay_ip(i)}/24", "dev", "br100")
+        h.ip("link", "set", "vx100", "up")
+        h.ip("link", "set", "br100", "up")
+    return Pair("kernel", lab, *hosts)
+
+
+def build_overlayd(lab: Any, offload: str | None = None, mode: str = "overlayd") -> Pair:
+    from tools.nodes import start_overlayd
+
+    hosts = [lab.add_host(n, v4=f"10.0.0.{i + 1}/24") for i, n in enumerate("ab")]
+    daemons = []
+    for i, h in enumerate(hosts):
+        daemons.append(start_overlayd(h, {
+            "node": {"vtep": h.v4, "vxlan_port": PORT},
+            "networks": [{"name": "blue", "vni": VNI, "device": "blue0", "mtu": MTU,
+                          "address": f"{_overlay_ip(i)}/24", "vteps": [hosts[1 - i].v4]}],
+        }, wait=False, log_level="info",
+            env={"OVERLAYD_OFFLOAD": offload} if offload is not None else None))
+    for d in daemons:
+        d.wait_ready()
+    return Pair(mode, lab, *hosts, daemons=daemons)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
+
+
+@contextlib.contextmanager
+def iperf3_server(host: Any, bind: str) -> Iterator[None]:
+    from tools.lab import wait_for
+
+    proc = host.popen("iperf3", "-s", "-B", bind, "-p", str(IPERF_PORT))
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"iperf3 -s exited {proc.returncode}:\n{host.log(proc)}")
+        return f"{bind}:{IPERF_PORT}" in host.run("ss", "-Hltn").stdout
+
+    try:
+        wait_for(listening, timeout=10, what="iperf3 server")
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def iperf3(host: Any, server: str, seconds: int, *args: str) -> dict[str, Any]:
+    cmd = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-t", str(seconds), "--json",
+           "--connect-timeout", "5000", *args]
+    for attempt in range(4):
+        done = host.run(*cmd, check=False, timeout=seconds + 40)
+        try:
+            result = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"{' '.join(cmd)}: no JSON\n{done.stdout}\n{done.stderr}") from None
+        error = result.get("error")
+        if error and attempt < 3:
+            time.sleep(1)
+            continue
+        if error:
+            raise RuntimeError(f"{' '.join(cmd)}: {error}")
+        return result
+    raise AssertionError("unreachable")
+
+
+def measure_tcp(pair: Pair, reverse: bool, seconds: int) -> tuple[float, float | None]:
+    """(Gbit/s received, overlayd CPU seconds per GB or None)."""
+    pids = pair.pids()
+    cpu0 = cpu_seconds(pids) if pids else 0.0
+    result = iperf3(pair.a, _overlay_ip(1), seconds, *(["-R"] if reverse else []))
+    cpu1 = cpu_seconds(pids) if pids else 0.0
+    received = result["end"]["sum_received"]
+    gbytes = received["bytes"] / 1e9
+    return received["bits_per_second"] / 1e9, ((cpu1 - cpu0) / gbytes if pids and gbytes else None)
+
+
+def measure_udp64(pair: Pair, seconds: int) -> float:
+    result = iperf3(pair.a, _overlay_ip(1), seconds, "-u", "-l", "64", "-b", "0")
+    end = result["end"]
+    got = end.get("sum_received")
+    if got and got.get("packets"):
+        return (got["packets"] - got.get("lost_packets", 0)) / got["seconds"]
+    s = end["sum"]
+    return (s["packets"] - s["lost_packets"]) / s["seconds"]
+
+
+_RTT = re.compile(r"time=([\d.]+) ms")
+
+
+def measure_ping(pair: Pair, count: int, interval: float) -> tuple[float, float]:
+    """(p50, p99) RTT in microseconds."""
+    out = pair.a.run("ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1",
+                     _overlay_ip(1), check=False, timeout=count * (interval + 0.01) + 30).stdout
+    rtts = [float(x) * 1000 for x in _RTT.findall(out)]
+    if len(rtts) < count // 2:
+        raise RuntimeError(f"ping: only {len(rtts)}/{count} replies\n{out[-2000:]}")
+    return percentile(rtts, 50), percentile(rtts, 99)
+
+
+def run_data_plane(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict, dict]:
+    from tools.lab import Lab
+
+    builders: dict[str, Callable[[Any], Pair]] = {}
+    if args.mode in ("both", "kernel"):
+        builders["kernel"] = build_kernel
+    if args.mode in ("both", "overlayd"):
+        if args.variant_list:
+            for v in args.variant_list:
+                name = f"overlayd[{v.replace(',', '+')}]"
+                builders[name] = lambda lab, v=v, name=name: build_overlayd(lab, v, name)
+        else:
+            builders["overlayd"] = build_overlayd
+    runs: dict[str, dict[str, list]] = {m: {x.key: [] for x in DATA_METRICS} for m in builders}
+    offloads: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        pairs: dict[str, Pair] = {}
+        for mode, build in builders.items():
+            pairs[mode] = build(stack.enter_context(Lab()))
+        for mode, pair in pairs.items():
+            if not pair.a.ping(_overlay_ip(1), count=3, timeout=10):
+                raise RuntimeError(f"{mode}: the overlay does not carry ping")
+            if pair.daemons:
+                offloads[mode] = pair.daemons[0].ctl("status").get("offloads", {})
+        for with_servers in range(args.runs):
+            log(f"run {with_servers + 1}/{args.runs}")
+            for mode, pair in pairs.items():
+                with iperf3_server(pair.b, _overlay_ip(1)):
+                    fwd, cpu_f = measure_tcp(pair, False, args.seconds)
+                    rev, cpu_r = measure_tcp(pair, True, args.seconds)
+                    pps = measure_udp64(pair, args.seconds)
+                p50, p99 = measure_ping(pair, args.pings, args.ping_interval)
+                r = runs[mode]
+                r["tcp_a_to_b_gbit_s"].append(round(fwd, 3))
+                r["tcp_b_to_a_gbit_s"].append(round(rev, 3))
+                r["udp64_pps"].append(round(pps))
+                r["ping_p50_us"].append(round(p50, 1))
+                r["ping_p99_us"].append(round(p99, 1))
+                cpus = [c for c in (cpu_f, cpu_r) if c is not None]
+                r["cpu_s_per_gb"].append(round(sum(cpus) / len(cpus), 3) if cpus else None)
+                log(f"  {mode:18s} tcp {fwd:6.2f} / {rev:6.2f} Gbit/s  udp64 {pps:9,.0f} pps  "
+                    f"rtt p50 {p50:6.0f} us p99 {p99:6.0f} us"
+                    + (f"  cpu {r['cpu_s_per_gb'][-1]} s/GB" if cpus else ""))
+    return runs, offloads
+
+
+# -- the control plane: in this process ------------------------------------------
+
+
+class Skipped(Exception):
+    """A benchmark that cannot run here; the message says why."""
+
+
+def bench_fdb_memory() -> float:
+    """Bytes the FDB holds for 100k data-plane entries (tracemalloc, after the empty table)."""
+    from overlayd.fabric.fdb import Fdb, Source
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fdb = Fdb(300.0)
+        base = tracemalloc.get_traced_memory()[0]
+        vteps = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(100)]
+        for i in range(100_000):
+            fdb.learn(100, b"\x02\x00" + i.to_bytes(4, "big"), vteps[i % 100], Source.DATA, 1.0)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(fdb) == 100_000
+    return float(used)
+
+
+def bench_sim_convergence(nodes: int = 100) -> float:
+    """Wall seconds for `nodes` simulated nodes to learn every node's host from a gratuitous ARP."""
+    from overlayd.sim import Simulator, arp_request, mac
+
+    started = time.perf_counter()
+    sim = Simulator(seed=1)
+    mesh = sim.mesh(nodes)
+    for i, node in enumerate(mesh):
+        ip = f"192.168.{i // 250}.{i % 250 + 1}"
+        node.attach(100, mac(i + 1), ip)
+        sim.send(node, 100, arp_request(mac(i + 1), ip, ip))  # gratuitous: asks for itself
+    sim.run()
+    elapsed = time.perf_counter() - started
+    missing = sum(1 for n in mesh for i in range(nodes) if n.fdb(100, mac(i + 1)) is None)
+    if missing:
+        raise RuntimeError(f"simulator did not converge: {missing} (node, host) pairs unknown")
+    return elapsed
+
+
+def bench_evpn_gobgp() -> float:
+    raise Skipped("needs the BGP speaker (not implemented yet)")
+
+
+CONTROL_BENCHES: dict[str, Callable[[argparse.Namespace], float]] = {
+    "fdb_bytes_per_100k": lambda args: bench_fdb_memory(),
+    "sim_converge_100_nodes_s": lambda args: bench_sim_convergence(args.sim_nodes),
+    "evpn_routes_per_s": lambda args: bench_evpn_gobgp(),
+}
+
+
+def run_control_plane(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, fn in CONTROL_BENCHES.items():
+        try:
+            values = [fn(args) for _ in range(args.runs)]
+        except Skipped as why:
+            out[key] = {"value": None, "skipped": str(why)}
+            log(f"  {key}: skipped ({why})")
+            continue
+        out[key] = {"value": median(values), "runs": values}
+        log(f"  {key}: {out[key]['value']:.3f}")
+    if "sim_converge_100_nodes_s" in out:
+        out["sim_converge_100_nodes_s"]["nodes"] = args.sim_nodes
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), "")
+    return {"kernel": platform.release(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "cpu_model": model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    results: dict[str, Any] = {
+        "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": {"runs": args.runs, "seconds": args.seconds, "pings": args.pings,
+                   "ping_interval_s": args.ping_interval, "mtu": MTU, "quick": args.quick,
+                   "OVERLAYD_OFFLOAD": os.environ.get("OVERLAYD_OFFLOAD", ""),
+                   "variants": args.variant_list},
+        "runs": {},
+    }
+    if args.only in ("data", "all"):
+        if os.geteuid() != 0:
+            print("bench: the data-plane benchmark needs root (network namespaces)", file=sys.stderr)
+            return 2
+        log("data plane: kernel VXLAN and overlayd, two hosts each")
+        results["runs"], results["overlayd_offloads"] = run_data_plane(args, log)
+    if args.only in ("control", "all"):
+        log("control plane")
+        results["control_plane"] = run_control_plane(args, log)
+    results["summary"] = summarize(results["runs"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    print(render_table(results))
+    print(f"\nwrote {stem.with_suffix('.json')}")
+    if results["runs"] and render_chart(results, stem.with_suffix(".png")):
+        print(f"wrote {stem.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
