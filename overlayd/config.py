@@ -11,7 +11,7 @@ import ipaddress
 import platform
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -191,13 +191,96 @@ class BgpConfig(_Frozen):
         return v
 
 
+def _network(v: Any) -> Any:
+    if isinstance(v, str) and v != "auto":
+        try:
+            return ipaddress.ip_network(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a network like 10.244.0.0/16 (host bits must be zero)") from None
+    return v
+
+
+IpNetwork = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)
+]
+
+
+class RoutingConfig(_Frozen):
+    """The routed (L3) overlay: this node's pod subnet(s), announced as EVPN type-5 routes."""
+
+    vni: int = Field(ge=1, le=VNI_MAX)
+    device: str = "ovl0"
+    device_type: Literal["tun", "tap"] = "tun"
+    network: IpNetwork
+    subnet: IpNetwork | Literal["auto"]
+    subnet_size: int | None = Field(default=None, ge=1, le=128, description="prefix length for `auto`")
+    network6: IpNetwork | None = None
+    subnet6: IpNetwork | None = None
+    route_target: RouteTargetText = None
+    router_mac: str | None = None
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    ipmasq: bool = False
+    env_file: str = "/run/overlayd/subnet.env"
+
+    @field_validator("device")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        return NetworkConfig._ifname(v)
+
+    @field_validator("router_mac")
+    @classmethod
+    def _mac(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        raw = parse_mac(v)
+        if is_multicast(raw) or raw == bytes(6):
+            raise ValueError(f"{v} is not a unicast MAC address")
+        return raw.hex(":")
+
+    @model_validator(mode="after")
+    def _fits(self) -> RoutingConfig:
+        if self.subnet != "auto":
+            if self.subnet.version != self.network.version or not self.subnet.subnet_of(self.network):
+                raise ValueError(f"routing.subnet: {self.subnet} is not inside routing.network {self.network}")
+        size = self.prefix_length
+        if size < self.network.prefixlen or size > self.network.max_prefixlen:
+            raise ValueError(f"routing.subnet_size: /{size} does not fit in routing.network {self.network}")
+        if (self.subnet6 is None) != (self.network6 is None):
+            raise ValueError("routing.subnet6: give both network6 and subnet6, or neither")
+        if self.subnet6 is not None:
+            if self.network6.version != 6 or not self.subnet6.subnet_of(self.network6):
+                raise ValueError(f"routing.subnet6: {self.subnet6} is not inside routing.network6 {self.network6}")
+        return self
+
+    @property
+    def prefix_length(self) -> int:
+        """The size of a node subnet: the configured one, else `subnet_size`, else /24 (/64 for IPv6)."""
+        if self.subnet != "auto":
+            return self.subnet.prefixlen
+        if self.subnet_size is not None:
+            return self.subnet_size
+        return 24 if self.network.version == 4 else 64
+
+
 class Config(_Frozen):
     node: NodeConfig
-    networks: tuple[NetworkConfig, ...] = Field(min_length=1)
+    networks: tuple[NetworkConfig, ...] = ()
     bgp: BgpConfig | None = None
+    routing: RoutingConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if not self.networks and self.routing is None:
+            raise ValueError("networks: required but missing (or configure `routing:`)")
+        if self.routing is not None:
+            r = self.routing
+            if self.bgp is None:
+                raise ValueError("routing: needs a `bgp:` section (subnets travel as EVPN type-5 routes)")
+            for i, net in enumerate(self.networks):
+                if net.vni == r.vni:
+                    raise ValueError(f"routing.vni: {r.vni} is already used by networks[{i}]")
+                if net.device == r.device:
+                    raise ValueError(f"routing.device: {r.device} is already used by networks[{i}]")
         for key in ("name", "vni", "device"):
             seen: dict[Any, int] = {}
             for i, net in enumerate(self.networks):
@@ -235,7 +318,7 @@ class Config(_Frozen):
         assert isinstance(rid, ipaddress.IPv4Address)
         return rid
 
-    def route_target_for(self, net: NetworkConfig) -> str:
+    def route_target_for(self, net: NetworkConfig | RoutingConfig) -> str:
         """The network's route target: configured, or <asn>:<vni> (FRR's "auto")."""
         assert self.bgp is not None
         return net.route_target or f"{self.bgp.asn}:{net.vni}"
@@ -255,17 +338,24 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "config"
 
 
+_NAMES_ITS_FIELD = re.compile(r"^(node|networks|bgp|routing)(\[\d+\])?(\.\w+(\[\d+\])?)*: ")
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
     locs = [tuple(e["loc"]) for e in errors]
+    seen_where: set[str] = set()
     for e in errors:
         loc = tuple(e["loc"])
         if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
             continue  # a container's complaint about an item already reported
         msg = e["msg"].removeprefix("Value error, ")
         where = _where(tuple(e["loc"]))
-        if msg.startswith("networks[") or msg.startswith("node."):
+        if where in seen_where:
+            continue  # the other members of a union saying the same input does not fit them
+        seen_where.add(where)
+        if _NAMES_ITS_FIELD.match(msg):
             lines.append(msg)
         elif e["type"] == "missing":
             lines.append(f"{where}: required but missing")
