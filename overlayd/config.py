@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
 from overlayd.wire.ethernet import is_multicast, parse_mac
 from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
 
-DEFAULT_STATUS_SOCKET = "/run/overlayd/overlayd.sock"
 # Outer headers added to every inner frame: IP + UDP + VXLAN + inner Ethernet.
 ENCAP_OVERHEAD = {4: 20 + 8 + 8 + 14, 6: 40 + 8 + 8 + 14}
 

@@ -235,6 +235,8 @@ class Speaker:
     def _receive(self, address: str, update: Update, now: float) -> None:
         stats = self.stats[address]
         peer = self.peers[address]
+        if update.ignored:
+            log.debug("peer %s: UPDATE: %s", address, "; ".join(update.ignored))
         if update.errors:
             stats.attribute_errors += len(update.errors)
             stats.last_error = "; ".join(update.errors)

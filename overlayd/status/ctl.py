@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from overlayd import __version__
-from overlayd.config import DEFAULT_STATUS_SOCKET
 from overlayd.status.client import request
-from overlayd.status.protocol import COMMANDS, StatusError
+from overlayd.status.protocol import COMMANDS, DEFAULT_STATUS_SOCKET, StatusError
 
 EXIT_UNREACHABLE = 2
 EXIT_REFUSED = 3

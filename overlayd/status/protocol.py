@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 PROTOCOL_VERSION = 1
+DEFAULT_STATUS_SOCKET = "/run/overlayd/overlayd.sock"
 MAX_LINE_BYTES = 64 * 1024
 
 

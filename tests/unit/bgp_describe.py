@@ -107,6 +107,8 @@ def describe_update(u: Update) -> dict[str, Any]:
         d["treat_as_withdraw"] = True
     if u.errors:
         d["errors"] = list(u.errors)
+    if u.ignored:
+        d["ignored"] = list(u.ignored)
     return d
 
 

@@ -79,6 +79,8 @@ class Update:
     As received, `treat_as_withdraw` is True when RFC 7606 says the
     announced routes must be handled as withdrawn (the caller does that),
     and `errors` names every problem found (attributes discarded included).
+    `ignored` names what was skipped without anything being wrong: EVPN route
+    types overlayd does not speak (1, 4, ...) and families not negotiated.
     `end_of_rib` is the RFC 4724 marker for L2VPN/EVPN: an MP_UNREACH_NLRI
     with no routes.
 
@@ -92,6 +94,7 @@ class Update:
     end_of_rib: bool = False
     treat_as_withdraw: bool = False
     errors: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
 
 
 # -- encoding ------------------------------------------------------------------
@@ -206,7 +209,7 @@ def _frame(data: bytes) -> tuple[list[FramedAttribute], str | None]:
     return found, None
 
 
-def _routes(attr: FramedAttribute, nlri: bytes, errors: list[str]) -> tuple[EvpnRoute, ...]:
+def _routes(attr: FramedAttribute, nlri: bytes, ignored: list[str]) -> tuple[EvpnRoute, ...]:
     """The EVPN routes in an MP attribute's NLRI; unknown route types noted and skipped (RFC 7606 5.4)."""
     name = attribute_name(attr.type_code)
     try:
@@ -218,7 +221,7 @@ def _routes(attr: FramedAttribute, nlri: bytes, errors: list[str]) -> tuple[Evpn
         if isinstance(route, UnknownRoute):
             skipped[route.route_type] = skipped.get(route.route_type, 0) + 1
     for route_type, count in sorted(skipped.items()):
-        errors.append(f"{name}: skipped {count} EVPN route(s) of type {route_type}, not supported (RFC 7606 5.4)")
+        ignored.append(f"{name}: skipped {count} EVPN route(s) of type {route_type}, not supported (RFC 7606 5.4)")
     return tuple(r for r in decoded if not isinstance(r, UnknownRoute))
 
 
@@ -268,6 +271,7 @@ def decode_update(body: bytes | memoryview, four_octet_as: bool = True) -> Updat
             struct.pack("!H", len(data) + HEADER_LEN),
         )
     errors: list[str] = []
+    ignored: list[str] = []
     withdrawn_len = struct.unpack_from("!H", data)[0]
     if 4 + withdrawn_len > len(data):
         raise _reset(
@@ -317,7 +321,7 @@ def decode_update(body: bytes | memoryview, four_octet_as: bool = True) -> Updat
     reach = mp.get(MP_REACH_NLRI)
     if reach is not None and _family(reach, 5, errors):
         next_hop, reach_nlri = _next_hop(reach)
-        announced = _routes(reach, reach_nlri, errors)
+        announced = _routes(reach, reach_nlri, ignored)
         if next_hop.is_unspecified or next_hop.is_multicast:
             errors.append(f"MP_REACH_NLRI: next hop {next_hop} is not a unicast address ({TREAT_AS_WITHDRAW})")
             withdraw = True
@@ -326,7 +330,7 @@ def decode_update(body: bytes | memoryview, four_octet_as: bool = True) -> Updat
     end_of_rib = False
     unreach = mp.get(MP_UNREACH_NLRI)
     if unreach is not None and _family(unreach, 3, errors):
-        withdrawn = _routes(unreach, unreach.value[3:], errors)
+        withdrawn = _routes(unreach, unreach.value[3:], ignored)
         end_of_rib = reach is None and len(unreach.value) == 3
 
     # the other attributes are read even without routes, so their problems are seen
@@ -347,4 +351,5 @@ def decode_update(body: bytes | memoryview, four_octet_as: bool = True) -> Updat
         end_of_rib=end_of_rib,
         treat_as_withdraw=withdraw and reach is not None,
         errors=tuple(errors),
+        ignored=tuple(ignored),
     )
