@@ -17,7 +17,12 @@ every `Switch.expire` once per `tick_s`, the way the daemon's aging tick does.
 
 Hosts with an IP answer ARP requests for it, sending the reply back through
 their node's TAP. Nothing else answers anything: tests send the traffic.
+ARP/ND answers a Switch gives itself (suppression, `Switch.replies`) are
+written straight back to the sender's TAP (`delivered`, `stats["replies_local"]`).
 No I/O and no real clock: the same seed and the same calls give the same run.
+
+Other layers schedule their own work on the same clock with `call_at`
+(`overlayd.sim_bgp` runs BGP speakers over simulated TCP this way).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import heapq
 import ipaddress
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from overlayd.dataplane.counters import Counters
@@ -113,6 +118,7 @@ class SimNode:
         self.name, self.vtep, self.switch, self.index = name, vtep, switch, index
         self.hosts: defaultdict[int, dict[bytes, ipaddress.IPv4Address | None]] = defaultdict(dict)
         self.delivered: defaultdict[int, list[bytes]] = defaultdict(list)
+        self.speaker = None  # its BGP Speaker, when overlayd.sim_bgp runs one
 
     def __repr__(self) -> str:
         return f"SimNode({self.name!r}, {self.vtep!r})"
@@ -154,6 +160,7 @@ class Simulator:
         self._by_vtep: dict[str, SimNode] = {}
         self._links: dict[tuple[str, str], Link] = {}
         self._queue: list[tuple[float, int, SimNode, SimNode, bytes, Sent]] = []
+        self._calls: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = 0
         self._ticks = 0
 
@@ -190,9 +197,13 @@ class Simulator:
         """The node a host is attached to."""
         return next((n for n in self.nodes.values() if host_mac in n.hosts.get(vni, ())), None)
 
+    def address(self, ref: SimNode | str) -> str:
+        """The underlay address of a node (by itself, its name or its VTEP)."""
+        return self.node(ref).vtep
+
     def link(self, a: SimNode | str, b: SimNode | str) -> Link:
         """The one-way link from `a` to `b` (a copy of `default_link` until changed)."""
-        key = (self.node(a).vtep, self.node(b).vtep)
+        key = (self.address(a), self.address(b))
         if key not in self._links:
             self._links[key] = replace(self.default_link)
         return self._links[key]
@@ -221,6 +232,9 @@ class Simulator:
         sent = Sent(len(self.sent) + 1, self.now, src.name, vni, bytes(frame),
                     tuple(v for v, _ in dests), src.counters.tx_flood_frames != floods)
         self.sent.append(sent)
+        for reply_vni, reply in src.switch.pop_replies():  # answered here (ARP/ND suppression)
+            self.stats["replies_local"] += 1
+            src.delivered[reply_vni].append(reply)
         for vtep, port in dests:
             self._transmit(src, vtep, port, header + sent.frame, sent)
         return sent
@@ -246,31 +260,53 @@ class Simulator:
         """Datagrams sent and not yet arrived (or dropped on arrival)."""
         return len(self._queue)
 
+    def call_at(self, at: float, fn: Callable[[], object]) -> None:
+        """Call `fn()` when the clock reaches `at` (not before `now`); ties run in the order scheduled."""
+        if at < self.now:
+            raise ValueError(f"cannot schedule at {at}, before now ({self.now})")
+        self._seq += 1
+        heapq.heappush(self._calls, (at, self._seq, fn))
+
     def run(self, until: float | None = None, *, for_s: float | None = None) -> None:
         """Advance time to `until` (or by `for_s`); with neither, until nothing is in flight.
 
-        Datagrams arrive in time order (ties: in the order sent); an aging
-        tick at the same instant as an arrival comes after it.
+        Datagrams arrive and `call_at` calls run in time order (ties: in
+        the order sent or scheduled); an aging tick at the same instant
+        comes after them. Without `until`, calls run only while datagrams
+        are in flight (a BGP simulation always has timers pending: give it
+        `until` or `for_s`).
         """
         if for_s is not None:
             until = self.now + for_s
         if until is not None and until < self.now:
             raise ValueError(f"cannot run back to {until} from {self.now}")
-        while self._queue or until is not None:
+        queue, calls = self._queue, self._calls
+        while queue or until is not None:
             tick = (self._ticks + 1) * self.tick_s
-            arrival = self._queue[0][0] if self._queue else None
-            at = arrival if arrival is not None and arrival <= tick else tick
+            at = tick
+            if queue and queue[0][0] <= at:
+                at = queue[0][0]
+            if calls and calls[0][0] <= at:
+                at = calls[0][0]
             if until is not None and at > until:
                 break
             self.now = at
-            if at == arrival:
-                self._arrive(*heapq.heappop(self._queue)[2:])
+            arrival = queue[0] if queue and queue[0][0] == at else None
+            call = calls[0] if calls and calls[0][0] == at else None
+            if arrival is not None and (call is None or arrival[1] < call[1]):
+                self._arrive(*heapq.heappop(queue)[2:])
+            elif call is not None:
+                heapq.heappop(calls)[2]()
             else:
                 self._ticks += 1
-                for node in self.nodes.values():
-                    node.switch.expire(at)
+                self._tick(at)
         if until is not None:
             self.now = until
+
+    def _tick(self, now: float) -> None:
+        """The aging tick of every node."""
+        for node in self.nodes.values():
+            node.switch.expire(now)
 
     def _arrive(self, src: SimNode, dst: SimNode, data: bytes, sent: Sent) -> None:
         if not self.link(src, dst).up:

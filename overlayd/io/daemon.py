@@ -214,8 +214,8 @@ class Daemon:
             tick.cancel()
             log.info("stopping")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            # A second SIGTERM/SIGINT while cleaning up only sets the event again: the
+            # handlers stay until everything is removed.
             for tap in self.taps.values():
                 loop.remove_reader(tap.fd)
             if self.sockets is not None:
@@ -225,6 +225,8 @@ class Daemon:
             if self.status is not None:
                 await self.status.close()
             self.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             log.info("stopped; devices and status socket removed")
 
     def stop(self) -> None:

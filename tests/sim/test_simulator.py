@@ -94,3 +94,22 @@ def test_setup_is_what_the_daemon_does():
     assert a.switch.segment(100).own_macs == {a.tap_mac(100)}
     assert a.switch.flood.sources(100, "10.0.0.2") == {Source.STATIC}
     assert a.switch.pop_events() == []
+
+
+def test_calls_share_the_clock_with_datagrams():
+    sim = Simulator(seed=1, delay_s=0.5)
+    a, b = sim.mesh(2)
+    seen = []
+    sim.call_at(0.5, lambda: seen.append(("call", sim.now, len(b.delivered[100]))))
+    sim.send(a, 100, arp_request(mac(1), "10.1.0.1", "10.1.0.2"))  # arrives at 0.5, sent after the call was made
+    sim.call_at(0.25, lambda: seen.append(("early", sim.now)))
+    sim.run()
+    assert seen == [("early", 0.25), ("call", 0.5, 0)]  # same instant: in the order scheduled
+    assert len(b.delivered[100]) == 1
+    sim.call_at(3.0, lambda: seen.append(("late", sim.now)))
+    sim.run()  # without `until`: only while datagrams are in flight
+    assert seen[-1] == ("call", 0.5, 0)
+    sim.run(until=3.0)
+    assert seen[-1] == ("late", 3.0)
+    with pytest.raises(ValueError):
+        sim.call_at(1.0, lambda: None)
