@@ -198,7 +198,7 @@ def render_chart(results: dict[str, Any], path: Path) -> bool:
     metrics = [m for m in DATA_METRICS if any(ratios[mode].get(m.key) is not None for mode in modes)]
     if not metrics:
         return False
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(metrics) * max(1, len(modes))))
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.22 * len(metrics) * max(2, len(modes))))
     height = 0.8 / max(1, len(modes))
     for j, mode in enumerate(modes):
         ys = [i + j * height for i in range(len(metrics))]
@@ -212,7 +212,7 @@ def render_chart(results: dict[str, Any], path: Path) -> bool:
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("overlayd / kernel VXLAN, same run")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -406,9 +406,12 @@ def run_data_plane(args: argparse.Namespace, log: Callable[[str], None]) -> tupl
                 raise RuntimeError(f"{mode}: the overlay does not carry ping")
             if pair.daemons:
                 offloads[mode] = pair.daemons[0].ctl("status").get("offloads", {})
-        for with_servers in range(args.runs):
-            log(f"run {with_servers + 1}/{args.runs}")
-            for mode, pair in pairs.items():
+        order = list(pairs)
+        for i in range(args.runs):
+            log(f"run {i + 1}/{args.runs}")
+            # Each run starts with the next mode: the machine's load drifts, and this spreads it.
+            for mode in order[i % len(order):] + order[: i % len(order)]:
+                pair = pairs[mode]
                 with iperf3_server(pair.b, _overlay_ip(1)):
                     fwd, cpu_f = measure_tcp(pair, False, args.seconds)
                     rev, cpu_r = measure_tcp(pair, True, args.seconds)

@@ -20,7 +20,7 @@ from overlayd.wire.bgp.attributes import (
     PmsiTunnel,
     RouteTarget,
 )
-from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, MacIpRoute, RouteDistinguisher
+from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, MacIpRoute, PrefixRoute, RouteDistinguisher
 
 LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
@@ -91,12 +91,21 @@ def advertisable_ip(ip: IpAddress) -> bool:
 
 
 class Importer:
-    """Which network a received path belongs to: the first of its route targets that names one."""
+    """Which network a received path belongs to: the first of its route targets that names one.
 
-    def __init__(self, networks: dict[int, EvpnNetwork]):
+    Type-2 and type-3 routes map to the L2 networks; type-5 routes only to
+    the routed (L3) VNI, through its own route target.
+    """
+
+    def __init__(self, networks: dict[int, EvpnNetwork], l3: tuple[RouteTarget, int] | None = None):
         self._by_rt = {str(n.route_target): n.vni for n in networks.values()}
+        self._l3 = (str(l3[0]), l3[1]) if l3 is not None else None
 
     def domain_of(self, path: Path) -> int | None:
+        if isinstance(path.route, PrefixRoute):
+            if self._l3 is not None and any(str(rt) == self._l3[0] for rt in path.attributes.route_targets()):
+                return self._l3[1]
+            return None
         for rt in path.attributes.route_targets():
             vni = self._by_rt.get(str(rt))
             if vni is not None:

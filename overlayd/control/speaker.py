@@ -45,6 +45,7 @@ from overlayd.control.events import (
 )
 from overlayd.control.negotiation import SessionConfig
 from overlayd.control.peer import Peer
+from overlayd.control.routed import RoutedSubnets
 from overlayd.control.routes import Importer, RouteFactory, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.mobility import (
@@ -56,9 +57,10 @@ from overlayd.fabric.mobility import (
     StickyMacConflict,
 )
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
+from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp.attributes import PathAttributes
-from overlayd.wire.bgp.evpn import EvpnRoute, ImetRoute, MacIpRoute, UnknownRoute
+from overlayd.wire.bgp.evpn import EvpnRoute, ImetRoute, MacIpRoute, PrefixRoute, UnknownRoute
 from overlayd.wire.bgp.update import Update
 from overlayd.wire.ethernet import mac_str
 
@@ -93,7 +95,7 @@ class PeerStats:
 
 
 class Speaker:
-    def __init__(self, config: Config, fabric: Fabric, now: float):
+    def __init__(self, config: Config, fabric: Fabric, now: float, prefixes: PrefixTable | None = None):
         assert config.bgp is not None
         bgp = config.bgp
         self.config = config
@@ -102,7 +104,12 @@ class Speaker:
         self.vtep = config.node.vtep
         self.fabric = fabric
         self.networks = evpn_networks(config)
-        self.importer = Importer(self.networks)
+        self.routed: RoutedSubnets | None = None
+        if config.routing is not None:
+            self.routed = RoutedSubnets(config, prefixes if prefixes is not None else PrefixTable(), now)
+        self.importer = Importer(
+            self.networks, (self.routed.route_target, self.routed.vni) if self.routed else None
+        )
         self.factory = RouteFactory(self.vtep, self.asn)
         self.rib = Rib(domain_of=self.importer.domain_of)
         assert self.rib.macs is not None
@@ -137,9 +144,14 @@ class Speaker:
         self._pending: dict[str, dict[tuple, Path | None]] = {}  # per peer: to announce / None: withdraw
         self._eor: set[str] = set()  # peers that get End-of-RIB after their next flush
         self._stopped = False
+        self._moving = False
+        self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
             self._originate(route, attrs, now)
+        if self.routed is not None:
+            for route, attrs in self.routed.routes():
+                self._originate(route, attrs, now)
 
     # -- inputs from the I/O side ------------------------------------------------
 
@@ -301,6 +313,9 @@ class Speaker:
                             fabric.remove_flood_vtep(old[0], old[1], Source.BGP)
                         if new is not None:
                             fabric.add_flood_vtep(new[0], new[1], Source.BGP)
+                elif isinstance(route, PrefixRoute):
+                    if self.routed is not None:
+                        self.routed.best_path_changed(ch, now)
                 elif isinstance(route, MacIpRoute) and route.ip is not None:
                     old = self._binding(ch.old)
                     new = self._binding(ch.new)
@@ -313,6 +328,22 @@ class Speaker:
                 elif ch.old is not None and not ch.old.is_local:
                     fabric.withdraw_mac(ch.domain, ch.mac, Source.BGP)
         self._mobility(self.mobility.observe(changes, now), now)
+        if self.routed is not None and self.routed.moved and not self._moving:
+            self._follow_subnet_moves(now)
+
+    def _follow_subnet_moves(self, now: float) -> None:
+        """Our subnet moved (auto allocation lost a collision): withdraw the old, announce the new."""
+        self._moving = True
+        try:
+            assert self.routed is not None
+            for key in [k for k, p in self._originated.items() if isinstance(p.route, PrefixRoute)]:
+                self._retract(key, now)
+            for route, attrs in self.routed.routes():
+                self._originate(route, attrs, now)
+            self.subnet_moves.extend(self.routed.moved)
+            self.routed.moved.clear()
+        finally:
+            self._moving = False
 
     def _flood(self, path: Path | None) -> tuple[int, str] | None:
         if path is None:

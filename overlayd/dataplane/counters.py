@@ -1,6 +1,7 @@
 """What the data plane counts: frames and bytes each way, and one counter per drop reason.
 
-`tx` is the direction TAP -> VXLAN, `rx` is VXLAN -> TAP.
+`tx` is the direction TAP -> VXLAN, `rx` is VXLAN -> TAP (for the routed VNI: the
+routing device -> VXLAN and back; those counters have `route` in their names).
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ COUNTERS: dict[str, str] = {
     "rx_drop_own_mac": "inner frames whose source MAC is one of our own TAP devices' (a loop)",
     "rx_drop_write_error": "inner frames the TAP device refused",
     "rx_gro_superframes": "TCP super-frames written to TAP devices, each coalesced from several rx_frames",
+    # The routed VNI (dataplane/router.py): tx is routing device -> VXLAN, rx is VXLAN -> routing device.
+    "tx_routed_packets": "IP packets from the routing device sent to the VTEP owning their destination subnet",
+    "tx_routed_bytes": "bytes of those IP packets (without the device's Ethernet header)",
+    "tx_route_drop_runt": "packets shorter than their IP header (tap: frames shorter than the Ethernet header too)",
+    "tx_route_drop_not_ip": "packets neither IPv4 nor IPv6 (tun: version nibble; tap: ethertype)",
+    "tx_route_drop_bad_version": "tap frames whose IP version disagrees with their ethertype",
+    "tx_route_drop_not_router_mac": "tap frames not addressed to the router MAC (multicast, other hosts)",
+    "tx_route_drop_no_route": "packets whose destination no subnet in the prefix table covers",
+    "tx_route_drop_local": "packets for one of this node's own subnets (the kernel should have kept them)",
+    "tx_route_drop_no_router_mac": "packets for a subnet whose route carries no router MAC",
+    "tx_route_arp_answered": "ARP requests and neighbour solicitations on a tap routing device answered "
+    "with the router MAC",
+    "tx_route_arp_ignored": "ARP and neighbour solicitations on a tap routing device not answered "
+    "(own subnet, outside the network, probes, replies, malformed)",
+    "rx_routed_packets": "IP packets from VXLAN on the routed VNI written to the routing device",
+    "rx_routed_bytes": "bytes of those IP packets (without an Ethernet header)",
+    "rx_route_drop_unknown_vtep": "routed datagrams from a VTEP no route in the prefix table names",
+    "rx_route_drop_runt": "routed datagrams too short for VXLAN, inner Ethernet and IP headers",
+    "rx_route_drop_not_router_mac": "routed datagrams whose inner destination MAC is not our router MAC",
+    "rx_route_drop_not_ip": "routed datagrams whose inner ethertype is neither IPv4 nor IPv6",
+    "rx_route_drop_bad_version": "routed datagrams whose IP version disagrees with the inner ethertype",
+    "rx_route_drop_not_local": "routed packets for a destination outside this node's subnets (no transit)",
 }
 
 

@@ -146,7 +146,7 @@ _DTYPES: dict[tuple, object] = {}
 
 def _fields(width: int, **at: tuple[str, int]):
     """A structured dtype of `width` bytes naming big-endian fields at offsets (cached)."""
-    key = (width, *sorted(at.items()))
+    key = (width, *at.items())
     dt = _DTYPES.get(key)
     if dt is None:
         names = list(at)
@@ -193,6 +193,23 @@ def tso_max_bytes(mtu: int, outer_version: int, vxlan_header_bytes: int = VXLAN_
     return max(k * (mtu - 52), mtu)
 
 
+_ROWS: dict[tuple[int, int, int, int], tuple] = {}
+
+
+def _rows(n: int, mss: int, thl: int, last: int) -> tuple:
+    """Per-row constants of a cut: row index, sequence offset, TCP length (cached by shape)."""
+    key = (n, mss, thl, last)
+    got = _ROWS.get(key)
+    if got is None:
+        if len(_ROWS) > 256:
+            _ROWS.clear()
+        index = np.arange(n, dtype=np.int64)
+        tcp_lens = np.full(n, thl + mss, np.int64)
+        tcp_lens[-1] = thl + last
+        got = _ROWS[key] = (index, index * mss, tcp_lens)
+    return got
+
+
 def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Segmented | None:
     """Cut a TCP super-frame (IPv4 or IPv6, untagged) into `mss`-byte segments behind `vxlan_header`.
 
@@ -213,6 +230,8 @@ def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Seg
     vx = len(vxlan_header)
     head = vx + hdr_len  # bytes before the payload in each datagram
     dgram = head + mss
+    if dgram > MAX_UDP_PAYLOAD[4]:
+        return None
     width = (dgram + 3) & ~3
     ip = vx + ETH
     tcp = vx + l4
@@ -234,28 +253,25 @@ def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Seg
     else:
         rec = out.view(_fields(width, plen=(">u2", ip + 4), seq=(">u4", tcp + 4),
                                flags=("u1", tcp + 13), tcpsum=(">u2", tcp + 16)))[:, 0]
-    index = np.arange(n, dtype=np.int64)
+    index, offsets, tcp_lens = _rows(n, mss, thl, last)
     seq0 = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
-    rec["seq"] = (index * mss + seq0) & 0xFFFFFFFF
+    rec["seq"] = (offsets + seq0) & 0xFFFFFFFF
     flags = frame[l4 + 13]
     if n > 1:
         rec["flags"] = flags & ~(TCP_FIN | TCP_PSH | TCP_CWR)
         rec["flags"][0] = flags & ~(TCP_FIN | TCP_PSH)
         rec["flags"][-1] = flags & ~TCP_CWR
     rec["tcpsum"] = 0
-    tcp_lens = np.full(n, thl + mss, np.int64)
-    tcp_lens[-1] = thl + last
     if version == 4:
         ihl = l4 - ETH
-        rec["tot"] = 0
-        rec["id"] = 0
-        rec["ipsum"] = 0
-        base = ones_sum(bytes(out[0, ip : ip + ihl]))  # what the rows' IP headers have in common
+        id0 = frame[18] << 8 | frame[19]
+        # What the rows' IP headers have in common: all but the length, id and checksum.
+        base = ones_sum(frame[ETH : ETH + ihl]) - (frame[16] << 8 | frame[17]) - id0 - (frame[24] << 8 | frame[25])
         tots = tcp_lens + ihl
-        ids = (index + (frame[18] << 8 | frame[19])) & 0xFFFF
+        ids = (index + id0) & 0xFFFF
         rec["tot"] = tots
         rec["id"] = ids
-        rec["ipsum"] = _MOD - (tots + ids + base) % _MOD
+        rec["ipsum"] = _MOD - (tots + ids + base % _MOD) % _MOD
         pseudo = ones_sum(frame[26:34]) + 6
     else:
         rec["plen"] = tcp_lens
@@ -345,7 +361,7 @@ def _same_mask(version: int, thl: int):
     return mask
 
 
-def _coalescable(rows: np.ndarray, row_lens: np.ndarray, version: int):
+def _coalescable(rows: np.ndarray, last_len: int, version: int):
     """Per-row facts of a block of VXLAN datagrams carrying untagged TCP: which rows may join a run."""
     ip = VXLAN_HEADER_LEN + ETH
     seg = rows.shape[1]
@@ -373,7 +389,9 @@ def _coalescable(rows: np.ndarray, row_lens: np.ndarray, version: int):
     pseudo = ones_sum(bytes(r0[addrs[0] : addrs[1]])) + 6
     start = tcp - (seg - tcp) % 4  # sum from a 4-byte multiple before the end; those bytes are constant
     sums = _sum_np(rows[:, start:]) + (tcp_len + pseudo - ones_sum(bytes(r0[start:tcp])))
-    ok = ~differs & (ip_len + ip == row_lens) & (payload > 0) & (sums % _MOD == 0)
+    whole = ip_len + ip == seg  # the datagram is the frame, no more, no less
+    whole[-1] = ip_len[-1] + ip == last_len
+    ok = ~differs & whole & (payload > 0) & (sums % _MOD == 0)
     return ok, rec["seq"].astype(np.int64), payload, rec["flags"], tcp, thl, pseudo
 
 
@@ -402,9 +420,8 @@ def coalesce_tcp(buf: bytearray, seg: int, nbytes: int, first: int, end: int) ->
     if stop > nbytes:
         buf[nbytes:stop] = bytes(stop - nbytes)
     rows = np.frombuffer(buf, np.uint8, count * seg, at0).reshape(count, seg)
-    row_lens = np.full(count, seg, np.int64)
-    row_lens[-1] = min(stop, nbytes) - (end - 1) * seg
-    ok, seq, payload, flags, tcp, thl, pseudo = _coalescable(rows, row_lens, version)
+    last_len = min(stop, nbytes) - (end - 1) * seg
+    ok, seq, payload, flags, tcp, thl, pseudo = _coalescable(rows, last_len, version)
     # Row i continues the run of row i-1 when both may join, i-1 is a full segment without PSH,
     # and i starts where i-1 ended. GRO batches hold datagrams of one size, so full means the first's.
     mss = int(payload[0])
@@ -412,21 +429,20 @@ def coalesce_tcp(buf: bytearray, seg: int, nbytes: int, first: int, end: int) ->
     joins[1:] = (ok[1:] & ok[:-1] & (flags[:-1] == TCP_ACK) & ((flags[1:] | TCP_PSH) == (TCP_ACK | TCP_PSH))
                  & (payload[:-1] == mss) & (seq[1:] == (seq[:-1] + payload[:-1]) & 0xFFFFFFFF))
     starts = np.flatnonzero(~joins).tolist() + [count]
-    lens_l = row_lens.tolist()
     max_rows = max(1, (MAX_COALESCED_IP - (tcp - VXLAN_HEADER_LEN - ETH) - thl) // max(mss, 1))
     for a, b in zip(starts, starts[1:]):
         while a < b:
             c = min(b, a + max_rows)
             if c - a == 1 or not ok[a]:
                 at = (first + a) * seg
-                writes.append(([ZERO_VNET_HDR, mv[at + VXLAN_HEADER_LEN : at + lens_l[a]]], 1))
+                writes.append(([ZERO_VNET_HDR, mv[at + VXLAN_HEADER_LEN : at + (seg if a < count - 1 else last_len)]], 1))
                 a += 1
                 continue
-            total = int(payload[a:c].sum())
+            total = mss * (c - 1 - a) + int(payload[c - 1])  # all but the last of a run are full
             iov = _superframe(mv, seg, first + a, version, tcp, thl, mss, total, int(flags[c - 1]), pseudo)
             iov.append(rows[a : c - 1, tcp + thl :].copy())  # the full segments' payloads, gathered
             at = (first + c - 1) * seg
-            iov.append(mv[at + tcp + thl : at + lens_l[c - 1]])
+            iov.append(mv[at + tcp + thl : at + (seg if c < count else last_len)])
             writes.append((iov, c - a))
             a = c
     return writes

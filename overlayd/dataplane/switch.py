@@ -44,6 +44,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.flowhash import flow_hash
@@ -55,6 +56,9 @@ from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import ETH_HEADER_LEN, ZERO_MAC
 from overlayd.wire.ndp import NeighborMessage, advertisement_reply_frame
 from overlayd.wire.vxlan import FLAG_I, VXLAN_HEADER_LEN, encode_header
+
+if TYPE_CHECKING:
+    from overlayd.dataplane.router import Router
 
 Address = tuple[str, int]
 Egress = tuple[bytes, tuple[Address, ...], int]
@@ -92,6 +96,7 @@ class Switch:
         self.arp_suppression = False
         self.data_learning = True
         self.replies: list[tuple[int, bytes]] = []  # (VNI, frame) for that VNI's TAP: see above
+        self.routers: dict[int, Router] = {}  # routed (L3) VNIs: add_router; read-only otherwise
         self._segments: dict[int, Segment] = {}
         self._unicast: dict[str, tuple[Address, ...]] = {}
         self._flood: dict[int, tuple[Address, ...]] = {}
@@ -101,11 +106,27 @@ class Switch:
     def add_segment(self, vni: int, name: str, own_macs: Iterable[bytes] = ()) -> None:
         if vni in self._segments:
             raise ValueError(f"VNI {vni} already has a segment")
+        if vni in self.routers:
+            raise ValueError(f"VNI {vni} is routed (a router's L3 VNI)")
         seg = self._segments[vni] = Segment(vni, name, encode_header(vni), frozenset(own_macs))
         # Flood-list members and static/BGP MACs given for this VNI before it had a segment.
         seg.vouchers.update(e.vtep for e in self.fdb if e.vni == vni and e.source.rank > 0)
         self._flood[vni] = tuple((v, self.vxlan_port) for v in self.flood.targets(vni))
         self._refresh_allowed(vni)
+
+    def add_router(self, router: Router) -> None:
+        """Route VNI `router.vni`: `from_vxlan` hands its datagrams to `router.from_vxlan`.
+
+        The router counts into this switch's counters from now on. A VNI is
+        either a segment (L2) or routed (L3), never both.
+        """
+        vni = router.vni
+        if vni in self._segments:
+            raise ValueError(f"VNI {vni} already has a segment")
+        if vni in self.routers:
+            raise ValueError(f"VNI {vni} already has a router")
+        router.counters = self.counters
+        self.routers[vni] = router
 
     def set_own_macs(self, vni: int, macs: Iterable[bytes]) -> None:
         """The MACs of our own TAP device: frames arriving from them are loops."""
@@ -256,8 +277,21 @@ class Switch:
         c.tx_datagrams += len(targets)
         return header, targets, flow_hash(frame)
 
-    def from_vxlan(self, vtep: str, data: bytes | memoryview, now: float) -> tuple[int, memoryview] | None:
-        """A UDP payload from `vtep`: (VNI, inner frame) to write to that VNI's TAP, or None."""
+    def from_vxlan(
+        self, vtep: str, data: bytes | memoryview, now: float
+    ) -> tuple[int, memoryview | bytes] | None:
+        """A UDP payload from `vtep`: (VNI, payload) to write to that VNI's device, or None.
+
+        For a segment's VNI the payload is the inner frame, a memoryview slice
+        of `data`. For a routed VNI (`add_router`) it is what
+        `Router.from_vxlan` returns, also one bytes-like object written with
+        one `os.write`: a tun device gets the inner IP packet (a slice of
+        `data`); a tap device gets an Ethernet frame to its own MAC, which is
+        `data` with its inner MACs rewritten *in place* and sliced when
+        `data` is writable, else a new bytes. Routed datagrams count
+        `rx_datagrams`, then `rx_routed_packets` or one `rx_route_drop_*`
+        (not `rx_frames`).
+        """
         c = self.counters
         c.rx_datagrams += 1
         if len(data) < _MIN_DATAGRAM:
@@ -273,8 +307,12 @@ class Switch:
         vni = w1 >> 8
         seg = self._segments.get(vni)
         if seg is None:
-            c.rx_drop_unknown_vni += 1
-            return None
+            router = self.routers.get(vni)  # only VNIs without a segment pay this probe
+            if router is None:
+                c.rx_drop_unknown_vni += 1
+                return None
+            packet = router.from_vxlan(vtep, data, now)
+            return None if packet is None else (vni, packet)
         if vtep not in seg.allowed:
             c.rx_drop_unknown_vtep += 1
             return None

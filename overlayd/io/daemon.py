@@ -24,7 +24,9 @@ from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
 from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
+from overlayd.fabric.prefixes import PrefixTable
 from overlayd.io.bgp import BgpService
+from overlayd.io.routing import RoutedDevice
 from overlayd.io.netlink import Netlink
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
@@ -92,6 +94,9 @@ class Daemon:
         self.offloads = plan_offloads()  # OVERLAYD_OFFLOAD; trimmed to what the kernel grants in setup
         self.fastpath: fastpath.FastPath | None = None
         self.speaker: Speaker | None = None
+        self.prefixes: PrefixTable | None = None
+        self.routed: RoutedDevice | None = None
+        self.fds: dict[int, int] = {}  # VNI -> the device its frames (or packets) are written to
         self.bgp: BgpService | None = None
 
     # -- setup and teardown ---------------------------------------------------
@@ -115,6 +120,8 @@ class Daemon:
             for i, net in enumerate(cfg.networks):
                 if await nl.link_exists(net.device):
                     raise SetupError(f"networks[{i}].device: {net.device} already exists")
+            if cfg.routing is not None and await nl.link_exists(cfg.routing.device):
+                raise SetupError(f"routing.device: {cfg.routing.device} already exists")
             try:
                 claim_path(node.status_socket)
             except (SocketInUseError, OSError) as err:
@@ -143,8 +150,13 @@ class Daemon:
                 except Exception as err:  # pyroute2's NetlinkError and friends
                     raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
                 self.taps[net.vni] = tap
+                self.fds[net.vni] = tap.fd
                 self.mtus[net.vni] = mtu
                 self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+        if cfg.routing is not None:
+            # Routed datagrams are decided one by one (destination subnet, TAP MAC rewrite),
+            # which the GRO batch path does not do.
+            self.offloads.gro = False
         self.fastpath = fastpath.start(self.offloads, self.switch, self.taps, self.sockets,
                                        node.vtep.version == 6, self.clock)
         now = self.clock()
@@ -165,7 +177,21 @@ class Daemon:
             self.switch.data_learning = False
             self.switch.neighbor_snooping = True
             self.switch.arp_suppression = True
-            self.speaker = Speaker(cfg, self.switch, now)
+            self.prefixes = PrefixTable()
+            self.speaker = Speaker(cfg, self.switch, now, self.prefixes)
+        if cfg.routing is not None:
+            assert self.speaker is not None
+            self.routed = RoutedDevice(cfg, self.switch, self.speaker, self.clock, self.offloads.vnet_hdr)
+            async with Netlink() as nl:
+                try:
+                    await self.routed.setup(nl, underlay_mtu, self._stack)
+                except OSError as err:
+                    raise SetupError(f"routing.device: {err.strerror or err}") from None
+                except Exception as err:  # pyroute2's NetlinkError and friends
+                    raise SetupError(f"routing: cannot configure {cfg.routing.device}: {err}") from None
+            self.fds[cfg.routing.vni] = self.routed.fd
+            if self.fastpath is not None:
+                self.fastpath.fds[cfg.routing.vni] = self.routed.fd
         self._log_events()
         log.info(
             "node %s: vtep %s port %d on %s (underlay mtu %d), source ports %s",
@@ -186,7 +212,7 @@ class Daemon:
         await self.setup()
         try:
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, self.offloads,
-                              self.speaker)
+                              self.speaker, self.routed)
             self.status = StatusServer(self.config.node.status_socket, view, self.clock)
             try:
                 await self.status.start()
@@ -208,6 +234,8 @@ class Daemon:
                                 vni, tap.fd)
             loop.add_reader(self.sockets.rx.fileno(),
                             self.fastpath.udp_readable if self.fastpath else self._udp_readable)
+            if self.routed is not None:
+                loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
             tick = loop.create_task(self._tick())
             await self._stopping.wait()
@@ -218,6 +246,8 @@ class Daemon:
             # handlers stay until everything is removed.
             for tap in self.taps.values():
                 loop.remove_reader(tap.fd)
+            if self.routed is not None and self.routed.tap is not None:
+                loop.remove_reader(self.routed.fd)
             if self.sockets is not None:
                 loop.remove_reader(self.sockets.rx.fileno())
             if self.bgp is not None:
@@ -242,6 +272,9 @@ class Daemon:
                 next_aging += AGING_TICK_S
             if self.switch.events:
                 self._log_events()
+            if self.routed is not None and self.speaker is not None and self.speaker.subnet_moves:
+                async with Netlink() as nl:
+                    await self.routed.follow_moves(nl)
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()
@@ -292,7 +325,7 @@ class Daemon:
         recv = self.sockets.rx.recvfrom_into
         buf, mv = self._buf, self._mv
         from_vxlan = self.switch.from_vxlan
-        fds = {vni: tap.fd for vni, tap in self.taps.items()}
+        fds = self.fds
         write = os.write
         counters = self.switch.counters
         now = self.clock()

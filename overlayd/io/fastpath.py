@@ -60,7 +60,8 @@ class FastPath:
         self.offloads = offloads
         self.ipv6 = ipv6
         self.clock = clock
-        self.fds = {vni: tap.fd for vni, tap in taps.items()}
+        self.fds = {vni: tap.fd for vni, tap in taps.items()}  # + the routing device's, by the daemon
+        self.tap_fds = dict(self.fds)  # the L2 segments' TAPs only
         # Frames read in one wake-up stay in their buffers until their batch is sent.
         self._ring = []
         for _ in range(BATCH if offloads.gso else 1):
@@ -287,7 +288,7 @@ class FastPath:
         if self.offloads.drain and counters.rx_frames != written:
             # Whatever the kernel answered while taking those frames (an echo reply, an ACK)
             # is already queued on the TAP: send it now rather than after another loop turn.
-            for vni, fd in fds.items():
+            for vni, fd in self.tap_fds.items():
                 self.tap_readable(vni, fd)
 
 

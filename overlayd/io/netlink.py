@@ -78,4 +78,35 @@ class Netlink:
             )
         await self._ipr.link("set", index=index, state="up")
         link = await self._link(index)
+        if link.get("IFLA_ADDRESS") is None:  # a TUN device has no MAC
+            return b""
         return bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
+
+    async def add_route(self, name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        """`ip route replace NETWORK dev NAME`: the kernel hands everything in NETWORK to the device."""
+        (index,) = await self._ipr.link_lookup(ifname=name)
+        await self._ipr.route("replace", dst=str(network), oif=index, family=2 if network.version == 4 else 10)
+
+    async def local_routes(self, version: int) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+        """The main table's routes of one family: (destination, device name)."""
+        names = {}
+        async for link in await self._ipr.get_links():
+            names[link["index"]] = link.get("IFLA_IFNAME")
+        out = []
+        async for msg in await self._ipr.get_routes(family=2 if version == 4 else 10, table=254):
+            dst = msg.get("RTA_DST")
+            if dst is None:
+                continue
+            out.append((ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
+                        names.get(msg.get("RTA_OIF"), "?")))
+        return out
+
+    async def add_address(self, name: str, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
+        (index,) = await self._ipr.link_lookup(ifname=name)
+        extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+        await self._ipr.addr("add", index=index, address=str(address.ip),
+                             prefixlen=address.network.prefixlen, **extra)
+
+    async def del_address(self, name: str, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
+        (index,) = await self._ipr.link_lookup(ifname=name)
+        await self._ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)

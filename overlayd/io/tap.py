@@ -1,4 +1,4 @@
-"""TAP devices through python-pytun: created exclusively, non-persistent,
+"""TAP (and TUN) devices through python-pytun: created exclusively, non-persistent,
 non-blocking. Closing the file descriptor removes the device, and so does
 the kernel if the daemon dies."""
 
@@ -14,9 +14,10 @@ class TapExistsError(OSError):
 
 
 class Tap:
-    def __init__(self, name: str, vnet_hdr: bool = False):
-        """`vnet_hdr`: every frame read or written starts with a virtio-net header (IFF_VNET_HDR)."""
-        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+    def __init__(self, name: str, vnet_hdr: bool = False, tun: bool = False):
+        """`vnet_hdr`: every frame read or written starts with a virtio-net header (IFF_VNET_HDR).
+        `tun`: a TUN device instead, carrying IP packets without an Ethernet header."""
+        flags = (pytun.IFF_TUN if tun else pytun.IFF_TAP) | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
         if vnet_hdr:
             flags |= pytun.IFF_VNET_HDR
         try:
@@ -25,10 +26,11 @@ class Tap:
             code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
             if code in (16, 17):  # EBUSY, EEXIST
                 raise TapExistsError(code, f"device {name} already exists") from None
-            raise OSError(code, f"cannot create TAP device {name}: {err}") from None
+            raise OSError(code, f"cannot create {'TUN' if tun else 'TAP'} device {name}: {err}") from None
         self.name: str = self._dev.name
         self.fd: int = self._dev.fileno()
         self.vnet_hdr = vnet_hdr
+        self.tun = tun
         os.set_blocking(self.fd, False)
 
     def close(self) -> None:

@@ -52,6 +52,17 @@ def render_status(s: dict[str, Any]) -> str:
         )
         for d in bgp["duplicate_macs"]:
             head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
+    routing = s.get("routing")
+    if routing:
+        head += (
+            f"\nrouting: vni {routing['vni']} on {routing['device']} ({routing['device_type']}, mtu {routing['mtu']})"
+            f"  subnets {', '.join(routing['subnets']) or 'none'} of {routing['network']}"
+            f"  router MAC {routing['router_mac']}"
+        )
+        for alarm in routing["alarms"]:
+            head += f"\nALARM: {alarm}"
+    if not rows:
+        return head
     return head + "\n\n" + table(
         ("NETWORK", "VNI", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
     )
@@ -98,12 +109,23 @@ def render_stats(s: dict[str, Any]) -> str:
     return table(("COUNTER", "VALUE", "MEANING"), [(k, v, desc.get(k, "")) for k, v in counters.items()])
 
 
+def render_routes(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(subnet table is empty)"
+    return table(
+        ("PREFIX", "NODE", "VTEP", "ROUTER MAC", "VNI", "AGE", "FROM"),
+        [(r["prefix"], r["node"], r["vtep"], r["router_mac"], r["vni"], _duration(r["age_s"]), r["peer"])
+         for r in rows],
+    )
+
+
 RENDER = {
     "status": render_status,
     "fdb": render_fdb,
     "stats": render_stats,
     "peers": render_peers,
     "rib": render_rib,
+    "routes": render_routes,
 }
 
 

@@ -28,6 +28,7 @@ class NodeView(Protocol):
     def stats(self, now: float) -> dict[str, Any]: ...
     def peers(self, now: float) -> list[dict[str, Any]]: ...
     def rib(self, now: float) -> list[dict[str, Any]]: ...
+    def routes(self, now: float) -> list[dict[str, Any]]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -36,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "stats": "frame and byte counters, and one counter per drop reason",
     "peers": "BGP neighbors: AS, state, uptime, routes received / accepted / sent, last error",
     "rib": "EVPN routes: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
+    "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer",
 }
 
 
@@ -69,6 +71,7 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "stats": lambda: view.stats(now),
         "peers": lambda: view.peers(now),
         "rib": lambda: view.rib(now),
+        "routes": lambda: view.routes(now),
     }
     unknown = set(args) - {"network"} if command == "fdb" else set(args)
     if unknown:

@@ -16,13 +16,14 @@ class SwitchView:
     """Implements `protocol.NodeView` over a config, a Switch and per-network device facts."""
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
-                 offloads: Any = None, speaker: Any = None):
+                 offloads: Any = None, speaker: Any = None, routed: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
         self.mtus = mtus  # VNI -> MTU actually set on the device
         self.offloads = offloads  # io.offload.Offloads (anything with as_dict()): what is on
         self.speaker = speaker  # control.speaker.Speaker, when BGP is configured
+        self.routed = routed  # io.routing.RoutedDevice, when routing is configured
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -49,6 +50,23 @@ class SwitchView:
             "networks": networks,
             "offloads": self.offloads.as_dict() if self.offloads is not None else {},
             "bgp": self._bgp_summary(now),
+            "routing": self._routing_summary(),
+        }
+
+    def _routing_summary(self) -> dict[str, Any] | None:
+        if self.routed is None:
+            return None
+        rs = self.routed.routed
+        return {
+            "vni": rs.vni,
+            "device": self.routed.routing.device,
+            "device_type": self.routed.routing.device_type,
+            "mtu": self.routed.mtu,
+            "network": str(self.routed.routing.network),
+            "subnets": [str(s) for s in rs.subnets],
+            "router_mac": mac_str(rs.router_mac),
+            "route_target": str(rs.route_target),
+            "alarms": list(rs.alarms[-20:]),
         }
 
     def _bgp_summary(self, now: float) -> dict[str, Any] | None:
@@ -70,6 +88,25 @@ class SwitchView:
         if self.speaker is None:
             raise StatusError("not_configured", "BGP is not configured on this node (no `bgp:` section)")
         return self.speaker
+
+    def routes(self, now: float) -> list[dict[str, Any]]:
+        if self.routed is None:
+            raise StatusError("not_configured", "routing is not configured on this node (no `routing:` section)")
+        rows = []
+        for e in self.routed.routed.table:
+            rows.append(
+                {
+                    "prefix": str(e.prefix),
+                    "node": e.node,
+                    "vtep": e.vtep or "local",
+                    "router_mac": mac_str(e.router_mac) if e.router_mac else None,
+                    "vni": e.vni,
+                    "age_s": round(now - e.installed, 1),
+                    "peer": e.peer,
+                    "source": e.source.label,
+                }
+            )
+        return rows
 
     def peers(self, now: float) -> list[dict[str, Any]]:
         return peer_rows(self._require_bgp(), now)

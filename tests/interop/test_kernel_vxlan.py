@@ -340,6 +340,19 @@ def test_iperf3_tcp_stream(overlay: Overlay, direction: str):
     )
 
 
+@pytest.mark.parametrize("direction", ["overlayd_to_kernel", "kernel_to_overlayd"])
+def test_iperf3_tcp_over_the_ipv6_overlay(overlay: Overlay, direction: str):
+    """Inner IPv6 TCP: overlayd's TSO6 segmentation and coalescing, checked by the kernel's stack."""
+    reverse = direction == "kernel_to_overlayd"
+    with iperf3_server(overlay.k, OVERLAY6_K):
+        result = iperf3_client(overlay.n1, OVERLAY6_K, *(["-R"] if reverse else []), seconds=2)
+    received = result["end"]["sum_received"]
+    assert received["bytes"] > 0 and received["bits_per_second"] > 0, result["end"]
+    gbits = received["bits_per_second"] / 1e9
+    overlay.report(f"iperf3_ipv6_overlay_gbit_s_{direction}", round(gbits, 3),
+                   f"iperf3 TCP over the IPv6 overlay {direction.replace('_', ' ')}: {gbits:.3f} Gbit/s")
+
+
 def test_outer_udp_source_port_follows_the_inner_flow(overlay: Overlay):
     """RFC 7348 section 5: the source port is a hash of the inner flow; 4789 is the destination."""
     pool = udp_ports_bound(overlay.n1, overlay.vtep_n1) - {VXLAN_PORT}

@@ -1,0 +1,176 @@
+"""Routed subnets over EVPN type-5 (RFC 9136), without I/O.
+
+This node announces its pod subnet(s) as IP prefix routes: label = the L3
+VNI, next hop = our VTEP, router's MAC extended community (RFC 9135) = our
+router MAC, route target from `routing:`. Every type-5 route received for
+that route target goes into the subnet table (`fabric.prefixes`), which the
+routed data plane looks destinations up in. With `subnet: auto` a
+`SubnetLease` picks our subnet and moves it when a node with a lower router
+ID claims the same one.
+
+The speaker calls `routes()` to learn what to announce, `best_path_changed`
+for every type-5 change of its RIB, and reads `moved` (our subnet changed:
+withdraw the old routes, announce the new, and the daemon re-addresses the
+device and rewrites subnet.env).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from overlayd.config import Config
+from overlayd.fabric.fdb import Source
+from overlayd.fabric.prefixes import Conflict, PrefixEntry, PrefixTable, conflicts
+from overlayd.fabric.rib import BestPathChanged, Path
+from overlayd.fabric.subnets import NetworkExhausted, SubnetCollisionLost, SubnetCollisionWon, SubnetLease
+from overlayd.wire.bgp.attributes import Encapsulation, PathAttributes, RouteTarget, RouterMac
+from overlayd.wire.bgp.evpn import PrefixRoute, RouteDistinguisher
+from overlayd.wire.ethernet import mac_str
+
+log = logging.getLogger("overlayd.routing")
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_router_mac(router_id: ipaddress.IPv4Address) -> bytes:
+    """A locally administered unicast MAC made of the router ID: 02:00:<router ID>."""
+    return b"\x02\x00" + router_id.packed
+
+
+@dataclass(frozen=True)
+class SubnetMoved:
+    """Our subnets changed from `old` to `new` (auto allocation lost a collision, or first chosen)."""
+
+    old: tuple[Prefix, ...]
+    new: tuple[Prefix, ...]
+
+
+class RoutedSubnets:
+    def __init__(self, config: Config, table: PrefixTable, now: float, preferred: Prefix | None = None):
+        r = config.routing
+        assert r is not None
+        self.routing = r
+        self.vni = r.vni
+        self.router_id = config.router_id
+        self.node = str(self.router_id)
+        self.vtep = config.node.vtep
+        self.router_mac = bytes.fromhex(r.router_mac.replace(":", "")) if r.router_mac else default_router_mac(
+            self.router_id
+        )
+        self.rd = RouteDistinguisher.for_vtep(self.router_id, r.vni if r.vni <= 0xFFFF else 0xFFFF)
+        self.route_target = RouteTarget.parse(config.route_target_for(r))
+        self.table = table
+        self.networks = (r.network, r.network6)
+        self.alarms: list[str] = []
+        self.moved: list[SubnetMoved] = []
+        self.lease: SubnetLease | None = None
+        if r.subnet == "auto":
+            self.lease = SubnetLease(r.network, r.prefix_length, self.router_id, preferred=preferred)
+            first = self.lease.choose(())
+            log.info("routing: subnet auto: chose %s of %s", first, r.network)
+            self.subnets: tuple[Prefix, ...] = (first,)
+        else:
+            self.subnets = (r.subnet,)
+        if r.subnet6 is not None:
+            self.subnets += (r.subnet6,)
+        self._install_local(now)
+
+    # -- what we announce ------------------------------------------------------------
+
+    def routes(self) -> list[tuple[PrefixRoute, PathAttributes]]:
+        attrs = PathAttributes(
+            next_hop=self.vtep,
+            ext_communities=(self.route_target, Encapsulation(), RouterMac(self.router_mac)),
+        )
+        return [(PrefixRoute(self.rd, subnet, vni=self.vni), attrs) for subnet in self.subnets]
+
+    def imports(self, path: Path) -> bool:
+        """Whether a received path is a type-5 route of our routed network."""
+        return isinstance(path.route, PrefixRoute) and any(
+            str(rt) == str(self.route_target) for rt in path.attributes.route_targets()
+        )
+
+    # -- what we receive -----------------------------------------------------------------
+
+    def best_path_changed(self, change: BestPathChanged, now: float) -> None:
+        old, new = change.old, change.new
+        if old is not None and not old.is_local and self.imports(old):
+            self.table.remove(old.route.prefix, source=Source.BGP, node=str(old.router_id))
+        if new is not None and not new.is_local and self.imports(new):
+            entry = self._entry(new)
+            if entry is None:
+                return
+            found = conflicts(self.table, entry, self.networks)
+            for c in found:
+                self._alarm(c)
+            if not any(c.refused for c in found):
+                self.table.install(entry, now)
+        if self.lease is not None:
+            self._observe(now)
+
+    def _entry(self, path: Path) -> PrefixEntry | None:
+        route = path.route
+        assert isinstance(route, PrefixRoute)
+        mac = path.attributes.router_mac()
+        if mac is None or path.next_hop is None:
+            self._alarm_text(f"type-5 route {route.prefix} from {path.peer} lacks a router MAC or next hop: ignored")
+            return None
+        return PrefixEntry(
+            prefix=route.prefix, vtep=str(path.next_hop), router_mac=mac, vni=route.vni,
+            node=str(path.router_id), peer=path.peer, source=Source.BGP,
+        )
+
+    def _observe(self, now: float) -> None:
+        assert self.lease is not None
+        claims = [(e.prefix, e.node) for e in self.table.candidates() if e.source is Source.BGP]
+        claims = [(p, n) for p, n in claims if _is_router_id(n)]
+        try:
+            events = self.lease.observe(claims)
+        except NetworkExhausted as err:
+            self._alarm_text(f"routing: subnet auto: {err}; keeping no subnet")
+            self._move((), now)
+            return
+        for ev in events:
+            if isinstance(ev, SubnetCollisionLost):
+                log.warning("routing: node %s (lower router ID) also claims %s: moving to %s",
+                            ev.winner, ev.old, ev.new)
+                self._move((ev.new,) + self.subnets[1:] if self.subnets else (ev.new,), now)
+            elif isinstance(ev, SubnetCollisionWon):
+                log.warning("routing: node %s also claims our subnet %s: we keep it (lower router ID)",
+                            ev.loser, ev.subnet)
+
+    def _move(self, new: tuple[Prefix, ...], now: float) -> None:
+        old = self.subnets
+        for subnet in old:
+            self.table.remove(subnet, source=Source.LOCAL)
+        self.subnets = new
+        self._install_local(now)
+        self.moved.append(SubnetMoved(old, new))
+
+    def _install_local(self, now: float) -> None:
+        for subnet in self.subnets:
+            self.table.install(
+                PrefixEntry(subnet, None, self.router_mac, self.vni, self.node, "local", Source.LOCAL), now
+            )
+
+    def _alarm(self, conflict: Conflict) -> None:
+        self._alarm_text(f"routing: {conflict}")
+
+    def _alarm_text(self, text: str) -> None:
+        log.warning("%s", text)
+        self.alarms.append(text)
+        del self.alarms[:-50]
+
+    def describe(self) -> str:
+        return (f"routing: vni {self.vni}, subnets {', '.join(map(str, self.subnets)) or 'none'}, "
+                f"router MAC {mac_str(self.router_mac)}, RT {self.route_target}")
+
+
+def _is_router_id(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
