@@ -54,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("pyroute2", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     log = logging.getLogger("overlayd")
     try:
         config = load_config(args.config)
@@ -70,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from overlayd.io.daemon import SetupError, run
+
+    # pyroute2 resets its logger when imported: quiet it (and asyncio) after the import.
+    for noisy in ("pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
     try:
         run(config)

@@ -221,6 +221,8 @@ class RoutingConfig(_Frozen):
     mtu: int | None = Field(default=None, ge=68, le=65535)
     ipmasq: bool = False
     env_file: str = "/run/overlayd/subnet.env"
+    cni_conflist: str | None = None  # write a bridge + host-local conflist for our subnet here
+    cni_bridge: str = "cni0"
 
     @field_validator("device")
     @classmethod

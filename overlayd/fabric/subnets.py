@@ -219,7 +219,7 @@ class SubnetLease:
                 raise NetworkExhausted(self.network, self.prefix_length, err.taken, gave_up) from None
             return [SubnetCollisionLost(old, new, winner)]
         events: list[SubnetEvent] = []
-        still = set()
+        still = {(self._current, rid) for rid in rivals}
         for subnet, loser in sorted(still - self._won, key=lambda w: w[1]):
             events.append(SubnetCollisionWon(subnet, loser))
         self._won = still

@@ -40,6 +40,7 @@ log = logging.getLogger("overlayd")
 BATCH = 64
 BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
+ROUTE_CHECK_S = 10.0  # how often the subnet table is compared with the host's own routes
 EVENTS_TICK_S = 0.05  # with BGP: how soon a MAC learned on a TAP is announced
 
 
@@ -265,6 +266,7 @@ class Daemon:
     async def _tick(self) -> None:
         """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""
         next_aging = self.clock() + AGING_TICK_S
+        next_route_check = self.clock() + 1.0
         while True:
             await asyncio.sleep(EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S)
             if self.clock() >= next_aging:
@@ -272,9 +274,13 @@ class Daemon:
                 next_aging += AGING_TICK_S
             if self.switch.events:
                 self._log_events()
-            if self.routed is not None and self.speaker is not None and self.speaker.subnet_moves:
-                async with Netlink() as nl:
-                    await self.routed.follow_moves(nl)
+            if self.routed is not None:
+                moved = self.speaker is not None and self.speaker.subnet_moves
+                if moved or self.clock() >= next_route_check:
+                    next_route_check = self.clock() + ROUTE_CHECK_S
+                    async with Netlink() as nl:
+                        await self.routed.follow_moves(nl)
+                        await self.routed.check_local_routes(nl)
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()

@@ -23,7 +23,7 @@ from overlayd.control.speaker import Speaker
 from overlayd.dataplane.router import Router
 from overlayd.dataplane.switch import Switch
 from overlayd.io.netlink import Netlink
-from overlayd.io.subnet_env import remove, render_subnet_env, write_atomically
+from overlayd.io.subnet_env import remove, render_cni_conflist, render_subnet_env, write_atomically
 from overlayd.io.tap import Tap
 
 log = logging.getLogger("overlayd.routing")
@@ -54,6 +54,7 @@ class RoutedDevice:
         self.router: Router | None = None
         self.mtu = 0
         self._addresses: list = []
+        self._reported: set[tuple[str, str, str]] = set()
         self._buf = bytearray(VNET_HDR_LEN + 65536)
         self._mv = memoryview(self._buf)
 
@@ -80,6 +81,8 @@ class RoutedDevice:
         self.switch.add_router(self.router)
         self._write_env()
         stack.callback(remove, r.env_file)
+        if r.cni_conflist:
+            stack.callback(remove, r.cni_conflist)
         log.info("%s on %s (%s, mtu %d)", self.routed.describe(), r.device, r.device_type, self.mtu)
 
     @property
@@ -97,6 +100,9 @@ class RoutedDevice:
             return
         text = render_subnet_env(r.network, v4[0], self.mtu, r.ipmasq, r.network6, v6[0] if v6 else None)
         write_atomically(r.env_file, text)
+        if r.cni_conflist:
+            conflist = render_cni_conflist("overlayd", r.cni_bridge, v4[0], self.mtu, v6[0] if v6 else None)
+            write_atomically(r.cni_conflist, conflist)
 
     async def follow_moves(self, nl: Netlink) -> None:
         """Our subnet moved: re-address the device, tell the Router, rewrite subnet.env."""
@@ -118,6 +124,34 @@ class RoutedDevice:
         log.warning("routing: our subnets are now %s (were %s)",
                     ", ".join(map(str, self.routed.subnets)) or "none",
                     ", ".join(map(str, moves[0].old)) or "none")
+
+    async def check_local_routes(self, nl: Netlink) -> None:
+        """Report subnets that overlap a route of this host on another device (once each).
+
+        Traffic for such a subnet never reaches the routing device: the
+        kernel's more specific route wins. Our own subnet may only be routed
+        to the CNI bridge (that is where our pods are).
+        """
+        r = self.routing
+        ours = set(self.routed.subnets)
+        for version in {e.prefix.version for e in self.routed.table}:
+            for dst, dev in await nl.local_routes(version):
+                if dev == r.device or dst.prefixlen == 0:
+                    continue
+                for entry in self.routed.table:
+                    if entry.prefix.version != version or not entry.prefix.overlaps(dst):
+                        continue
+                    if entry.prefix in ours and dev == r.cni_bridge:
+                        continue
+                    key = (str(entry.prefix), str(dst), dev)
+                    if key in self._reported:
+                        continue
+                    self._reported.add(key)
+                    whose = "our subnet" if entry.prefix in ours else f"subnet of node {entry.node}"
+                    self.routed._alarm_text(
+                        f"routing: {whose} {entry.prefix} overlaps the local route {dst} dev {dev}: "
+                        f"traffic for the overlap stays on this host"
+                    )
 
     # -- the hot path: device -> VXLAN ---------------------------------------------------
 
