@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        print(f"{args.config}: ok: node {config.node.name}, vtep {config.node.vtep}, "
-              f"{len(config.networks)} network(s)")
+        parts = [f"node {config.node.name}", f"vtep {config.node.vtep}", f"{len(config.networks)} network(s)"]
+        if config.bgp is not None:
+            parts.append(f"bgp AS {config.bgp.asn} with {len(config.bgp.neighbors)} neighbor(s)")
+        if config.routing is not None:
+            parts.append(f"routing vni {config.routing.vni} subnet {config.routing.subnet} of {config.routing.network}")
+        print(f"{args.config}: ok: " + ", ".join(parts))
         return 0
 
     from overlayd.io.daemon import SetupError, run
