@@ -414,26 +414,18 @@ def record(path: Path, checked_with: str) -> None:
 def main(argv: list[str]) -> int:
     version = check_tshark.tshark_version()
     print(f"checking with {version}")
-    failed = False
-    for path in vector_files():
-        vectors = {v["name"]: v for v in json.loads(path.read_text())["vectors"]}
-        for name, checked in check_file(path).items():
-            problems, packet = checked.problems, checked.packet
-            note = "" if well_formed(vectors[name]) else "  (malformed on purpose; tshark: " + (
-                ", ".join(f"{lvl}: {msg}" for lvl, msg in packet.experts if lvl in ("warning", "error"))
-                + ("; malformed" if packet.malformed else "") or "no warnings") + ")"
-            print(f"{'FAIL' if problems else 'ok  '} {path.name}: {name}{note}")
-            for p in problems:
-                print(f"       {p}")
-            failed |= bool(problems)
-    if failed:
-        print("tshark disagrees with the vectors above; nothing recorded")
-        return 1
-    if "--record" in argv:
+
+    def results():
         for path in vector_files():
-            record(path, version)
-        print(f'recorded "checked_with": "{version}" in {len(vector_files())} files')
-    return 0
+            vectors = {v["name"]: v for v in json.loads(path.read_text())["vectors"]}
+            for name, checked in check_file(path).items():
+                packet = checked.packet
+                note = "" if well_formed(vectors[name]) else "  (malformed on purpose; tshark: " + (
+                    ", ".join(f"{lvl}: {msg}" for lvl, msg in packet.experts if lvl in ("warning", "error"))
+                    + ("; malformed" if packet.malformed else "") or "no warnings") + ")"
+                yield path.name, name, checked.problems, note
+
+    return check_tshark.report(results(), vector_files(), argv, version)
 
 
 if __name__ == "__main__":

@@ -273,24 +273,34 @@ def record(path: Path, checked_with: str) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def main(argv: list[str]) -> int:
-    version = tshark_version()
-    print(f"checking with {version}")
+def report(results, files: list[Path], argv: list[str], version: str) -> int:
+    """Print each (file name, vector name, problems, note) result; with --record, and only if
+    every vector agreed, write `checked_with: version` into `files`. The exit status."""
     failed = False
-    for path in vector_files():
-        for name, problems in check_file(path).items():
-            print(f"{'FAIL' if problems else 'ok  '} {path.name}: {name}")
-            for p in problems:
-                print(f"       {p}")
-            failed |= bool(problems)
+    for file_name, name, problems, note in results:
+        print(f"{'FAIL' if problems else 'ok  '} {file_name}: {name}{note}")
+        for p in problems:
+            print(f"       {p}")
+        failed |= bool(problems)
     if failed:
         print("tshark disagrees with the vectors above; nothing recorded")
         return 1
     if "--record" in argv:
-        for path in vector_files():
+        for path in files:
             record(path, version)
-        print(f'recorded "checked_with": "{version}" in {len(vector_files())} files')
+        print(f'recorded "checked_with": "{version}" in {len(files)} files')
     return 0
+
+
+def main(argv: list[str]) -> int:
+    version = tshark_version()
+    print(f"checking with {version}")
+    results = (
+        (path.name, name, problems, "")
+        for path in vector_files()
+        for name, problems in check_file(path).items()
+    )
+    return report(results, vector_files(), argv, version)
 
 
 if __name__ == "__main__":

@@ -197,19 +197,8 @@ def check() -> dict[str, list[str]]:
 def main(argv: list[str]) -> int:
     version = check_tshark.tshark_version()
     print(f"checking with {version}")
-    failed = False
-    for name, problems in check().items():
-        print(f"{'FAIL' if problems else 'ok  '} {BGP_FILE.name}: {name}")
-        for p in problems:
-            print(f"       {p}")
-        failed |= bool(problems)
-    if failed:
-        print("tshark disagrees with the vectors above; nothing recorded")
-        return 1
-    if "--record" in argv:
-        check_tshark.record(BGP_FILE, version)
-        print(f'recorded "checked_with": "{version}" in {BGP_FILE.name}')
-    return 0
+    results = ((BGP_FILE.name, name, problems, "") for name, problems in check().items())
+    return check_tshark.report(results, [BGP_FILE], argv, version)
 
 
 if __name__ == "__main__":
