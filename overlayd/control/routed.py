@@ -24,7 +24,13 @@ from overlayd.config import Config
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.prefixes import Conflict, PrefixEntry, PrefixTable, conflicts
 from overlayd.fabric.rib import BestPathChanged, Path
-from overlayd.fabric.subnets import NetworkExhausted, SubnetCollisionLost, SubnetCollisionWon, SubnetLease
+from overlayd.fabric.subnets import (
+    NetworkExhausted,
+    SubnetChosen,
+    SubnetCollisionLost,
+    SubnetCollisionWon,
+    SubnetLease,
+)
 from overlayd.wire.bgp.attributes import Encapsulation, PathAttributes, RouteTarget, RouterMac
 from overlayd.wire.bgp.evpn import PrefixRoute, RouteDistinguisher
 from overlayd.wire.ethernet import mac_str
@@ -73,6 +79,7 @@ class RoutedSubnets:
             self.subnets: tuple[Prefix, ...] = (first,)
         else:
             self.subnets = (r.subnet,)
+        self.subnet6 = r.subnet6  # static; only the main subnet may be `auto`
         if r.subnet6 is not None:
             self.subnets += (r.subnet6,)
         self._install_local(now)
@@ -129,20 +136,25 @@ class RoutedSubnets:
         try:
             events = self.lease.observe(claims)
         except NetworkExhausted as err:
-            self._alarm_text(f"routing: subnet auto: {err}; keeping no subnet")
-            self._move((), now)
+            self._alarm_text(f"routing: subnet auto: {err}; announcing no subnet until one is free")
+            self._move(None, now)
             return
         for ev in events:
             if isinstance(ev, SubnetCollisionLost):
                 log.warning("routing: node %s (lower router ID) also claims %s: moving to %s",
                             ev.winner, ev.old, ev.new)
-                self._move((ev.new,) + self.subnets[1:] if self.subnets else (ev.new,), now)
+                self._move(ev.new, now)
+            elif isinstance(ev, SubnetChosen):  # a subnet is free again after exhaustion
+                log.warning("routing: subnet auto: chose %s", ev.subnet)
+                self._move(ev.subnet, now)
             elif isinstance(ev, SubnetCollisionWon):
                 log.warning("routing: node %s also claims our subnet %s: we keep it (lower router ID)",
                             ev.loser, ev.subnet)
 
-    def _move(self, new: tuple[Prefix, ...], now: float) -> None:
+    def _move(self, main: Prefix | None, now: float) -> None:
+        """Our main subnet is now `main` (None: none free); the static IPv6 subnet stays."""
         old = self.subnets
+        new = ((main,) if main is not None else ()) + ((self.subnet6,) if self.subnet6 is not None else ())
         for subnet in old:
             self.table.remove(subnet, source=Source.LOCAL)
         self.subnets = new

@@ -25,8 +25,9 @@ and `get` answer (`PrefixInstalled`, `PrefixReplaced`, `PrefixRemoved`) —
 a change of a candidate that is not preferred returns None. Applying the
 changes in order to an empty {prefix: entry} map yields exactly the table.
 
-Conflicts (README "Routed subnets"): `conflicts()` says what is wrong with
-an announcement before the caller installs it, and whether to refuse it:
+Conflicts are reported, never silently accepted: `conflicts()` says what is
+wrong with an announcement before the caller installs it, and whether to
+refuse it:
 
   OUTSIDE_NETWORK  the prefix is not inside `routing.network` (or network6).
                    Refused: the kernel sends only `network` to us, and a
@@ -52,6 +53,9 @@ The caller (the speaker's type-5 import) does:
         change = table.install(entry, now)   # -> data plane, if not None
     ...
     change = table.remove(prefix, source=Source.BGP, node=entry.node)  # withdraw
+
+A conflict with a `subnet: auto` node settles itself: `subnets.SubnetLease`
+moves the node with the higher router ID, whose withdrawal ends it.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ from ipaddress import IPv4Network, IPv6Network
 from overlayd.fabric.fdb import Source
 
 Prefix = IPv4Network | IPv6Network
-LOCAL_PEER = "local"
+LOCAL_PEER = "local"  # PrefixEntry.peer of our own subnet
 
 # Which source's candidate is preferred for one prefix (higher first).
 # DATA (learned from traffic) has no meaning for a prefix.
@@ -83,9 +87,13 @@ class PrefixEntry:
     router_mac: bytes | None  # the remote node's router MAC (RFC 9135 extended community)
     vni: int  # the L3 VNI (the route's label)
     node: str  # who announced it: the originating router ID
-    peer: str  # which BGP peer we have it from ("local" for ours)
+    peer: str  # which BGP peer we have it from (LOCAL_PEER, "local", for ours)
     source: Source  # Source.BGP, Source.STATIC or Source.LOCAL
     installed: float = 0.0  # when the table installed it (set by `install`)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prefix, str):
+            object.__setattr__(self, "prefix", ipaddress.ip_network(self.prefix))
 
     @property
     def is_local(self) -> bool:
@@ -287,7 +295,10 @@ class PrefixTable:
     def flush(
         self, source: Source | None = None, node: str | None = None, peer: str | None = None
     ) -> list[PrefixChange]:
-        """Remove every candidate matching `source`, `node` and `peer` (None: any); the changes, in prefix order."""
+        """Remove every candidate matching `source`, `node` and `peer` (None: any).
+
+        Returns the changes, in prefix order (a peer that went down: `peer=`).
+        """
         changes = []
         for prefix in sorted(self._candidates, key=prefix_order):
             candidates = self._candidates[prefix]
@@ -389,13 +400,17 @@ class Conflict:
 
     def __str__(self) -> str:
         e, o = self.entry, self.other
-        said = f"our own subnet {e.prefix}" if e.is_local else f"subnet {e.prefix} from node {e.node} (peer {e.peer})"
+        if e.is_local:
+            said = f"our own subnet {e.prefix}"
+        else:
+            said = f"subnet {e.prefix} from node {e.node} (peer {e.peer})"
         if self.reason is ConflictReason.OUTSIDE_NETWORK:
             return f"{said} is outside the cluster network: refused"
         assert o is not None
         theirs = "our own subnet" if o.is_local else f"{o.prefix} of node {o.node}"
         if self.reason is ConflictReason.DUPLICATE:
-            return f"{said} is also announced by {'us' if o.is_local else 'node ' + o.node}: {self.keeps} keeps it"
+            by = "us" if o.is_local else f"node {o.node}"
+            return f"{said} is also announced by {by}: {self.keeps} keeps it"
         verdict = "refused" if self.refused else "the longer prefix wins"
         return f"{said} overlaps {theirs}: {verdict}"
 

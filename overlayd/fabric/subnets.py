@@ -181,8 +181,11 @@ class SubnetLease:
     def observe(self, announcements: Iterable[tuple[Prefix | str, IPv4Address | str]]) -> list[SubnetEvent]:
         """Take in every node's current claim, as (prefix, router ID) pairs.
 
-        Pass all the type-5 prefixes in the table with their originating
-        router IDs; our own (by router ID), other families and prefixes
+        Pass every type-5 prefix received with its originating router ID:
+        every candidate, not only the routed ones (our own LOCAL entry
+        hides a rival's claim of our subnet in `PrefixTable`'s routed view:
+        use `PrefixTable.candidates()`), and refused ones too (a prefix
+        inside ours). Our own (by router ID), other families and prefixes
         outside `network` are skipped. Without a current subnet, chooses
         one. If a lower router ID claims a subnet overlapping ours we lose:
         we choose again, avoiding every claim; if none is left, raises

@@ -118,7 +118,9 @@ class NaiveTable:
     def flush(self, source, node, peer):
         befores = {p: self.routed(p) for p in self.prefixes()}
         self.rows = [
-            r for r in self.rows if not (source in (None, r.source) and node in (None, r.node) and peer in (None, r.peer))
+            r
+            for r in self.rows
+            if not (source in (None, r.source) and node in (None, r.node) and peer in (None, r.peer))
         ]
         changes = [self.change(p, b) for p, b in befores.items()]
         return [c for c in changes if c is not None]
@@ -243,7 +245,8 @@ class PrefixMachine(RuleBasedStateMachine):
     def same_table(self):
         routed = [self.model.routed(p) for p in self.model.prefixes()]
         assert len(self.table) == len(routed)
-        assert list(self.table) == sorted(routed, key=lambda e: (e.prefix.version, e.prefix.network_address, e.prefix.prefixlen))
+        by_address = sorted(routed, key=lambda e: (e.prefix.version, e.prefix.network_address, e.prefix.prefixlen))
+        assert list(self.table) == by_address
         for e in routed:
             assert self.table.get(e.prefix) == e
         assert sorted(self.table.candidates(), key=repr) == sorted(self.model.rows, key=repr)
@@ -444,7 +447,10 @@ def test_overlaps():
     assert str(found[0]).endswith("overlaps our own subnet: refused")
     # containing our own subnet: installed, the longer prefix wins
     found = conflicts(t, entry("10.244.0.0/20", node="10.0.0.1"), NET4)
-    assert reasons(found) == [(ConflictReason.OVERLAP, False, "10.0.0.5"), (ConflictReason.OVERLAP, False, "10.0.0.2")]
+    assert reasons(found) == [
+        (ConflictReason.OVERLAP, False, "10.0.0.5"),
+        (ConflictReason.OVERLAP, False, "10.0.0.2"),
+    ]
     # inside another node's subnet: installed and reported
     assert reasons(conflicts(t, entry("10.244.9.0/24", node="10.0.0.1"), NET4)) == [
         (ConflictReason.OVERLAP, False, "10.0.0.2")
@@ -461,3 +467,10 @@ def test_several_conflicts_at_once():
     assert [c.reason for c in found] == [ConflictReason.OUTSIDE_NETWORK, ConflictReason.DUPLICATE]
     assert any(c.refused for c in found)
     assert all(isinstance(c, Conflict) for c in found)
+
+
+def test_an_entry_takes_its_prefix_as_text_too():
+    e = PrefixEntry("10.244.1.0/24", "192.0.2.1", MAC_A, 1, "10.0.0.1", "p", Source.BGP)
+    assert e.prefix == ip_network("10.244.1.0/24")
+    with pytest.raises(ValueError):
+        PrefixEntry("10.244.1.1/24", "192.0.2.1", MAC_A, 1, "10.0.0.1", "p", Source.BGP)

@@ -84,3 +84,13 @@ def test_a_subnet_outside_the_network_is_refused():
     speaker.routed.best_path_changed(BestPathChanged(route.key, None, Path(route, attrs, "10.0.0.9")), 1.0)
     assert "192.168.0.0/24" not in {str(e.prefix) for e in speaker.routed.table}
     assert any("outside" in a for a in speaker.routed.alarms)
+
+
+def test_a_node_left_without_a_subnet_takes_one_when_it_frees_up(mesh):
+    m = mesh(3, {1: "10.244.0.0/25", 2: "10.244.0.128/25"})  # node 3 (auto) finds nothing free
+    assert m[3].speaker.routed.subnets == ()
+    assert any("no subnet" in a for a in m[3].speaker.routed.alarms)
+    m[2].speaker.stop(m.now)  # node 2 leaves: its half is free again
+    m.pump()
+    assert [str(s) for s in m[3].speaker.routed.subnets] == ["10.244.0.128/25"]
+    assert table(m[1])["10.244.0.128/25"] == ("10.0.0.3", "10.0.0.3")

@@ -135,7 +135,8 @@ def test_ipv6_and_a_huge_space():
 
 def collide(low, high):
     """Two leases that picked the same subnet before either saw the other."""
-    a, b = SubnetLease(NET, 24, low, preferred="10.244.7.0/24"), SubnetLease(NET, 24, high, preferred="10.244.7.0/24")
+    a = SubnetLease(NET, 24, low, preferred="10.244.7.0/24")
+    b = SubnetLease(NET, 24, high, preferred="10.244.7.0/24")
     a.choose(())
     b.choose(())
     return a, b
@@ -185,7 +186,8 @@ def test_losing_avoids_every_claim_and_can_exhaust():
     lease = SubnetLease("10.244.0.0/22", 24, C, preferred="10.244.0.0/24")
     lease.choose(())
     claims = [("10.244.0.0/24", A), ("10.244.1.0/24", B), ("10.244.2.0/24", "10.0.0.3")]
-    assert lease.observe(claims) == [SubnetCollisionLost(ip_network("10.244.0.0/24"), ip_network("10.244.3.0/24"), A)]
+    lost = SubnetCollisionLost(ip_network("10.244.0.0/24"), ip_network("10.244.3.0/24"), A)
+    assert lease.observe(claims) == [lost]
     with pytest.raises(NetworkExhausted, match=r"gave up 10.244.3.0/24 to 10.0.0.4 \(lower router ID\)") as err:
         lease.observe(claims + [("10.244.3.0/24", "10.0.0.4")])
     assert err.value.gave_up == SubnetCollisionLost(ip_network("10.244.3.0/24"), None, IPv4Address("10.0.0.4"))
