@@ -70,6 +70,9 @@ class RoutedSubnets:
         self.table = table
         self.networks = (r.network, r.network6)
         self.alarms: list[str] = []
+        # The imported type-5 routes behind each BGP candidate of the table: the table keeps one
+        # per (prefix, node), the RIB one per route key (RD, tag, prefix); see `_settle`.
+        self._imported: dict[tuple[Prefix, str], dict[tuple, PrefixEntry]] = {}
         self.moved: list[SubnetMoved] = []
         self.lease: SubnetLease | None = None
         if r.subnet == "auto":
@@ -103,19 +106,53 @@ class RoutedSubnets:
 
     def best_path_changed(self, change: BestPathChanged, now: float) -> None:
         old, new = change.old, change.new
+        slots: dict[tuple[Prefix, str], None] = {}
         if old is not None and not old.is_local and self.imports(old):
-            self.table.remove(old.route.prefix, source=Source.BGP, node=str(old.router_id))
+            slot = (ipaddress.ip_network(old.route.prefix), str(old.router_id))
+            self._imported.get(slot, {}).pop(old.key, None)
+            slots[slot] = None
         if new is not None and not new.is_local and self.imports(new):
-            entry = self._entry(new)
-            if entry is None:
+            family = new.route.prefix.version
+            if not any(n is not None and n.version == family for n in self.networks):
+                log.debug("routing: %s from %s: no IPv%d cluster network here; not imported",
+                          new.route.prefix, new.peer, family)
                 return
-            found = conflicts(self.table, entry, self.networks)
-            for c in found:
-                self._alarm(c)
-            if not any(c.refused for c in found):
-                self.table.install(entry, now)
+            entry = self._entry(new)
+            if entry is not None:
+                found = conflicts(self.table, entry, self.networks)
+                for c in found:
+                    self._alarm(c)
+                if not any(c.refused for c in found):
+                    slot = (ipaddress.ip_network(entry.prefix), entry.node)
+                    self._imported.setdefault(slot, {})[new.key] = entry
+                    slots[slot] = None
+        for slot in slots:
+            self._settle(slot, now)
         if self.lease is not None:
             self._observe(now)
+
+    def _settle(self, slot: tuple[Prefix, str], now: float) -> None:
+        """Make the table's candidate of (prefix, node) follow the routes the RIB holds for it.
+
+        One node (one router ID: an eBGP neighbour without ORIGINATOR_ID, or
+        GoBGP/FRR originating for several VTEPs) may announce one prefix in
+        several routes, under several RDs. Withdrawing one of them leaves
+        the others: the candidate is removed only with the last, else it is
+        the first of the rest by (VTEP, router MAC, VNI), a choice that does
+        not depend on arrival order; more than one VTEP is reported.
+        """
+        prefix, node = slot
+        entries = self._imported.get(slot)
+        if not entries:
+            self._imported.pop(slot, None)
+            self.table.remove(prefix, source=Source.BGP, node=node)
+            return
+        choice = min(entries.values(), key=lambda e: (e.vtep or "", e.router_mac or b"", e.vni))
+        vteps = sorted({e.vtep or "" for e in entries.values()})
+        if len(vteps) > 1:
+            self._alarm_text(f"routing: subnet {prefix} from node {node} via VTEPs {', '.join(vteps)}: "
+                             f"using {choice.vtep}")
+        self.table.install(choice, now)
 
     def _entry(self, path: Path) -> PrefixEntry | None:
         route = path.route

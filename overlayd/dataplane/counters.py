@@ -42,6 +42,7 @@ COUNTERS: dict[str, str] = {
     "tx_route_drop_bad_version": "tap frames whose IP version disagrees with their ethertype",
     "tx_route_drop_not_router_mac": "tap frames not addressed to the router MAC (multicast, other hosts)",
     "tx_route_drop_no_route": "packets whose destination no subnet in the prefix table covers",
+    "tx_route_drop_multicast": "multicast packets on the routing device (IPv6 MLD, say): not routed",
     "tx_route_drop_local": "packets for one of this node's own subnets (the kernel should have kept them)",
     "tx_route_drop_no_router_mac": "packets for a subnet whose route carries no router MAC",
     "tx_route_arp_answered": "ARP requests and neighbour solicitations on a tap routing device answered "

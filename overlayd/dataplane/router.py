@@ -275,7 +275,12 @@ class Router:
         c = self.counters
         entry = self.table.lookup(dst)
         if entry is None:
-            c.tx_route_drop_no_route += 1
+            # Multicast (an IPv6 MLD report from the device's link-local address, say) is
+            # never routed between subnets; count it apart from a real missing route.
+            if (dst[0] == 0xFF) if version == 6 else (dst[0] & 0xF0 == 0xE0):
+                c.tx_route_drop_multicast += 1
+            else:
+                c.tx_route_drop_no_route += 1
             return None
         vtep, mac = entry.vtep, entry.router_mac
         if vtep is None:

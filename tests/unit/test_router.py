@@ -594,3 +594,18 @@ def test_the_next_hop_cache_starts_over_when_full(monkeypatch):
     for dst, vtep in (("10.244.2.9", B), ("10.244.3.1", C), ("10.244.2.9", B)):
         assert r.from_device(ipv4("10.244.1.5", dst), now=1)[1] == ((vtep, PORT),)
     assert len(r._next_hops) == 1
+
+
+def test_multicast_on_the_device_is_counted_apart_from_missing_routes():
+    from overlayd.dataplane.router import Router
+    from overlayd.fabric.prefixes import PrefixTable
+
+    router = Router(1, b"\x02\x00\x0a\x00\x00\x01", "tun", PrefixTable(), 4789, ["10.244.1.0/24"])
+    mld = bytes([0x60, 0, 0, 0, 0, 8, 0, 1]) + bytes.fromhex("fe80" + "00" * 13 + "01") \
+        + bytes.fromhex("ff02" + "00" * 13 + "16") + bytes(8)
+    v4_multicast = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 1, 17, 0, 0, 10, 244, 1, 1, 224, 0, 0, 251]) + bytes(8)
+    unrouted = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 1, 1, 10, 244, 9, 9]) + bytes(8)
+    for packet in (mld, v4_multicast, unrouted):
+        assert router.from_device(packet, 0.0) is None
+    assert router.counters.tx_route_drop_multicast == 2
+    assert router.counters.tx_route_drop_no_route == 1
