@@ -11,7 +11,9 @@
     rr.add_macadv("02:00:00:00:00:04", "192.168.100.4", vni=100, rd="10.0.0.4:100",
                   rt="65000:100", next_hop="10.0.0.4")
     rr.add_multicast("10.0.0.4", vni=100, rd="10.0.0.4:100", rt="65000:100", next_hop="10.0.0.4")
-    rr.delete_macadv(...); rr.delete_multicast(...)
+    rr.add_prefix("10.244.9.0/24", vni=1, rd="10.0.0.4:1", rt="65000:1",
+                  router_mac="02:00:00:00:09:04", next_hop="10.0.0.4")
+    rr.delete_macadv(...); rr.delete_multicast(...); rr.delete_prefix(...)
     rr.stop()
 
 The generated config (TOML, kept in the lab's temporary directory next to the
@@ -29,11 +31,19 @@ Syntax found by `gobgp global rib -a evpn add` (GoBGP 3.10):
     macadv <mac> <ip> etag <etag> label <label> rd <rd> [rt <rt>...] [encap vxlan] nexthop <addr>
     multicast <ip> etag <etag> rd <rd> [rt <rt>...] [encap vxlan]
               [pmsi ingress-repl <label> <tunnel-id>] nexthop <addr>
+    prefix <ip prefix> [gw <gateway>] [esi <esi>] etag <etag> [label <label>] rd <rd>
+           [rt <rt>...] [encap vxlan] [router-mac <mac>] nexthop <addr>
 
-and `del` takes the same NLRI part (mac, ip, etag, label, rd / ip, etag, rd).
+and `del` takes the same NLRI part (mac, ip, etag, label, rd / ip, etag, rd /
+prefix, gw, etag, label, rd).
 A MAC-only type-2 route is spelled with IP 0.0.0.0 (GoBGP shows it as "<nil>").
 For VXLAN the label is the VNI (RFC 8365 5.1.3): GoBGP puts the number in
-all 24 bits of the label field, as overlayd and FRR do.
+all 24 bits of the label field, as overlayd and FRR do. A type-5 (IP prefix,
+RFC 9136) route is the L3 VNI's: label = the L3 VNI, gateway 0.0.0.0 (the
+next hop is the VTEP itself), and the router's MAC extended community (RFC
+9135) names the MAC to put as the inner destination; GoBGP's JSON shows the
+label as "label" (one number, not a "labels" list) and the community as
+{"type": 6, "subtype": 3, "mac": ...}.
 
 After `gobgp neighbor ADDR reset` gobgpd stayed Idle for 30 s: 3.10 did not
 apply `idle-hold-time-after-reset` from the config file, so it is not set.
@@ -60,6 +70,7 @@ ATTR_NEXT_HOP, ATTR_MP_REACH, ATTR_EXT_COMMUNITIES, ATTR_PMSI = 3, 14, 16, 22
 ATTR_ORIGINATOR_ID, ATTR_CLUSTER_LIST = 9, 10
 EC_ROUTE_TARGET = (0, 2)  # two-octet AS specific route target
 EC_ENCAPSULATION = (3, 12)  # opaque, BGP encapsulation (RFC 9012); tunnel type 8 = VXLAN
+EC_ROUTER_MAC = (6, 3)  # EVPN, router's MAC (RFC 9135 8.1)
 # `gobgp neighbor -j` gives the state as the number of its gRPC enum (apipb.PeerState.SessionState).
 SESSION_STATES = {0: "unknown", 1: "idle", 2: "connect", 3: "active", 4: "opensent",
                   5: "openconfirm", 6: "established"}
@@ -197,6 +208,25 @@ class GoBgp:
         self.cli("global", "rib", "-a", "evpn", "del", "multicast", ip, "etag", str(etag),
                  "rd", rd)
 
+    def add_prefix(self, prefix: str, vni: int, rd: str, rt: str, router_mac: str | None,
+                   next_hop: str, gateway: str | None = None, etag: int = 0) -> None:
+        """Originate a type-5 (IP prefix) route, encapsulation VXLAN, label = the L3 VNI,
+        with the router's MAC extended community (none when router_mac is None); gateway
+        None: the all-zeros address of the prefix's family (the next hop is the VTEP)."""
+        self.cli("global", "rib", "-a", "evpn", "add", *self._prefix(prefix, gateway, vni, rd, etag),
+                 "rt", rt, "encap", "vxlan", *(["router-mac", router_mac] if router_mac else []),
+                 "nexthop", next_hop)
+
+    def delete_prefix(self, prefix: str, vni: int, rd: str, gateway: str | None = None,
+                      etag: int = 0) -> None:
+        self.cli("global", "rib", "-a", "evpn", "del", *self._prefix(prefix, gateway, vni, rd, etag))
+
+    @staticmethod
+    def _prefix(prefix: str, gateway: str | None, vni: int, rd: str, etag: int) -> list[str]:
+        if gateway is None:
+            gateway = "::" if ipaddress.ip_network(prefix, strict=False).version == 6 else "0.0.0.0"
+        return ["prefix", prefix, "gw", gateway, "etag", str(etag), "label", str(vni), "rd", rd]
+
     @staticmethod
     def _macadv(mac: str, ip: str | None, vni: int, rd: str, etag: int) -> list[str]:
         return ["macadv", mac, ip or "0.0.0.0", "etag", str(etag), "label", str(vni), "rd", rd]
@@ -214,10 +244,12 @@ class GoBgp:
 def summarize(prefix: str, path: dict[str, Any]) -> dict[str, Any]:
     """One path of GoBGP's JSON as a flat dict:
 
-    prefix, type (2, 3, ...), rd ("10.0.0.1:100"), etag, mac, ip (None when the route
-    has none; GoBGP says "<nil>"), labels, next_hop,
-    route_targets (["65000:100"]), tunnel_types ([8] = VXLAN), pmsi (GoBGP's
-    PMSI attribute dict or None), originator_id, cluster_list, best, raw (the path)
+    prefix, type (2, 3, 5, ...), rd ("10.0.0.1:100"), etag, mac, ip (None when the route
+    has none; GoBGP says "<nil>"), labels (type 5: GoBGP's one "label", as a list),
+    ip_prefix and gateway (type 5, else None), next_hop,
+    route_targets (["65000:100"]), tunnel_types ([8] = VXLAN), router_macs (["02:..."],
+    RFC 9135), pmsi (GoBGP's PMSI attribute dict or None), originator_id,
+    cluster_list, best, raw (the path)
     """
     nlri = path["nlri"]["value"]
     rd = nlri.get("rd", {})
@@ -231,11 +263,14 @@ def summarize(prefix: str, path: dict[str, Any]) -> dict[str, Any]:
         "etag": nlri.get("etag"),
         "mac": nlri.get("mac"),
         "ip": None if nlri.get("ip") in (None, "<nil>") else nlri["ip"],
-        "labels": nlri.get("labels"),
+        "labels": nlri.get("labels", [nlri["label"]] if "label" in nlri else None),
+        "ip_prefix": nlri.get("prefix"),
+        "gateway": nlri.get("gateway"),
         "next_hop": next_hop,
         "route_targets": [c["value"] for c in ext if (c["type"], c["subtype"]) == EC_ROUTE_TARGET],
         "tunnel_types": [c["tunnel_type"] for c in ext
                          if (c["type"], c["subtype"]) == EC_ENCAPSULATION],
+        "router_macs": [c["mac"] for c in ext if (c["type"], c["subtype"]) == EC_ROUTER_MAC],
         "pmsi": attrs.get(ATTR_PMSI),
         "originator_id": attrs.get(ATTR_ORIGINATOR_ID, {}).get("value"),
         "cluster_list": attrs.get(ATTR_CLUSTER_LIST, {}).get("value"),
