@@ -15,10 +15,14 @@ EXIT_SETUP = 3
 DESCRIPTION = """\
 A userspace overlay router: moves Ethernet frames between the TAP devices
 of this host and other hosts inside standard VXLAN (RFC 7348) over UDP.
+With a `bgp:` section it learns where MACs and flood lists are from BGP
+EVPN routes (and announces its own); with `routing:` it also routes a
+cluster network's node subnets (EVPN type-5) through a TUN or TAP device.
 
-Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it and
-removes the TAP devices and the status socket it created. Query a running
-daemon with `overlayctl`."""
+Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it:
+BGP sessions are closed with a Cease, and the devices, status socket and
+subnet files it created are removed. Query a running daemon with
+`overlayctl`."""
 
 EPILOG = """\
 exit status: 0 stopped cleanly, 2 bad config (nothing was touched),
