@@ -33,7 +33,7 @@ COUNTERS: dict[str, str] = {
     "rx_drop_bad_src_mac": "inner frames whose source MAC is multicast or all-zero",
     "rx_drop_own_mac": "inner frames whose source MAC is one of our own TAP devices' (a loop)",
     "rx_drop_write_error": "inner frames the TAP device refused",
-    "rx_gro_superframes": "TCP super-frames written to TAP devices, each coalesced from several rx_frames",
+    "rx_gro_superframes": "TCP or UDP super-frames written to TAP devices, each coalesced from several rx_frames",
     # The routed VNI (dataplane/router.py): tx is routing device -> VXLAN, rx is VXLAN -> routing device.
     "tx_routed_packets": "IP packets from the routing device sent to the VTEP owning their destination subnet",
     "tx_routed_bytes": "bytes of those IP packets (without the device's Ethernet header)",

@@ -24,12 +24,13 @@ from overlayd.dataplane.offload import (
     MAX_UDP_PAYLOAD,
     VNET_HDR_LEN,
     ZERO_VNET_HDR,
-    coalesce_tcp,
     finish_checksum,
     from_vxlan_batch,
     segment_tcp,
     tcp_layout,
 )
+from overlayd.dataplane.flowhash import flow_hash
+from overlayd.dataplane.gro import coalesce as coalesce_run
 from overlayd.dataplane.switch import Switch
 from overlayd.wire.vxlan import VXLAN_HEADER_LEN
 from overlayd.io.offload import (
@@ -91,6 +92,12 @@ class FastPath:
         pending: list = []  # frames of one size for one socket and destination list, sent in one sendmsg
         p_sock = p_targets = p_header = None
         p_size = 0
+        # The Switch's answer for the last IP frame, reused (and counted as it counts) while the
+        # next ones repeat its Ethernet header: nothing ran in between, so it would answer the
+        # same. IPv6 frames that may be neighbour discovery (next header ICMPv6) always ask it.
+        c_key = c_header = c_targets = None
+        c_v4 = False
+        c_counts = (0, 0, 0, 0)
         now = self.clock()
         for i in range(BATCH):
             buf, bufs, mv = ring[i] if batching else ring[0]
@@ -109,17 +116,35 @@ class FastPath:
                 if buf[0] & F_NEEDS_CSUM:
                     start, offset = _csum_at(buf, 6)
                     finish_checksum(frame, start, offset)
-            egress = from_tap(vni, frame, now)
-            if egress is None:
-                if replies:  # ARP suppression answered: the reply goes back to this TAP
-                    for _, reply in replies:
-                        try:
-                            os.writev(fd, [ZERO_VNET_HDR, reply] if vnet else [reply])
-                        except OSError:
-                            counters.rx_drop_write_error += 1
-                    replies.clear()
-                continue
-            header, targets, flow = egress
+            if n - skip >= 34 and frame[:14] == c_key and (c_v4 or frame[20] != 58):
+                counters.tx_frames += 1
+                counters.tx_bytes += n - skip
+                counters.tx_unicast_frames += c_counts[0]
+                counters.tx_flood_frames += c_counts[1]
+                counters.tx_unknown_unicast_frames += c_counts[2]
+                counters.tx_datagrams += c_counts[3]
+                header, targets, flow = c_header, c_targets, flow_hash(frame)
+            else:
+                before = (counters.tx_unicast_frames, counters.tx_flood_frames,
+                          counters.tx_unknown_unicast_frames, counters.tx_datagrams)
+                egress = from_tap(vni, frame, now)
+                c_key = None
+                if egress is None:
+                    if replies:  # ARP suppression answered: the reply goes back to this TAP
+                        for _, reply in replies:
+                            try:
+                                os.writev(fd, [ZERO_VNET_HDR, reply] if vnet else [reply])
+                            except OSError:
+                                counters.rx_drop_write_error += 1
+                        replies.clear()
+                    continue
+                header, targets, flow = egress
+                ethertype = frame[12] << 8 | frame[13]
+                if n - skip >= 34 and ethertype in (0x0800, 0x86DD):  # never ARP; ND is checked above
+                    c_key, c_header, c_targets, c_v4 = bytes(frame[:14]), header, targets, ethertype == 0x0800
+                    c_counts = (counters.tx_unicast_frames - before[0], counters.tx_flood_frames - before[1],
+                                counters.tx_unknown_unicast_frames - before[2],
+                                counters.tx_datagrams - before[3])
             sock = tx[flow % ntx]
             if batching:
                 size = n - skip
@@ -267,7 +292,7 @@ class FastPath:
             for vni, first, end in from_vxlan_batch(switch, addr[0], mv[:nbytes], seg, now):
                 fd = fds[vni]
                 if coalesce:
-                    for iov, frames in coalesce_tcp(buf, seg, nbytes, first, end):
+                    for iov, frames in coalesce_run(buf, seg, nbytes, first, end):
                         try:
                             writev(fd, iov)
                         except OSError:

@@ -6,7 +6,8 @@
     gso       UDP_SEGMENT: up to 64 equal-sized datagrams per sendmsg
     gro       UDP_GRO: up to 64 datagrams of one flow per recvmsg
     coalesce  consecutive TCP segments of one flow, checksums verified, are
-              written to the TAP as one super-frame (virtio-net GSO header)
+              written to the TAP as one super-frame (virtio-net GSO header);
+              runs of UDP datagrams of one flow as one UDP GSO frame
     drain     after writing frames to a TAP, read it at once: what the kernel
               answered meanwhile (echo replies, ACKs) leaves without waiting
               for another turn of the event loop

@@ -235,3 +235,72 @@ def test_tso_frames_fit_one_sendmsg():
         datagram = 8 + 14 + mtu
         assert segments <= offload.MAX_GSO_SEGMENTS
         assert segments * datagram <= offload.MAX_UDP_PAYLOAD[version]
+
+
+def udp_datagram(version: int, payload: bytes, *, ip_id: int = 1, df: bool = True,
+                 zero_csum: bool = False) -> bytes:
+    """A VXLAN datagram carrying one inner UDP datagram with a correct checksum."""
+    udp_len = 8 + len(payload)
+    if version == 4:
+        src, dst = bytes([192, 168, 100, 1]), bytes([192, 168, 100, 2])
+        pseudo = src + dst + b"\0\x11" + udp_len.to_bytes(2, "big")
+    else:
+        src, dst = ipaddress.IPv6Address("fd10::1").packed, ipaddress.IPv6Address("fd10::2").packed
+        pseudo = src + dst + udp_len.to_bytes(4, "big") + b"\0\0\0\x11"
+    udp = struct.pack("!HHHH", 5001, 5201, udp_len, 0) + payload
+    csum = 0 if zero_csum else (0xFFFF - naive_sum(pseudo + udp)) or 0xFFFF
+    udp = udp[:6] + csum.to_bytes(2, "big") + udp[8:]
+    if version == 4:
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, ip_id, 0x4000 if df else 0,
+                                   64, 17, 0, src, dst))
+        ip[10:12] = (0xFFFF - naive_sum(bytes(ip))).to_bytes(2, "big")
+        et = b"\x08\x00"
+    else:
+        ip = struct.pack("!IHBB", 0x60000000, udp_len, 17, 64) + src + dst
+        et = b"\x86\xdd"
+    return VX + MAC_B + MAC_A + et + bytes(ip) + udp
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_udp_datagrams_of_one_flow_become_one_udp_gso_frame(version):
+    from overlayd.dataplane import gro
+
+    payloads = [bytes([i]) * 64 for i in range(20)] + [b"tail"]
+    dgrams = [udp_datagram(version, p, ip_id=100 + i) for i, p in enumerate(payloads)]
+    buf, seg, nbytes = gro_buffer(dgrams)
+    writes = gro.coalesce(buf, seg, nbytes, 0, len(dgrams))
+    assert [frames for _, frames in writes] == [len(dgrams)]
+    vnet, frame = rebuild(writes[0][0])
+    l4 = 34 if version == 4 else 54
+    assert offload.VNET_HDR.unpack(vnet) == (offload.F_NEEDS_CSUM, gro.GSO_UDP_L4, l4 + 8, 64, l4, 6)
+    assert frame[l4 + 8 :] == b"".join(payloads)
+    length = 8 + sum(map(len, payloads))
+    assert int.from_bytes(frame[l4 + 4 : l4 + 6], "big") == length
+    if version == 4:
+        assert int.from_bytes(frame[16:18], "big") == 20 + length and naive_sum(frame[14:34]) == 0xFFFF
+    else:
+        assert int.from_bytes(frame[18:20], "big") == length
+    done = bytearray(frame)  # what the kernel does with NEEDS_CSUM: a valid checksum over the whole
+    offload.finish_checksum(done, l4, 6)
+    pseudo = (frame[26:34] + b"\0\x11" + length.to_bytes(2, "big") if version == 4
+              else frame[22:54] + length.to_bytes(4, "big") + b"\0\0\0\x11")
+    assert naive_sum(pseudo + bytes(done[l4:])) == 0xFFFF
+
+
+def test_udp_datagrams_that_cannot_join_are_written_as_they_came():
+    from overlayd.dataplane import gro
+
+    good = [udp_datagram(4, bytes([i]) * 64) for i in range(4)]
+    bad = bytearray(good[1])
+    bad[-1] ^= 1  # its checksum no longer verifies
+    no_csum = udp_datagram(4, b"z" * 64, zero_csum=True)
+    dgrams = [good[0], bytes(bad), good[2], good[3], no_csum]
+    buf, seg, nbytes = gro_buffer(dgrams)
+    writes = gro.coalesce(buf, seg, nbytes, 0, len(dgrams))
+    assert [frames for _, frames in writes] == [1, 1, 2, 1]
+    assert rebuild(writes[1][0]) == (offload.ZERO_VNET_HDR, bytes(bad[8:]))
+    assert rebuild(writes[3][0]) == (offload.ZERO_VNET_HDR, no_csum[8:])
+    # Without DF the IPv4 ids would be renumbered: such datagrams go alone.
+    plain = [udp_datagram(4, bytes([i]) * 64, df=False) for i in range(3)]
+    buf, seg, nbytes = gro_buffer(plain)
+    assert [frames for _, frames in gro.coalesce(buf, seg, nbytes, 0, 3)] == [1, 1, 1]
