@@ -142,12 +142,38 @@ class Host:
         path = self.log_path(proc)
         return path.read_text(errors="replace") if path and path.exists() else ""
 
+    def capture(self, path: Path, bpf: str, iface: str = "eth0") -> Capture:
+        """Start tcpdump on `iface` writing packets matching `bpf` to `path`; returns once it listens."""
+        return Capture(self, path, bpf, iface)
+
     def ping(self, addr: str, count: int = 1, timeout: float = 5) -> bool:
         family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
         result = self.run("ping", family, "-q", "-n", "-c", str(count), "-i", "0.2",
                           "-w", str(max(1, round(timeout))), addr,
                           check=False, timeout=timeout + 5)
         return result.returncode == 0
+
+
+class Capture:
+    """A running tcpdump (see Host.capture); `stop()` ends it and leaves a complete pcap."""
+
+    def __init__(self, host: Host, path: Path, bpf: str, iface: str = "eth0"):
+        self.host = host
+        self.path = path
+        # --immediate-mode: otherwise the kernel hands packets over in blocks, and a block
+        # not yet handed over when tcpdump stops is lost with its packets.
+        self.proc = host.popen("tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", "0",
+                               "-w", str(path), bpf)
+        wait_for(lambda: "listening on" in host.log(self.proc), timeout=10, what="tcpdump to start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Lab:

@@ -31,8 +31,6 @@ without a malformed packet or an error.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,7 @@ import pytest
 
 from tests.support import require_netns, require_programs
 from tools.gobgp import GoBgp, Neighbor, start_gobgpd
-from tools.lab import Host, Lab, wait_for
+from tools.lab import Capture, Host, Lab, wait_for
 from tools.nodes import Overlayd, start_overlayd
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
@@ -308,16 +306,8 @@ class Reflector:
     a: Overlayd
     b: Overlayd
     pcap: Path
-    capture: subprocess.Popen
+    capture: Capture
 
-    def stop_capture(self) -> None:
-        if self.capture.poll() is None:
-            self.capture.send_signal(signal.SIGINT)
-            try:
-                self.capture.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.capture.kill()
-                self.capture.wait()
 
 
 @pytest.fixture(scope="module")
@@ -329,12 +319,7 @@ def reflector() -> Iterator[Reflector]:
         a_host = lab.add_host("a", v4=f"{A_VTEP}/24")
         b_host = lab.add_host("b", v4=f"{B_VTEP}/24")
         pcap = lab.tmpdir / "bgp.pcap"
-        # --immediate-mode: without it the kernel hands packets over in blocks, and a
-        # block not yet handed over when tcpdump is stopped is lost with its packets.
-        capture = rr_host.popen("tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-s", "0",
-                                "-w", str(pcap), "tcp port 179")
-        wait_for(lambda: "listening on" in rr_host.log(capture), timeout=10,
-                 what="tcpdump to start")
+        capture = rr_host.capture(pcap, "tcp port 179")
         rr = start_gobgpd(rr_host, ASN, [Neighbor(A_VTEP, ASN, rr_client=True),
                                          Neighbor(B_VTEP, ASN, rr_client=True)],
                           hold_time=HOLD_TIME)
@@ -345,7 +330,7 @@ def reflector() -> Iterator[Reflector]:
         setup = Reflector(lab, rr, a, b, pcap, capture)
         yield setup
         codes = {"a": a.stop(), "b": b.stop()}
-        setup.stop_capture()
+        setup.capture.stop()
         rr.stop()
         assert set(codes.values()) == {0}, codes
 
@@ -408,7 +393,7 @@ def test_capture_of_the_sessions_decodes_cleanly(reflector: Reflector):
     a, b, rr = reflector.a, reflector.b, reflector.rr
     wait(lambda: established(a, RR_ADDR) and established(b, RR_ADDR),
          "sessions up before the capture ends", a, b, rr)
-    reflector.stop_capture()
+    reflector.capture.stop()
     host, pcap = rr.host, str(reflector.pcap)
     bad = host.run("tshark", "-n", "-r", pcap, "-Y",
                    "_ws.malformed || _ws.expert.severity >= error", timeout=60).stdout

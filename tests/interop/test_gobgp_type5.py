@@ -67,8 +67,6 @@ Found by trying it (kernel 6.18, iproute2 6.x):
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -77,7 +75,7 @@ import pytest
 
 from tests.support import require_netns, require_programs
 from tools.gobgp import GoBgp, Neighbor, start_gobgpd
-from tools.lab import Host, Lab, wait_for
+from tools.lab import Capture, Host, Lab, wait_for
 from tools.nodes import Overlayd, start_overlayd
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
@@ -120,16 +118,8 @@ class Type5Lab:
     router_mac: str  # overlayd's
     vrf: bool  # k's tenant table is a VRF's (else table 10 by ip rules)
     pcap: Path
-    capture: subprocess.Popen
+    capture: Capture
 
-    def stop_capture(self) -> None:
-        if self.capture.poll() is None:
-            self.capture.send_signal(signal.SIGINT)
-            try:
-                self.capture.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.capture.kill()
-                self.capture.wait()
 
 
 def wait(predicate, what: str, *logs: Any, timeout: float = CONVERGE_S) -> Any:
@@ -192,9 +182,7 @@ def t5() -> Iterator[Type5Lab]:
         g = lab.add_host("g", v4=f"{G_ADDR}/24")
         k = lab.add_host("k", v4=f"{K_VTEP}/24")
         pcap = lab.tmpdir / "bgp-type5.pcap"
-        capture = g.popen("tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-s", "0",
-                          "-w", str(pcap), "tcp port 179")
-        wait_for(lambda: "listening on" in g.log(capture), timeout=10, what="tcpdump to start")
+        capture = g.capture(pcap, "tcp port 179")
         gobgp = start_gobgpd(g, ASN, [Neighbor(N1_VTEP, ASN)], hold_time=HOLD_TIME)
         node = start_overlayd(n1, overlayd_config(lab))
         # The node's "pod" address: cni0 is where overlayd expects our own subnet.
@@ -208,7 +196,7 @@ def t5() -> Iterator[Type5Lab]:
         setup = Type5Lab(lab, n1, k, node, gobgp, router_mac, vrf, pcap, capture)
         yield setup
         code = node.stop()
-        setup.stop_capture()
+        setup.capture.stop()
         gobgp.stop()
         assert code == 0, node.log()
 
@@ -351,7 +339,7 @@ def test_capture_decodes_the_type5_updates_cleanly(t5: Type5Lab):
     announce_k(t5)
     wait(lambda: route_row(t5.node, K_SUBNET) and overlayds_type5(t5),
          "type-5 routes both ways before the capture ends", t5.node, t5.gobgp)
-    t5.stop_capture()
+    t5.capture.stop()
     host, pcap = t5.gobgp.host, str(t5.pcap)
     bad = host.run("tshark", "-n", "-r", pcap, "-Y",
                    "_ws.malformed || _ws.expert.severity >= error", timeout=60).stdout
