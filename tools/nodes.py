@@ -72,6 +72,16 @@ class Overlayd:
             raise RuntimeError(f"overlayd on {self.host.name} did not stop:\n{self.log()}") from None
 
 
+def wait_showing_logs(predicate, what: str, *daemons: Any, timeout: float, interval: float = 0.2) -> Any:
+    """wait_for, and on timeout fail with the tail of each daemon's log (anything with .host and .log())."""
+    try:
+        return wait_for(predicate, timeout, interval=interval, what=what)
+    except TimeoutError as err:
+        tails = "\n".join(f"--- {x.host.name} {type(x).__name__} log ---\n{x.log()[-4000:]}"
+                          for x in daemons)
+        raise AssertionError(f"{err}\n{tails}") from None
+
+
 def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True,
                    log_level: str = "debug", env: dict[str, str] | None = None) -> Overlayd:
     """Start overlayd in `host`; config and status socket go to the lab's temporary directory."""

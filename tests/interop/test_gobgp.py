@@ -40,8 +40,8 @@ import pytest
 
 from tests.support import require_netns, require_programs
 from tools.gobgp import GoBgp, Neighbor, start_gobgpd
-from tools.lab import Capture, Host, Lab, wait_for
-from tools.nodes import Overlayd, start_overlayd
+from tools.lab import Capture, Host, Lab
+from tools.nodes import Overlayd, start_overlayd, wait_showing_logs
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -98,13 +98,7 @@ def tap_mac(node: Overlayd) -> str:
 
 
 def wait(predicate, what: str, *logs: Any, timeout: float = CONVERGE_S) -> Any:
-    """wait_for, and on timeout show the daemons' logs (their tails) with the error."""
-    try:
-        return wait_for(predicate, timeout, interval=0.2, what=what)
-    except TimeoutError as err:
-        tails = "\n".join(f"--- {x.host.name} {type(x).__name__} log ---\n{x.log()[-4000:]}"
-                          for x in logs)
-        raise AssertionError(f"{err}\n{tails}") from None
+    return wait_showing_logs(predicate, what, *logs, timeout=timeout)
 
 
 def ping_ok(host: Host, addr: str, count: int = 3) -> tuple[bool, str]:

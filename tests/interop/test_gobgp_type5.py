@@ -75,8 +75,8 @@ import pytest
 
 from tests.support import require_netns, require_programs
 from tools.gobgp import GoBgp, Neighbor, start_gobgpd
-from tools.lab import Capture, Host, Lab, wait_for
-from tools.nodes import Overlayd, start_overlayd
+from tools.lab import Capture, Host, Lab
+from tools.nodes import Overlayd, start_overlayd, wait_showing_logs
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -123,13 +123,7 @@ class Type5Lab:
 
 
 def wait(predicate, what: str, *logs: Any, timeout: float = CONVERGE_S) -> Any:
-    """wait_for, and on timeout show the daemons' logs (their tails) with the error."""
-    try:
-        return wait_for(predicate, timeout, interval=0.2, what=what)
-    except TimeoutError as err:
-        tails = "\n".join(f"--- {x.host.name} {type(x).__name__} log ---\n{x.log()[-4000:]}"
-                          for x in logs)
-        raise AssertionError(f"{err}\n{tails}") from None
+    return wait_showing_logs(predicate, what, *logs, timeout=timeout)
 
 
 def vrf_supported(k: Host) -> bool:
