@@ -3,13 +3,15 @@ PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap test unit demo bench clean
+.PHONY: help bootstrap test unit demo bench wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
 	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
+	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
+	@echo "make base-image build overlayd-base:bookworm with debootstrap (root, no registry needed)"
 	@echo "make bootstrap  install system packages (as root) and .venv"
 	@echo "make clean      remove .venv and caches"
 
@@ -27,6 +29,14 @@ demo: bootstrap
 
 bench: bootstrap
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
+
+# The image's wheels, for builds whose containers cannot reach a package
+# index: overlayd's dependencies plus setuptools (its build backend).
+wheels: bootstrap
+	$(PYTHON) tools/compose.py wheels
+
+base-image:
+	scripts/base-image
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis build dist *.egg-info
