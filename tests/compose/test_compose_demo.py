@@ -12,13 +12,14 @@ again (they must come back).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tools.compose import ComposeError, ComposeProject
+from tools.compose import ComposeError, ComposeProject, run
 
 pytestmark = pytest.mark.docker
 
@@ -27,7 +28,8 @@ SUBNET = {n: f"10.244.{i}.0/24" for i, n in enumerate(NODES, 1)}
 VTEP = {n: f"10.100.0.1{i}" for i, n in enumerate(NODES, 1)}
 BLUE = {n: f"192.168.100.{i}" for i, n in enumerate(NODES, 1)}
 CONVERGE_S = 90  # the first start includes each node's pods and a BGP connect retry
-WITHDRAW_S = 10  # node2 stops with a Cease: the others drop it at once, not after the hold time
+WITHDRAW_S = 10
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21  # bit numbers in /proc/PID/status CapEff (linux/capability.h)  # node2 stops with a Cease: the others drop it at once, not after the hold time
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
@@ -157,3 +159,19 @@ def test_a_stopped_node_leaves_the_others_and_comes_back(demo: ComposeProject):
     wait_for("node2 back in full mesh with its subnet", lambda: converged(demo, NODES), CONVERGE_S)
     node2_pods = wait_for("node2's pods again", lambda: (p := pods(demo, "node2")) and len(p) == 2 and p, 60)
     assert pod_ping(demo, "node1", "pod1", node2_pods["pod1"]) or pod_ping(demo, "node1", "pod1", node2_pods["pod1"])
+
+
+def test_nodes_are_not_privileged_and_overlayd_runs_without_sys_admin(demo: ComposeProject):
+    wait_for("convergence", lambda: converged(demo, NODES), CONVERGE_S)
+    container = demo.compose("ps", "-q", "node1").stdout.strip()
+    [info] = json.loads(run("docker", "inspect", container).stdout)
+    host = info["HostConfig"]
+    assert host["Privileged"] is False
+    assert sorted(host["CapAdd"]) == ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"] or \
+        sorted(host["CapAdd"]) == ["NET_ADMIN", "SYS_ADMIN"], host["CapAdd"]
+    assert [d["PathOnHost"] for d in host["Devices"]] == ["/dev/net/tun"]
+    # the pods need SYS_ADMIN (namespaces); overlayd runs with it dropped, and NET_ADMIN kept
+    status = demo.exec("node1", "sh", "-c", 'cat /proc/$(pgrep -o -f "overlayd -c")/status').stdout
+    cap_eff = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    assert cap_eff & (1 << CAP_NET_ADMIN), f"overlayd lacks NET_ADMIN: CapEff {cap_eff:#x}"
+    assert not cap_eff & (1 << CAP_SYS_ADMIN), f"overlayd has SYS_ADMIN: CapEff {cap_eff:#x}"
