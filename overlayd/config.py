@@ -60,6 +60,21 @@ IpInterface = Annotated[
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
+def _unicast_mac(v: Any) -> Any:
+    """'02-00-00-00-00-01' or '02:00:00:00:00:01' -> '02:00:00:00:00:01'; unicast, not all zeros."""
+    if isinstance(v, int):  # unquoted in YAML, 12:34:56:00:00:01 reads as a base-60 number
+        raise ValueError(f'write the MAC in quotes, like "02:00:00:00:00:01" (YAML read a number, {v})')
+    if not isinstance(v, str):
+        return v  # the str type refuses it
+    raw = parse_mac(v)
+    if is_multicast(raw) or raw == bytes(6):
+        raise ValueError(f"{v} is not a unicast MAC address")
+    return raw.hex(":")
+
+
+UnicastMac = Annotated[str, BeforeValidator(_unicast_mac)]
+
+
 class ConfigError(Exception):
     """The config file cannot be used; the message lists every problem, one per line."""
 
@@ -90,16 +105,8 @@ class NodeConfig(_Frozen):
 
 
 class StaticFdbEntry(_Frozen):
-    mac: str
+    mac: UnicastMac
     vtep: IpAddress
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, v: str) -> str:
-        raw = parse_mac(v)
-        if is_multicast(raw) or raw == bytes(6):
-            raise ValueError(f"{v} is not a unicast MAC address")
-        return raw.hex(":")
 
     @property
     def mac_bytes(self) -> bytes:
@@ -111,6 +118,7 @@ class NetworkConfig(_Frozen):
     vni: int = Field(ge=1, le=VNI_MAX)
     device: str
     address: IpInterface | None = None
+    mac: UnicastMac | None = None  # the device's MAC; default: the kernel's random one
     mtu: int | None = Field(default=None, ge=68, le=65535)
     vteps: tuple[IpAddress, ...] = ()
     fdb: tuple[StaticFdbEntry, ...] = ()
@@ -217,7 +225,7 @@ class RoutingConfig(_Frozen):
     network6: IpNetwork | None = None
     subnet6: IpNetwork | None = None
     route_target: RouteTargetText = None
-    router_mac: str | None = None
+    router_mac: UnicastMac | None = None
     mtu: int | None = Field(default=None, ge=68, le=65535)
     ipmasq: bool = False
     env_file: str = "/run/overlayd/subnet.env"
@@ -228,16 +236,6 @@ class RoutingConfig(_Frozen):
     @classmethod
     def _ifname(cls, v: str) -> str:
         return NetworkConfig._ifname(v)
-
-    @field_validator("router_mac")
-    @classmethod
-    def _mac(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        raw = parse_mac(v)
-        if is_multicast(raw) or raw == bytes(6):
-            raise ValueError(f"{v} is not a unicast MAC address")
-        return raw.hex(":")
 
     @model_validator(mode="after")
     def _fits(self) -> RoutingConfig:

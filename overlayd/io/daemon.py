@@ -147,7 +147,8 @@ class Daemon:
                 mtu = cfg.mtu_for(net, underlay_mtu)
                 try:
                     mac = await nl.configure(net.device, mtu, net.address,
-                                             tso_max_bytes(mtu, node.vtep.version) if self.offloads.tso else None)
+                                             tso_max_bytes(mtu, node.vtep.version) if self.offloads.tso else None,
+                                             mac=net.mac)
                 except Exception as err:  # pyroute2's NetlinkError and friends
                     raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
                 self.taps[net.vni] = tap

@@ -61,10 +61,13 @@ class Netlink:
         mtu: int,
         address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None,
         gso_max_size: int | None = None,
+        mac: str | None = None,
     ) -> bytes:
-        """Set MTU, address (and the largest TSO frame) on `name`, bring it up; return its MAC."""
+        """Set MTU, address, MAC (and the largest TSO frame) on `name`, bring it up; return its MAC."""
         (index,) = await self._ipr.link_lookup(ifname=name)
         await self._ipr.link("set", index=index, mtu=mtu)
+        if mac is not None:
+            await self._ipr.link("set", index=index, address=mac)
         if gso_max_size is not None:
             await self._ipr.link("set", index=index, gso_max_size=gso_max_size)
         if address is not None:

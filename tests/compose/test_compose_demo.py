@@ -159,6 +159,9 @@ def test_a_stopped_node_leaves_the_others_and_comes_back(demo: ComposeProject):
     wait_for("node2 back in full mesh with its subnet", lambda: converged(demo, NODES), CONVERGE_S)
     node2_pods = wait_for("node2's pods again", lambda: (p := pods(demo, "node2")) and len(p) == 2 and p, 60)
     assert pod_ping(demo, "node1", "pod1", node2_pods["pod1"]) or pod_ping(demo, "node1", "pod1", node2_pods["pod1"])
+    # blue0 came back with its configured MAC, so node1's ARP entry for node2 is still right
+    assert demo.exec("node2", "cat", "/sys/class/net/blue0/address").stdout.strip() == "02:00:00:00:64:02"
+    assert demo.exec("node1", "ping", "-c", "1", "-W", "2", "-n", BLUE["node2"], check=False).returncode == 0
 
 
 def test_nodes_are_not_privileged_and_overlayd_runs_without_sys_admin(demo: ComposeProject):

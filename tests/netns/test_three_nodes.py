@@ -160,6 +160,18 @@ def test_signal_stops_cleanly_removing_taps_socket_and_port(host: Host, sig: int
              "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('10.0.0.1', 4789))")
 
 
+def test_configured_mac_is_the_taps_and_survives_a_restart(host: Host):
+    socket = host.lab.tmpdir / "run" / "a.sock"
+    config = node_config(0, 4)
+    config["node"]["status_socket"] = str(socket)
+    config["networks"][0]["mac"] = "02-AA-00-00-64-01"
+    for _ in range(2):
+        node = start_overlayd(host, config)
+        assert "link/ether 02:aa:00:00:64:01 " in host.ip("link", "show", "dev", DEVICE).stdout
+        assert node.ctl("status")["networks"][0]["mac"] == "02:aa:00:00:64:01"
+        assert node.stop(signal.SIGTERM) == 0, node.log()
+
+
 BAD_CONFIGS = {
     "vni-too-big": (lambda c: c["networks"][0].update(vni=1 << 24), "networks[0].vni"),
     "own-vtep-in-flood-list": (lambda c: c["networks"][0]["vteps"].append("10.0.0.1"),

@@ -48,7 +48,7 @@ def test_minimal_config_gets_the_documented_defaults():
     assert node.name  # the host name
     (net,) = cfg.networks
     assert (net.name, net.vni, net.device) == ("blue", 100, "blue0")
-    assert (net.address, net.mtu, net.vteps, net.fdb) == (None, None, (), ())
+    assert (net.address, net.mac, net.mtu, net.vteps, net.fdb) == (None, None, None, (), ())
 
 
 @pytest.mark.parametrize(
@@ -70,11 +70,13 @@ def test_explicit_mtu_wins():
 def test_values_are_parsed_and_normalised():
     cfg = parse_config(with_changes(lambda d: d["networks"][0].update(
         address="192.168.100.1/24",
+        mac="02-AA-00-00-00-01",
         vteps=["10.0.0.2", "10.0.0.3"],
         fdb=[{"mac": "02-00-00-00-02-0A", "vtep": "10.0.0.2"}],
     )))
     net = cfg.networks[0]
     assert net.address == ipaddress.ip_interface("192.168.100.1/24")
+    assert net.mac == "02:aa:00:00:00:01"
     assert net.vteps == (ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("10.0.0.3"))
     assert net.fdb[0].mac == "02:00:00:00:02:0a"
     assert net.fdb[0].mac_bytes == bytes.fromhex("02000000020a")
@@ -158,6 +160,12 @@ CASES = [
      r"^networks\[0\]\.fdb\[0\]\.mac: 01:00:5e:00:00:01 is not a unicast MAC"),
     ("fdb-mac-zero", _set(["networks", 0, "fdb"], [{"mac": "00:00:00:00:00:00", "vtep": "10.0.0.2"}]),
      r"^networks\[0\]\.fdb\[0\]\.mac: .* is not a unicast MAC"),
+    ("network-mac-multicast", _set(["networks", 0, "mac"], "33:33:00:00:00:01"),
+     r"^networks\[0\]\.mac: 33:33:00:00:00:01 is not a unicast MAC"),
+    ("network-mac-garbage", _set(["networks", 0, "mac"], "02:00:00"),
+     r"^networks\[0\]\.mac: not a MAC address"),
+    ("network-mac-unquoted-number", _set(["networks", 0, "mac"], 12345),
+     r"^networks\[0\]\.mac: write the MAC in quotes"),
     ("fdb-vtep-missing", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02"}]),
      r"^networks\[0\]\.fdb\[0\]\.vtep: required but missing$"),
     ("fdb-unknown-key", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02", "vtep": "10.0.0.2", "via": 1}]),
@@ -233,14 +241,14 @@ def test_yaml_errors_name_the_field_too(tmp_path):
         load_config(path)
 
 
-SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
 def test_there_are_shipped_example_configs():
     assert SHIPPED
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT / "configs")) for p in SHIPPED])
 def test_shipped_example_config_loads(path):
     cfg = load_config(path)
     assert cfg.networks or cfg.routing is not None
