@@ -1,6 +1,6 @@
-# The overlayd image: the package in a virtual environment, iproute2, ping
-# and the CNI plugins, plus the demo's two scripts (docker/). Used by
-# docker-compose.yml; works on its own too:
+# The overlayd image: the package in a virtual environment, iproute2, ping,
+# the CNI plugins and gobgpd (the demo's route reflector), plus the demo's two
+# scripts (docker/). Used by docker-compose.yml; works on its own too:
 #
 #   docker build -t overlayd .
 #   docker run --cap-add NET_ADMIN --device /dev/net/tun -v $PWD/configs:/configs \
@@ -27,7 +27,7 @@ ENV PIP_NO_INDEX=${PIP_NO_INDEX} \
 # debootstrap one) needs no package index.
 RUN set -e; \
     missing=""; \
-    for p in iproute2 iputils-ping containernetworking-plugins procps; do \
+    for p in iproute2 iputils-ping containernetworking-plugins procps gobgpd; do \
         dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; \
     done; \
     if [ -n "$missing" ]; then \

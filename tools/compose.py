@@ -122,12 +122,14 @@ def compose_command() -> list[str]:
 
 
 class ComposeProject:
-    """docker-compose.yml of this repository under project name `name`."""
+    """docker-compose.yml of this repository (plus `overrides`, such as
+    docker-compose.rr.yml) under project name `name`."""
 
-    def __init__(self, name: str, env: dict[str, str] | None = None):
+    def __init__(self, name: str, env: dict[str, str] | None = None, overrides: tuple[str, ...] = ()):
         self.name = name
         self.env = dict(env or {})
-        self.base = [*compose_command(), "-p", name, "-f", str(REPO / "docker-compose.yml")]
+        files = [arg for f in ("docker-compose.yml", *overrides) for arg in ("-f", str(REPO / f))]
+        self.base = [*compose_command(), "-p", name, *files]
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         return run(*self.base, *args, timeout=timeout, check=check, env=self.env)
