@@ -11,7 +11,7 @@ First s gives gobgpd `routes_in` MAC-only type-2 routes from 100 VTEPs
 (10.1.0.1 ...), and the bench waits until gobgpd's RIB holds them all. That
 time is gobgpd's own, reported as `gobgpd_load_s` and not counted. GoBGP
 3.10 needs O(N^2) time for it (tools/gobgp.py says why): 20k routes take
-about 35 s here, 35k three minutes, and the rate keeps falling, so
+30 to 75 s here, 35k three minutes, and the rate keeps falling, so
 `routes_in` is 20k by default rather than the 100k of the outbound
 direction. (`gobgp mrt inject`, the other fast way in, takes IPv4 and IPv6
 unicast records only.) Then, each run:
