@@ -4,6 +4,7 @@
     .venv/bin/python tools/bench.py --quick         # a short smoke run (1 run, short tests)
     .venv/bin/python tools/bench.py --runs 5 --seconds 10 --pings 1000
     .venv/bin/python tools/bench.py --only data     # or: control
+    .venv/bin/python tools/bench.py --only control --evpn-routes 50000 --evpn-in-routes 10000
     .venv/bin/python tools/bench.py --variants none,all     # overlayd twice: fast paths off / on
     OVERLAYD_OFFLOAD=none .venv/bin/python tools/bench.py   # overlayd with every fast path off
 
@@ -28,11 +29,24 @@ compared within one run on this shared machine:
     cpu_s_per_gb                            overlayd only: CPU seconds (utime + stime of
                                             both daemons) per GB the TCP tests moved
 
-Control-plane numbers run in this process (no root needed): bytes of FDB
-per 100k entries (tracemalloc), and the wall time the in-process simulator
-takes to converge 100 nodes (every host's gratuitous ARP learned by every
-node). EVPN routes/s against GoBGP is listed and skipped until the BGP
-speaker exists: add a function to CONTROL_BENCHES.
+Control-plane numbers (`--only control`), each a median over `--runs`:
+
+    fdb_bytes_per_100k            bytes of FDB per 100k entries (tracemalloc), in this process
+    sim_converge_100_nodes_s      wall time of the in-process L2 simulator (overlayd.sim) until
+                                  every node learned every host's gratuitous ARP (--sim-nodes)
+    sim_bgp_converge_100_nodes_s  wall time of the BGP simulator (overlayd.sim_bgp): --sim-nodes
+                                  real Speakers, clients of one route reflector (overlayd.sim_rr),
+                                  from building them until every node has every other node's
+                                  host (type-2) and flood list entry (type-3)
+    evpn_routes_in_per_s          type-2 routes/s the overlayd daemon takes in from gobgpd over a
+                                  real session (--evpn-in-routes, default 20k)
+    evpn_routes_out_per_s         type-2 routes/s from overlayd learning new local MACs on its TAP
+                                  until gobgpd has received a route for each (--evpn-routes,
+                                  default 100k)
+
+The two EVPN numbers need root and gobgpd (skipped otherwise); how they are
+taken, and why GoBGP 3.10 limits the inbound count, is in tools/bench_evpn.py.
+To add a benchmark, add a function to CONTROL_BENCHES.
 
 Results go to bench-results/bench-<time>.json (and .png when matplotlib is
 importable). The machine is shared: read ratios, not absolute numbers.
@@ -90,7 +104,9 @@ DATA_METRICS = (
 CONTROL_METRICS = (
     Metric("fdb_bytes_per_100k", "FDB memory per 100k entries", "MB", False),
     Metric("sim_converge_100_nodes_s", "simulator: 100 nodes converge", "s", False),
-    Metric("evpn_routes_per_s", "EVPN type-2 routes/s with GoBGP", "routes/s", True, 0),
+    Metric("sim_bgp_converge_100_nodes_s", "BGP simulator: 100 nodes + reflector converge", "s", False),
+    Metric("evpn_routes_in_per_s", "EVPN type-2 routes/s in from GoBGP", "routes/s", True, 0),
+    Metric("evpn_routes_out_per_s", "EVPN type-2 routes/s out to GoBGP", "routes/s", True, 0),
 )
 
 
@@ -228,20 +244,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pings", type=int, default=1000, help="pings per RTT measurement (default 1000)")
     p.add_argument("--ping-interval", type=float, default=0.002, help="seconds between pings")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulator")
+                   help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulators, "
+                        "10k/5k EVPN routes")
     p.add_argument("--only", choices=("data", "control", "all"), default="all")
     p.add_argument("--mode", choices=("both", *MODES), default="both",
                    help="measure only one side (ratios need both)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where JSON/PNG go")
     p.add_argument("--sim-nodes", type=int, default=100)
+    p.add_argument("--evpn-routes", type=int, default=100_000,
+                   help="type-2 routes overlayd originates towards GoBGP (default 100000)")
+    p.add_argument("--evpn-in-routes", type=int, default=20_000,
+                   help="type-2 routes GoBGP sends overlayd (default 20000: GoBGP 3.10 needs "
+                        "quadratic time to learn them first)")
     p.add_argument("--variants", default="",
                    help="comma-separated OVERLAYD_OFFLOAD values, one overlayd pair each "
                         "('+' joins offloads: none,tso+gso,all)")
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.seconds, args.pings, args.sim_nodes = 1, 2, 200, 20
+        args.evpn_routes, args.evpn_in_routes = 10_000, 5_000
     if args.runs < 1 or args.seconds < 1 or args.pings < 2:
         p.error("--runs, --seconds must be >= 1 and --pings >= 2")
+    if args.evpn_routes < 1 or args.evpn_in_routes < 1:
+        p.error("--evpn-routes and --evpn-in-routes must be >= 1")
     args.variant_list = [v.strip().replace("+", ",") for v in args.variants.split(",") if v.strip()]
     return args
 
@@ -477,30 +502,81 @@ def bench_sim_convergence(nodes: int = 100) -> float:
     return elapsed
 
 
-def bench_evpn_gobgp() -> float:
-    raise Skipped("not written yet: 100k type-2 routes through a GoBGP peer, timed in and out")
+SIM_RR = "10.255.0.1"
 
 
-CONTROL_BENCHES: dict[str, Callable[[argparse.Namespace], float]] = {
-    "fdb_bytes_per_100k": lambda args: bench_fdb_memory(),
-    "sim_converge_100_nodes_s": lambda args: bench_sim_convergence(args.sim_nodes),
-    "evpn_routes_per_s": lambda args: bench_evpn_gobgp(),
+def bench_sim_bgp_convergence(nodes: int = 100) -> float:
+    """Wall seconds for `nodes` BGP speakers, clients of one route reflector, to build their
+    sessions and learn every other node's host (announced by a gratuitous ARP) from type-2
+    routes, with each other in the flood list from type-3 routes."""
+    from overlayd.sim import arp_request, mac
+    from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+
+    started = time.perf_counter()
+    sim = BgpSimulator(seed=1)
+    mesh = sim.bgp_mesh(nodes, route_reflectors=[SIM_RR])
+    sim.add_route_reflector("rr", SIM_RR, mesh)
+    for i, node in enumerate(mesh):
+        ip = f"192.168.{i // 250}.{i % 250 + 1}"
+        node.attach(100, mac(i + 1), ip)
+        sim.send(node, 100, arp_request(mac(i + 1), ip, ip))
+    sim.run_until(lambda: sim.flood_converged() and all(len(bgp_fdb(n)) == nodes - 1 for n in mesh),
+                  timeout_s=60, step_s=0.01)
+    elapsed = time.perf_counter() - started
+    if not sim.converged():
+        raise RuntimeError("BGP simulator: FDBs differ from what the nodes announce")
+    return elapsed
+
+
+def bench_evpn_gobgp(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict]:
+    """Type-2 routes per second from gobgpd into the overlayd daemon and back (tools.bench_evpn)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        raise Skipped("needs root (network namespaces)")
+    missing = [p for p in ("gobgpd", "gobgp") if shutil.which(p) is None]
+    if missing:
+        raise Skipped(f"{' and '.join(missing)} not installed")
+    from tools import bench_evpn
+
+    return bench_evpn.run(args.evpn_in_routes, args.evpn_routes, args.runs, log)
+
+
+def _repeated(key: str, fn: Callable[[argparse.Namespace], float],
+              **facts: Callable[[argparse.Namespace], Any]) -> Callable[..., dict[str, dict]]:
+    """A benchmark measured once per run: {key: {"runs": [...], fact: value}}."""
+    def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict]:
+        return {key: {"runs": [fn(args) for _ in range(args.runs)],
+                      **{name: f(args) for name, f in facts.items()}}}
+    return bench
+
+
+# (the metrics it gives) -> fn(args, log) -> {metric: {"runs": [per-run values], facts...}}
+CONTROL_BENCHES: dict[tuple[str, ...], Callable[[argparse.Namespace, Callable[[str], None]], dict[str, dict]]] = {
+    ("fdb_bytes_per_100k",): _repeated("fdb_bytes_per_100k", lambda args: bench_fdb_memory()),
+    ("sim_converge_100_nodes_s",): _repeated(
+        "sim_converge_100_nodes_s", lambda args: bench_sim_convergence(args.sim_nodes),
+        nodes=lambda args: args.sim_nodes),
+    ("sim_bgp_converge_100_nodes_s",): _repeated(
+        "sim_bgp_converge_100_nodes_s", lambda args: bench_sim_bgp_convergence(args.sim_nodes),
+        nodes=lambda args: args.sim_nodes),
+    ("evpn_routes_in_per_s", "evpn_routes_out_per_s"): bench_evpn_gobgp,
 }
 
 
 def run_control_plane(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, fn in CONTROL_BENCHES.items():
+    for keys, fn in CONTROL_BENCHES.items():
         try:
-            values = [fn(args) for _ in range(args.runs)]
+            got = fn(args, log)
         except Skipped as why:
-            out[key] = {"value": None, "skipped": str(why)}
-            log(f"  {key}: skipped ({why})")
+            for key in keys:
+                out[key] = {"value": None, "skipped": str(why)}
+                log(f"  {key}: skipped ({why})")
             continue
-        out[key] = {"value": median(values), "runs": values}
-        log(f"  {key}: {out[key]['value']:.3f}")
-    if "sim_converge_100_nodes_s" in out:
-        out["sim_converge_100_nodes_s"]["nodes"] = args.sim_nodes
+        for key in keys:
+            out[key] = {"value": median(got[key]["runs"]), **got[key]}
+            log(f"  {key}: {out[key]['value']:.3f}")
     return out
 
 

@@ -21,7 +21,12 @@ log) holds the global AS, router ID, BGP port and listen addresses, and one
 neighbor entry per `Neighbor` with the l2vpn-evpn AFI/SAFI only, short timers
 (hold time 9 s, keepalive 3 s, connect retry 1 s, so sessions come up and
 fail fast in tests) and, when asked, route-reflector-client with this
-router's ID as cluster ID. gobgpd's gRPC API listens on 127.0.0.1:`api_port`
+router's ID as cluster ID. Neighbors marked `adj_in_only` are named in a
+global import policy that rejects their routes: gobgpd keeps them in that
+neighbor's Adj-RIB-In (`adj_in_count`) and never in its RIB. That is for
+benchmarks: GoBGP 3.10 scans its whole EVPN RIB for every type-2 route it
+puts there (`handleMacMobility`), so learning N of them takes O(N^2) time
+(20k routes: about 40 s here; 35k: three minutes). gobgpd's gRPC API listens on 127.0.0.1:`api_port`
 inside the host's namespace (each namespace has its own loopback, so labs
 never see each other's); pprof is off. Every `gobgp` call runs in the same
 namespace against that API.
@@ -72,6 +77,7 @@ EC_ROUTE_TARGET = (0, 2)  # two-octet AS specific route target
 EC_ENCAPSULATION = (3, 12)  # opaque, BGP encapsulation (RFC 9012); tunnel type 8 = VXLAN
 EC_ROUTER_MAC = (6, 3)  # EVPN, router's MAC (RFC 9135 8.1)
 # `gobgp neighbor -j` gives the state as the number of its gRPC enum (apipb.PeerState.SessionState).
+ADJ_IN_ONLY = "adj-in-only"  # the neighbor set and import policy of Neighbor.adj_in_only
 SESSION_STATES = {0: "unknown", 1: "idle", 2: "connect", 3: "active", 4: "opensent",
                   5: "openconfirm", 6: "established"}
 
@@ -85,6 +91,7 @@ class Neighbor:
     rr_client: bool = False  # reflect iBGP routes to and from it (RFC 4456)
     passive: bool = False  # wait for it to connect
     port: int = 179  # its BGP port
+    adj_in_only: bool = False  # its routes stay in its Adj-RIB-In: the global import policy rejects them
 
 
 def config_toml(asn: int, router_id: str, listen: list[str], port: int,
@@ -101,6 +108,26 @@ def config_toml(asn: int, router_id: str, listen: list[str], port: int,
         f"  port = {port}",
         f"  local-address-list = [{', '.join(q(a) for a in listen)}]",
     ]
+    adj_in_only = [nb.address for nb in neighbors if nb.adj_in_only]
+    if adj_in_only:
+        lines += [
+            "[global.apply-policy.config]",
+            f"  import-policy-list = [{q(ADJ_IN_ONLY)}]",
+            '  default-import-policy = "accept-route"',
+            "",
+            "[[defined-sets.neighbor-sets]]",
+            f"  neighbor-set-name = {q(ADJ_IN_ONLY)}",
+            f"  neighbor-info-list = [{', '.join(q(a) for a in adj_in_only)}]",
+            "",
+            "[[policy-definitions]]",
+            f"  name = {q(ADJ_IN_ONLY)}",
+            "  [[policy-definitions.statements]]",
+            f"    name = {q(ADJ_IN_ONLY)}",
+            "    [policy-definitions.statements.conditions.match-neighbor-set]",
+            f"      neighbor-set = {q(ADJ_IN_ONLY)}",
+            "    [policy-definitions.statements.actions]",
+            '      route-disposition = "reject-route"',
+        ]
     for nb in neighbors:
         lines += [
             "",
@@ -175,6 +202,15 @@ class GoBgp:
     def neighbors(self) -> list[dict[str, Any]]:
         """`gobgp neighbor -j`."""
         return json.loads(self.cli("neighbor", "-j").stdout or "[]")
+
+    def adj_in_count(self, address: str) -> int | None:
+        """How many EVPN routes gobgpd holds from a neighbor (its Adj-RIB-In, import
+        policy not applied; None: not configured)."""
+        for nb in self.neighbors():
+            if nb["conf"]["neighbor_address"] == address:
+                return sum(f.get("state", {}).get("received", 0) for f in nb.get("afi_safis", [])
+                           if f.get("state", {}).get("family") == {"afi": 25, "safi": 70})
+        return None
 
     def neighbor_state(self, address: str) -> str | None:
         """The session state of a neighbor in BGP's words ("established", "active", ...)."""

@@ -25,7 +25,9 @@ def canned() -> dict:
         "control_plane": {
             "fdb_bytes_per_100k": {"value": 21_500_000.0},
             "sim_converge_100_nodes_s": {"value": 0.25},
-            "evpn_routes_per_s": {"value": None, "skipped": "needs the BGP speaker"},
+            "sim_bgp_converge_100_nodes_s": {"value": 3.5},
+            "evpn_routes_in_per_s": {"value": 6500.0, "runs": [6500.0], "routes": 20_000},
+            "evpn_routes_out_per_s": {"value": None, "skipped": "gobgpd not installed"},
         },
         "overlayd_offloads": {"overlayd": {"tso": True, "gro": False}},
     }
@@ -67,7 +69,8 @@ def test_table_names_every_metric_and_ratio():
         assert metric.label in table
     assert "0.250" in table and "0.700" in table and "4.000" in table
     assert "21.50" in table  # MB per 100k FDB entries
-    assert "skipped (needs the BGP speaker)" in table
+    assert "skipped (gobgpd not installed)" in table
+    assert "6,500" in table
     assert "overlayd offloads: tso" in table
     json.dumps(results)  # what main() writes
 
@@ -91,7 +94,29 @@ def test_chart_is_optional(tmp_path):
 
 
 def test_control_plane_benches_are_registered():
-    assert set(bench.CONTROL_BENCHES) == {m.key for m in bench.CONTROL_METRICS}
-    with pytest.raises(bench.Skipped):
-        bench.bench_evpn_gobgp()
+    keys = [key for keys in bench.CONTROL_BENCHES for key in keys]
+    assert sorted(keys) == sorted(m.key for m in bench.CONTROL_METRICS)
     assert bench.bench_sim_convergence(5) > 0
+    assert bench.bench_sim_bgp_convergence(5) > 0
+
+
+def test_evpn_route_counts():
+    args = bench.parse_args([])
+    assert (args.evpn_routes, args.evpn_in_routes) == (100_000, 20_000)
+    quick = bench.parse_args(["--quick"])
+    assert quick.evpn_routes < args.evpn_routes and quick.evpn_in_routes < args.evpn_in_routes
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--evpn-routes", "0"])
+
+
+def test_control_plane_takes_medians_and_reports_skips(monkeypatch):
+    def evpn(args, log):
+        raise bench.Skipped("gobgpd not installed")
+
+    monkeypatch.setattr(bench, "CONTROL_BENCHES", {
+        ("fdb_bytes_per_100k",): bench._repeated("fdb_bytes_per_100k", lambda args: 7.0, kind=lambda a: "x"),
+        ("evpn_routes_in_per_s", "evpn_routes_out_per_s"): evpn,
+    })
+    out = bench.run_control_plane(bench.parse_args(["--runs", "3"]), lambda text: None)
+    assert out["fdb_bytes_per_100k"] == {"value": 7.0, "runs": [7.0, 7.0, 7.0], "kind": "x"}
+    assert out["evpn_routes_out_per_s"] == {"value": None, "skipped": "gobgpd not installed"}
