@@ -193,24 +193,21 @@ def tso_max_bytes(mtu: int, outer_version: int, vxlan_header_bytes: int = VXLAN_
     return max(k * (mtu - 52), mtu)
 
 
-_ROWS: dict[tuple[int, int], tuple] = {}
+_ROWS: dict[tuple[int, int, int, int], tuple] = {}
 
 
-def _rows(n: int, mss: int) -> tuple:
-    """Per-row constants of a cut into n segments: row index (int64), sequence offset (uint32)."""
-    key = (n, mss)
+def _rows(n: int, mss: int, thl: int, last: int) -> tuple:
+    """Per-row constants of a cut: row index, sequence offset, TCP length (cached by shape)."""
+    key = (n, mss, thl, last)
     got = _ROWS.get(key)
     if got is None:
         if len(_ROWS) > 256:
             _ROWS.clear()
         index = np.arange(n, dtype=np.int64)
-        got = _ROWS[key] = (index, (index * mss).astype(np.uint32))
+        tcp_lens = np.full(n, thl + mss, np.int64)
+        tcp_lens[-1] = thl + last
+        got = _ROWS[key] = (index, index * mss, tcp_lens)
     return got
-
-
-def _column(block: np.ndarray, dtype: str, offset: int) -> np.ndarray:
-    """One field (">u2", ">u4", "u1") of every row of a C-contiguous 2-D uint8 array, as a writable view."""
-    return np.ndarray((block.shape[0],), dtype, block, offset, (block.shape[1],))
 
 
 def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Segmented | None:
@@ -218,11 +215,6 @@ def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Seg
 
     The frame's TCP checksum field is ignored (a TSO frame holds the pseudo-header sum there).
     None if the frame is not one this can cut (then the caller drops and counts it).
-
-    Every row starts as one header row (what the middle segments carry, checksums zero);
-    only what varies is written per row: the sequence numbers and, for IPv4, the ids and
-    header checksums as whole columns, the first and last rows' flags and the last row's
-    lengths as single bytes. The TCP checksums come from one sum over every row.
     """
     if np is None or mss <= 0:
         return None
@@ -236,8 +228,6 @@ def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Seg
         return None
     n = -(-plen // mss)
     vx = len(vxlan_header)
-    if vx & 1:  # the checksum arithmetic below wants the TCP header at an even offset
-        return None
     head = vx + hdr_len  # bytes before the payload in each datagram
     dgram = head + mss
     if dgram > MAX_UDP_PAYLOAD[4]:
@@ -245,66 +235,48 @@ def segment_tcp(frame: bytes | memoryview, mss: int, vxlan_header: bytes) -> Seg
     width = (dgram + 3) & ~3
     ip = vx + ETH
     tcp = vx + l4
-    full = n - 1
-    last = plen - full * mss
-    flags = frame[l4 + 13]
-    row = bytearray(vxlan_header)
-    row += frame[:hdr_len]
-    row[tcp + 13] = flags & ~(TCP_FIN | TCP_PSH | TCP_CWR) if n > 1 else flags
-    row[tcp + 16] = row[tcp + 17] = 0
-    if version == 4:
-        ihl = l4 - ETH
-        tot = ihl + thl + mss
-        row[ip + 2], row[ip + 3] = tot >> 8, tot & 0xFF
-        row[ip + 10] = row[ip + 11] = 0
-        pseudo = ones_sum(frame[26:34]) + 6
-    else:
-        row[ip + 4], row[ip + 5] = (thl + mss) >> 8, (thl + mss) & 0xFF
-        pseudo = ones_sum(frame[22:54]) + 6
     src = np.frombuffer(frame, np.uint8)
     out = np.empty((n, width), np.uint8)
-    out[:, :head] = np.frombuffer(row, np.uint8)
+    out[:, :vx] = np.frombuffer(vxlan_header, np.uint8)
+    out[:, vx:head] = src[:hdr_len]
+    full = n - 1
+    last = plen - full * mss
     if full:
         out[:full, head : head + mss] = src[hdr_len : hdr_len + full * mss].reshape(full, mss)
-        if width != dgram:
-            out[:full, dgram:] = 0
-        out[0, tcp + 13] = flags & ~(TCP_FIN | TCP_PSH)
-        out[full, tcp + 13] = flags & ~TCP_CWR
     out[full, head : head + last] = src[hdr_len + full * mss :]
     out[full, head + last :] = 0
-    index, offsets = _rows(n, mss)
-    _column(out, ">u4", tcp + 4)[:] = offsets + int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
-    short = mss - last  # the last segment is this much shorter than the others
+    if width != dgram:
+        out[:full, dgram:] = 0
     if version == 4:
-        id0 = frame[18] << 8 | frame[19]
-        row[ip + 4] = row[ip + 5] = 0
-        base = ones_sum(row[ip:tcp])  # the rows' IP headers without id and checksum
-        ids = index + id0
-        if id0 + n > 0x10000:
-            ids &= 0xFFFF
-        _column(out, ">u2", ip + 4)[:] = ids
-        ipsum = ids + base
-        ipsum %= _MOD
-        np.subtract(_MOD, ipsum, out=ipsum)
-        _column(out, ">u2", ip + 10)[:] = ipsum
-        tot = ihl + thl + last
-        out[full, ip + 2], out[full, ip + 3] = tot >> 8, tot & 0xFF
-        csum = _MOD - (base - short + int(ids[-1])) % _MOD
-        out[full, ip + 10], out[full, ip + 11] = csum >> 8, csum & 0xFF
+        rec = out.view(_fields(width, tot=(">u2", ip + 2), id=(">u2", ip + 4), ipsum=(">u2", ip + 10),
+                               seq=(">u4", tcp + 4), flags=("u1", tcp + 13), tcpsum=(">u2", tcp + 16)))[:, 0]
     else:
-        out[full, ip + 4], out[full, ip + 5] = (thl + last) >> 8, (thl + last) & 0xFF
-    # TCP checksums: every row summed from a 4-byte boundary at or before the TCP header
-    # (the bytes before it are the same in every row) to its end (the padding is zero), as
-    # 32-bit words; little-endian, that is 256 times the big-endian 16-bit sum mod 0xFFFF,
-    # and 256 * 256 == 1 mod 0xFFFF.
-    start = tcp & ~3
-    sums = out[:, start:].view(np.uint32).sum(axis=1, dtype=np.uint64)
-    sums *= 256 if np.little_endian else 1
-    sums += (pseudo + thl + mss - ones_sum(row[start:tcp])) % _MOD
-    sums[-1] += _MOD - short
-    sums %= _MOD
-    np.subtract(_MOD, sums, out=sums)  # 0xFFFF is as good as 0
-    _column(out, ">u2", tcp + 16)[:] = sums
+        rec = out.view(_fields(width, plen=(">u2", ip + 4), seq=(">u4", tcp + 4),
+                               flags=("u1", tcp + 13), tcpsum=(">u2", tcp + 16)))[:, 0]
+    index, offsets, tcp_lens = _rows(n, mss, thl, last)
+    seq0 = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+    rec["seq"] = (offsets + seq0) & 0xFFFFFFFF
+    flags = frame[l4 + 13]
+    if n > 1:
+        rec["flags"] = flags & ~(TCP_FIN | TCP_PSH | TCP_CWR)
+        rec["flags"][0] = flags & ~(TCP_FIN | TCP_PSH)
+        rec["flags"][-1] = flags & ~TCP_CWR
+    rec["tcpsum"] = 0
+    if version == 4:
+        ihl = l4 - ETH
+        id0 = frame[18] << 8 | frame[19]
+        # What the rows' IP headers have in common: all but the length, id and checksum.
+        base = ones_sum(frame[ETH : ETH + ihl]) - (frame[16] << 8 | frame[17]) - id0 - (frame[24] << 8 | frame[25])
+        tots = tcp_lens + ihl
+        ids = (index + id0) & 0xFFFF
+        rec["tot"] = tots
+        rec["id"] = ids
+        rec["ipsum"] = _MOD - (tots + ids + base % _MOD) % _MOD
+        pseudo = ones_sum(frame[26:34]) + 6
+    else:
+        rec["plen"] = tcp_lens
+        pseudo = ones_sum(frame[22:54]) + 6
+    rec["tcpsum"] = _MOD - (_sum_np(out[:, tcp:]) + tcp_lens + pseudo) % _MOD  # 0xFFFF is as good as 0
     total = full * dgram + head + last
     if width == dgram:
         data = memoryview(out.reshape(-1))[:total]
@@ -372,82 +344,55 @@ def from_vxlan_batch(switch: Switch, vtep: str, data: memoryview, seg: int,
     return runs
 
 
-_MASKS: dict[tuple[int, int], tuple] = {}
+_MASKS: dict[tuple[int, int], object] = {}
 
 
-def _same_mask(version: int, thl: int) -> tuple[int, int, object]:
-    """(lo, hi, mask): the bytes lo..hi of a datagram as 64-bit words, and which of their bits
-    must equal the first datagram's (the inner IP and TCP headers but their lengths, IPv4 id
-    and checksum, sequence number, flags and checksum; nothing outside them)."""
+def _same_mask(version: int, thl: int):
+    """Bytes from the inner IP header to the end of the TCP header that must equal the first row's."""
     key = (version, thl)
-    got = _MASKS.get(key)
-    if got is None:
-        ip = VXLAN_HEADER_LEN + ETH
+    mask = _MASKS.get(key)
+    if mask is None:
         l3 = 20 if version == 4 else 40
-        lo, hi = ip & ~7, (ip + l3 + thl + 7) & ~7
-        mask = np.zeros(hi - lo, np.uint8)
-        mask[ip - lo : ip - lo + l3 + thl] = 0xFF
+        mask = np.full(l3 + thl, 0xFF, np.uint8)
         varying = [2, 3, 4, 5, 10, 11] if version == 4 else [4, 5]  # lengths, IPv4 id and checksum
         varying += [l3 + 4, l3 + 5, l3 + 6, l3 + 7, l3 + 13, l3 + 16, l3 + 17]  # seq, flags, checksum
-        mask[[ip - lo + v for v in varying]] = 0
-        got = _MASKS[key] = (lo, hi, mask.view(np.uint64))
-    return got
+        mask[varying] = 0
+        mask = _MASKS[key] = mask
+    return mask
 
 
 def _coalescable(rows: np.ndarray, last_len: int, version: int):
-    """Per-row facts of a block of VXLAN datagrams carrying untagged TCP: which rows may join a run.
-
-    (ok, seq, flags, tcp, thl, pseudo): ok rows are whole frames (IP length = datagram) with
-    payload, valid TCP checksums and the first row's headers but for what varies per segment.
-    All ok rows but the last one carry seg - tcp - thl payload bytes, the last one
-    last_len - tcp - thl.
-    """
+    """Per-row facts of a block of VXLAN datagrams carrying untagged TCP: which rows may join a run."""
     ip = VXLAN_HEADER_LEN + ETH
-    count, seg = rows.shape
-    h0 = rows[0, : min(seg, ip + 100)].tobytes()
+    seg = rows.shape[1]
+    r0 = rows[0]
     if version == 4:
         tcp = ip + 20
-        first_ok = h0[ip] == 0x45 and h0[ip + 9] == 6 and not (h0[ip + 6] & 0x3F or h0[ip + 7])
-        ip_len = _column(rows, ">u2", ip + 2).astype(np.int64)
-        addrs = h0[ip + 12 : ip + 20]
+        first_ok = r0[ip] == 0x45 and r0[ip + 9] == 6 and not (r0[ip + 6] & 0x3F or r0[ip + 7])
+        rec = rows.view(_fields(seg, tot=(">u2", ip + 2), seq=(">u4", tcp + 4), flags=("u1", tcp + 13)))[:, 0]
+        ip_len = rec["tot"].astype(np.int64)
+        addrs = (ip + 12, ip + 20)
     else:
         tcp = ip + 40
-        first_ok = h0[ip] >> 4 == 6 and h0[ip + 6] == 6
-        ip_len = _column(rows, ">u2", ip + 4).astype(np.int64)
-        ip_len += 40
-        addrs = h0[ip + 8 : ip + 40]
-    thl = (h0[tcp + 12] >> 4) * 4 if tcp + 12 < len(h0) else 0
+        first_ok = r0[ip] >> 4 == 6 and r0[ip + 6] == 6
+        rec = rows.view(_fields(seg, plen=(">u2", ip + 4), seq=(">u4", tcp + 4), flags=("u1", tcp + 13)))[:, 0]
+        ip_len = rec["plen"].astype(np.int64) + 40
+        addrs = (ip + 8, ip + 40)
+    thl = (int(r0[tcp + 12]) >> 4) * 4
     end = tcp + thl
-    lo, hi, mask = _same_mask(version, thl)
-    if not first_ok or thl < 20 or hi > seg or end >= seg:
-        return np.zeros(count, bool), None, None, tcp, thl, 0
-    words = rows[:, lo:hi].view(np.uint64)
-    differs = words ^ words[0]
-    differs &= mask
-    ok = differs.any(axis=1)
-    np.logical_not(ok, out=ok)
-    # Whole: the datagram is the frame, no more, no less; all but the last are seg bytes long.
-    whole = ip_len == seg - ip
-    whole[-1] = ip_len[-1] == last_len - ip and last_len > end  # (a pure ACK may end a batch)
-    ok &= whole
-    # Checksums, all rows at once: each row from `start` (the bytes before the TCP header
-    # are the same in every row: `before`) to its end in 32-bit words (its tail is zero),
-    # plus the pseudo-header, whose TCP length is the IP length less the IP header. See
-    # the module docstring for the residues; 256 * 256 == 1 mod 0xFFFF, and when the TCP
-    # header starts an odd number of bytes before a row's end, the row's bytes sit one
-    # byte off the TCP checksum's 16-bit words, which is another factor of 256.
-    pseudo = ones_sum(addrs) + 6
-    start = tcp - (tcp - seg) % 4
-    before = int.from_bytes(h0[start:tcp], "big")
-    odd = (seg - tcp) & 1
-    sums = rows[:, start:].view(np.uint32).sum(axis=1, dtype=np.int64)
-    if (not odd) == np.little_endian:
-        sums *= 256
-    sums += ip_len
-    sums += pseudo - (tcp - ip) - before
-    sums %= _MOD
-    ok &= sums == 0
-    return ok, _column(rows, ">u4", tcp + 4), _column(rows, "u1", tcp + 13), tcp, thl, pseudo
+    if not first_ok or thl < 20 or end > seg:
+        none = np.zeros(len(rows), bool)
+        return none, none, none, none, tcp, thl, 0
+    differs = ((rows[:, ip:end] ^ r0[ip:end]) & _same_mask(version, thl)).any(axis=1)
+    tcp_len = ip_len - (tcp - ip)
+    payload = tcp_len - thl
+    pseudo = ones_sum(bytes(r0[addrs[0] : addrs[1]])) + 6
+    start = tcp - (seg - tcp) % 4  # sum from a 4-byte multiple before the end; those bytes are constant
+    sums = _sum_np(rows[:, start:]) + (tcp_len + pseudo - ones_sum(bytes(r0[start:tcp])))
+    whole = ip_len + ip == seg  # the datagram is the frame, no more, no less
+    whole[-1] = ip_len[-1] + ip == last_len
+    ok = ~differs & whole & (payload > 0) & (sums % _MOD == 0)
+    return ok, rec["seq"].astype(np.int64), payload, rec["flags"], tcp, thl, pseudo
 
 
 def coalesce_tcp(buf: bytearray, seg: int, nbytes: int, first: int, end: int) -> list[tuple[list, int]]:
@@ -476,40 +421,28 @@ def coalesce_tcp(buf: bytearray, seg: int, nbytes: int, first: int, end: int) ->
         buf[nbytes:stop] = bytes(stop - nbytes)
     rows = np.frombuffer(buf, np.uint8, count * seg, at0).reshape(count, seg)
     last_len = min(stop, nbytes) - (end - 1) * seg
-    ok, seq, flags, tcp, thl, pseudo = _coalescable(rows, last_len, version)
-    mss = seg - tcp - thl  # the payload of every ok row but the last
-    if seq is None or not ok.any():
-        starts = list(range(count + 1))
-    else:
-        # Row i continues the run of row i-1 when both may join, i-1 has no flag but ACK
-        # (so no PSH), i has no flag but ACK and PSH, and i starts where i-1 ended.
-        good = (flags | TCP_PSH) == (TCP_ACK | TCP_PSH)
-        good &= ok
-        joins = np.empty(count, bool)
-        joins[0] = False
-        j = joins[1:]
-        np.equal(flags[:-1], TCP_ACK, out=j)
-        j &= good[:-1]
-        j &= good[1:]
-        seq = seq.astype(np.uint32)
-        j &= seq[1:] - seq[:-1] == mss
-        starts = np.flatnonzero(~joins).tolist()
-        starts.append(count)
+    ok, seq, payload, flags, tcp, thl, pseudo = _coalescable(rows, last_len, version)
+    # Row i continues the run of row i-1 when both may join, i-1 is a full segment without PSH,
+    # and i starts where i-1 ended. GRO batches hold datagrams of one size, so full means the first's.
+    mss = int(payload[0])
+    joins = np.zeros(count, bool)
+    joins[1:] = (ok[1:] & ok[:-1] & (flags[:-1] == TCP_ACK) & ((flags[1:] | TCP_PSH) == (TCP_ACK | TCP_PSH))
+                 & (payload[:-1] == mss) & (seq[1:] == (seq[:-1] + payload[:-1]) & 0xFFFFFFFF))
+    starts = np.flatnonzero(~joins).tolist() + [count]
     max_rows = max(1, (MAX_COALESCED_IP - (tcp - VXLAN_HEADER_LEN - ETH) - thl) // max(mss, 1))
     for a, b in zip(starts, starts[1:]):
         while a < b:
             c = min(b, a + max_rows)
-            if c - a == 1:
+            if c - a == 1 or not ok[a]:
                 at = (first + a) * seg
                 writes.append(([ZERO_VNET_HDR, mv[at + VXLAN_HEADER_LEN : at + (seg if a < count - 1 else last_len)]], 1))
                 a += 1
                 continue
-            last = (seg if c < count else last_len) - tcp - thl
-            total = mss * (c - 1 - a) + last  # all but the last of a run are full
+            total = mss * (c - 1 - a) + int(payload[c - 1])  # all but the last of a run are full
             iov = _superframe(mv, seg, first + a, version, tcp, thl, mss, total, int(flags[c - 1]), pseudo)
             iov.append(rows[a : c - 1, tcp + thl :].copy())  # the full segments' payloads, gathered
             at = (first + c - 1) * seg
-            iov.append(mv[at + tcp + thl : at + tcp + thl + last])
+            iov.append(mv[at + tcp + thl : at + (seg if c < count else last_len)])
             writes.append((iov, c - a))
             a = c
     return writes
