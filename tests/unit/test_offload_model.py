@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from overlayd.dataplane import offload
 from overlayd.wire.vxlan import encode_header
+from tests.unit.test_offload import naive_sum
 
 np = pytest.importorskip("numpy")
 
@@ -24,15 +25,6 @@ VX = encode_header(100)
 MACS = bytes.fromhex("020000000002") + bytes.fromhex("020000000001")
 SRC6, DST6 = ipaddress.IPv6Address("fd10::1").packed, ipaddress.IPv6Address("fd10::2").packed
 FIN, PSH, ACK, CWR = 0x01, 0x08, 0x10, 0x80
-
-
-def naive_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def checksum(data: bytes) -> int:
