@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tools.compose import ComposeError, ComposeProject, run
+from tools.lab import wait_for as lab_wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -33,21 +34,24 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21  # bit numbers in /proc/PID/status CapEff 
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    """Call `check` until it returns something true; fail naming `what` and the last value.
+    """tools.lab.wait_for, failing the test with `what` and the last value seen.
 
     A command failing inside a container (the daemon not up yet) counts as "not yet".
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list[Any] = [None]
+
+    def attempt() -> Any:
         try:
-            value = check()
+            last[0] = check()
         except ComposeError as err:
-            value = err
-        if value and not isinstance(value, ComposeError):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:g} s, still not: {what} (last: {value!r})", pytrace=False)
-        time.sleep(every)
+            last[0] = err
+            return None
+        return last[0]
+
+    try:
+        return lab_wait_for(attempt, timeout, interval=every, what=what)
+    except TimeoutError:
+        pytest.fail(f"after {timeout:g} s, still not: {what} (last: {last[0]!r})", pytrace=False)
 
 
 def established(demo: ComposeProject, node: str) -> set[str]:
