@@ -32,10 +32,10 @@ compared within one run on this shared machine:
 Control-plane numbers (`--only control`), each a median over `--runs`:
 
     fdb_bytes_per_100k            bytes of FDB per 100k entries (tracemalloc), in this process
-    sim_converge_100_nodes_s      wall time of the in-process L2 simulator (overlayd.sim) until
+    sim_converge_100_nodes_s      wall time of the in-process L2 simulator (overlayd.sim.mesh) until
                                   every node learned every host's gratuitous ARP (--sim-nodes)
-    sim_bgp_converge_100_nodes_s  wall time of the BGP simulator (overlayd.sim_bgp): --sim-nodes
-                                  real Speakers, clients of one route reflector (overlayd.sim_rr),
+    sim_bgp_converge_100_nodes_s  wall time of the BGP simulator (overlayd.sim.bgp): --sim-nodes
+                                  real Speakers, clients of one route reflector (overlayd.sim.reflector),
                                   from building them until every node has every other node's
                                   host (type-2) and flood list entry (type-3)
     evpn_routes_in_per_s          type-2 routes/s the overlayd daemon takes in from gobgpd over a
@@ -485,7 +485,8 @@ def bench_fdb_memory() -> float:
 
 def bench_sim_convergence(nodes: int = 100) -> float:
     """Wall seconds for `nodes` simulated nodes to learn every node's host from a gratuitous ARP."""
-    from overlayd.sim import Simulator, arp_request, mac
+    from overlayd.sim.mesh import Simulator
+    from overlayd.sim.frames import arp_request, mac
 
     started = time.perf_counter()
     sim = Simulator(seed=1)
@@ -509,8 +510,8 @@ def bench_sim_bgp_convergence(nodes: int = 100) -> float:
     """Wall seconds for `nodes` BGP speakers, clients of one route reflector, to build their
     sessions and learn every other node's host (announced by a gratuitous ARP) from type-2
     routes, with each other in the flood list from type-3 routes."""
-    from overlayd.sim import arp_request, mac
-    from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+    from overlayd.sim.frames import arp_request, mac
+    from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 
     started = time.perf_counter()
     sim = BgpSimulator(seed=1)

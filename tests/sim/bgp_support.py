@@ -7,8 +7,8 @@ from overlayd.control.session import State
 from overlayd.fabric.flood import FloodMemberRemoved
 from overlayd.fabric.fdb import MacMoved, MacRemoved, Source
 from overlayd.fabric.neighbors import NeighborRemoved
-from overlayd.sim import arp_request, ethernet, mac
-from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+from overlayd.sim.frames import arp_request, ethernet, mac
+from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 from overlayd.wire.bgp.evpn import MacIpRoute
 from overlayd.wire.ethernet import BROADCAST
 

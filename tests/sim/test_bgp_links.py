@@ -2,8 +2,8 @@
 longer than the hold time; and the same seed always gives the same run."""
 
 from overlayd.control.session import State
-from overlayd.sim import mac
-from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+from overlayd.sim.frames import mac
+from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 from tests.sim.bgp_support import VNI, announce, attach_hosts, check_tables, host_ip, tables_match
 
 HOLD = 9

@@ -6,8 +6,8 @@ from ipaddress import IPv4Address as ip_address
 
 import pytest
 
-from overlayd.sim import arp_reply, arp_request, parse_arp
-from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+from overlayd.sim.frames import arp_reply, arp_request, parse_arp
+from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 from overlayd.wire.arp import OP_REPLY
 from tests.sim.bgp_support import VNI, announce, attach_hosts, check_tables, mac_paths, tables_match
 

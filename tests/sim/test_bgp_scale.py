@@ -12,8 +12,8 @@ import ipaddress
 
 import pytest
 
-from overlayd.sim import ethernet
-from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+from overlayd.sim.frames import ethernet
+from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 from tests.sim.bgp_support import (
     VNI,
     announce,

@@ -6,8 +6,8 @@ CLUSTER_LIST with the next hop unchanged."""
 import ipaddress
 
 from overlayd.control.session import State
-from overlayd.sim import mac
-from overlayd.sim_bgp import BgpSimulator, bgp_fdb
+from overlayd.sim.frames import mac
+from overlayd.sim.bgp import BgpSimulator, bgp_fdb
 from tests.sim.bgp_support import VNI, announce, attach_hosts, host_ip, mac_paths, tables_match
 
 DELAY = 0.002

@@ -4,7 +4,7 @@ within the hold time when it dies silently (its peers' hold timers find out)."""
 import pytest
 
 from overlayd.control.session import State
-from overlayd.sim_bgp import BgpSimulator
+from overlayd.sim.bgp import BgpSimulator
 from tests.sim.bgp_support import (
     attach_hosts,
     check_tables,

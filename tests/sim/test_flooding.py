@@ -2,7 +2,8 @@
 member, nothing to anyone else, and every VNI on its own."""
 
 from overlayd.fabric.fdb import Source
-from overlayd.sim import Simulator, arp_request, ethernet, mac
+from overlayd.sim.mesh import Simulator
+from overlayd.sim.frames import arp_request, ethernet, mac
 
 H1, H2 = mac(1), mac(2)
 VTEP = {name: f"10.0.0.{i + 1}" for i, name in enumerate("abcde")}

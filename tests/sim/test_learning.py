@@ -2,7 +2,8 @@
 and static entries that forged traffic cannot move."""
 
 from overlayd.fabric.fdb import MacMoved, MacRemoved, Source
-from overlayd.sim import Simulator, arp_reply, arp_request, ethernet, mac
+from overlayd.sim.mesh import Simulator
+from overlayd.sim.frames import arp_reply, arp_request, ethernet, mac
 
 H1, H2, H3 = mac(1), mac(2), mac(3)
 IP1, IP2, IP3 = "192.168.0.1", "192.168.0.2", "192.168.0.3"

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from overlayd.fabric.fdb import Source
-from overlayd.sim import Simulator, arp_request, ethernet, mac
+from overlayd.sim.mesh import Simulator
+from overlayd.sim.frames import arp_request, ethernet, mac
 
 VNIS = (100, 200)
 

@@ -5,7 +5,8 @@ import ipaddress
 import pytest
 
 from overlayd.fabric.fdb import Source
-from overlayd.sim import Simulator, arp_reply, arp_request, ethernet, mac, parse_arp
+from overlayd.sim.mesh import Simulator
+from overlayd.sim.frames import arp_reply, arp_request, ethernet, mac, parse_arp
 from overlayd.wire.arp import OP_REPLY, OP_REQUEST
 from overlayd.wire.ethernet import BROADCAST, ETHERTYPE_ARP, EthernetHeader
 

@@ -4,7 +4,8 @@ and the same seed always giving the same run."""
 import itertools
 
 from overlayd.fabric.fdb import Source
-from overlayd.sim import Simulator, arp_request, ethernet, mac, parse_arp
+from overlayd.sim.mesh import Simulator
+from overlayd.sim.frames import arp_request, ethernet, mac, parse_arp
 from overlayd.wire.arp import OP_REPLY
 
 

@@ -10,7 +10,7 @@ from overlayd.config import parse_config
 from overlayd.control.speaker import Speaker
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import Source
-from overlayd.sim import arp_request, ethernet, mac
+from overlayd.sim.frames import arp_request, ethernet, mac
 from overlayd.wire.bgp.attributes import Encapsulation, MacMobility, PathAttributes, RouteTarget
 from overlayd.wire.bgp.evpn import MacIpRoute, RouteDistinguisher
 from overlayd.wire.bgp.messages import encode_message

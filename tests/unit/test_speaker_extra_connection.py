@@ -9,7 +9,7 @@ later withdrawals were never sent and the peer kept stale MACs.
 
 from __future__ import annotations
 
-from overlayd.sim import ethernet
+from overlayd.sim.frames import ethernet
 from overlayd.wire.ethernet import BROADCAST
 from tests.unit.test_speaker import H1, Mesh, fdb
 

@@ -4,8 +4,8 @@
 `overlayd.control.speaker` over their real `Switch` (set up as the daemon
 does with a `bgp:` section: data-plane learning off, ARP/ND snooping and
 suppression on, no static flood list), built from a `Config` made by
-`parse_config`. Route reflectors (`overlayd.sim_rr`) can join as BGP-only
-hosts. The data plane (VXLAN datagrams between VTEPs) works as in `sim`.
+`parse_config`. Route reflectors (`overlayd.sim.reflector`) can join as BGP-only
+hosts. The data plane (VXLAN datagrams between VTEPs) works as in `sim.mesh`.
 
     sim = BgpSimulator(seed=1, hold_time=9)
     nodes = sim.bgp_mesh(50)                      # full mesh iBGP, 1225 sessions
@@ -56,8 +56,8 @@ from overlayd.control.peer import Peer
 from overlayd.control.session import State
 from overlayd.control.speaker import Speaker
 from overlayd.fabric.fdb import DEFAULT_AGING_S, Source
-from overlayd.sim import Link, SimNode, Simulator
-from overlayd.sim_rr import RouteReflector
+from overlayd.sim.mesh import Link, SimNode, Simulator
+from overlayd.sim.reflector import RouteReflector
 
 FIN = None  # the end-of-stream marker in a stream's queue
 

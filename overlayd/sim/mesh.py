@@ -8,6 +8,8 @@ are cut (`partition`/`heal`). Time only moves in `run`, which hands queued
 datagrams to the receivers' `Switch.from_vxlan` in time order and calls
 every `Switch.expire` once per `tick_s`, the way the daemon's aging tick does.
 
+    from overlayd.sim.frames import arp_request, mac
+
     sim = Simulator(seed=1)
     a, b, c = sim.mesh(3, vnis=[100])
     b.attach(100, mac(2), "192.168.0.2")         # answers ARP for .2
@@ -22,7 +24,7 @@ written straight back to the sender's TAP (`delivered`, `stats["replies_local"]`
 No I/O and no real clock: the same seed and the same calls give the same run.
 
 Other layers schedule their own work on the same clock with `call_at`
-(`overlayd.sim_bgp` runs BGP speakers over simulated TCP this way).
+(`overlayd.sim.bgp` runs BGP speakers over simulated TCP this way).
 """
 
 from __future__ import annotations
@@ -37,47 +39,10 @@ from dataclasses import dataclass, replace
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import DEFAULT_AGING_S, FdbEntry, Source
-from overlayd.wire.arp import OP_REPLY, OP_REQUEST, ArpPacket
-from overlayd.wire.errors import DecodeError
-from overlayd.wire.ethernet import BROADCAST, ETHERTYPE_ARP, ZERO_MAC, EthernetHeader, payload as eth_payload
+from overlayd.sim.frames import IPv4, arp_reply, ipv4, parse_arp
+from overlayd.wire.arp import OP_REQUEST
 from overlayd.wire.vxlan import VXLAN_PORT
 
-IPv4 = ipaddress.IPv4Address | str
-
-
-def mac(n: int) -> bytes:
-    """Host MAC number `n`: locally administered unicast, 02:00:nn:nn:nn:nn."""
-    return b"\x02\x00" + n.to_bytes(4, "big")
-
-
-def ethernet(dst: bytes, src: bytes, ethertype: int, payload: bytes = b"") -> bytes:
-    return EthernetHeader(dst, src, ethertype).encode() + bytes(payload)
-
-
-def arp_request(src_mac: bytes, src_ip: IPv4, target_ip: IPv4) -> bytes:
-    """A broadcast "who has `target_ip`? tell `src_ip`"."""
-    arp = ArpPacket(OP_REQUEST, src_mac, _ip(src_ip), ZERO_MAC, _ip(target_ip))
-    return ethernet(BROADCAST, src_mac, ETHERTYPE_ARP, arp.encode())
-
-
-def arp_reply(src_mac: bytes, src_ip: IPv4, dst_mac: bytes, dst_ip: IPv4) -> bytes:
-    """A unicast "`src_ip` is at `src_mac`" to the asker."""
-    arp = ArpPacket(OP_REPLY, src_mac, _ip(src_ip), dst_mac, _ip(dst_ip))
-    return ethernet(dst_mac, src_mac, ETHERTYPE_ARP, arp.encode())
-
-
-def parse_arp(frame: bytes | memoryview) -> ArpPacket | None:
-    """The ARP packet in a frame (untagged or with one VLAN tag), or None if it is not one."""
-    try:
-        if EthernetHeader.decode(frame).ethertype == ETHERTYPE_ARP:
-            return ArpPacket.decode(eth_payload(frame))
-    except DecodeError:
-        pass
-    return None
-
-
-def _ip(ip: IPv4) -> ipaddress.IPv4Address:
-    return ipaddress.IPv4Address(ip)
 
 
 @dataclass
@@ -118,7 +83,7 @@ class SimNode:
         self.name, self.vtep, self.switch, self.index = name, vtep, switch, index
         self.hosts: defaultdict[int, dict[bytes, ipaddress.IPv4Address | None]] = defaultdict(dict)
         self.delivered: defaultdict[int, list[bytes]] = defaultdict(list)
-        self.speaker = None  # its BGP Speaker, when overlayd.sim_bgp runs one
+        self.speaker = None  # its BGP Speaker, when overlayd.sim.bgp runs one
 
     def __repr__(self) -> str:
         return f"SimNode({self.name!r}, {self.vtep!r})"
@@ -133,7 +98,7 @@ class SimNode:
 
     def attach(self, vni: int, host_mac: bytes, ip: IPv4 | None = None) -> None:
         """Put a host behind this node's TAP on `vni`; with an IP it answers ARP for it."""
-        self.hosts[vni][host_mac] = None if ip is None else _ip(ip)
+        self.hosts[vni][host_mac] = None if ip is None else ipv4(ip)
 
     def detach(self, vni: int, host_mac: bytes) -> None:
         del self.hosts[vni][host_mac]

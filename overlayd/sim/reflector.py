@@ -1,6 +1,6 @@
 """A minimal BGP route reflector (RFC 4456) for the simulator, without I/O.
 
-Not a daemon feature: it exists so that `overlayd.sim_bgp` can run fifty
+Not a daemon feature: it exists so that `overlayd.sim.bgp` can run fifty
 overlayd speakers as clients of one (or two) reflectors, the way a fleet
 scales past a full mesh with GoBGP or FRR. It has no data plane and
 originates nothing. Theory of operation:
