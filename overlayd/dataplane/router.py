@@ -70,7 +70,7 @@ from typing import Literal, Protocol
 from zlib import crc32
 
 from overlayd.dataplane.counters import Counters
-from overlayd.dataplane.switch import Egress
+from overlayd.dataplane.egress import ND_MIN_FRAME, Egress
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
 from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, is_multicast
@@ -84,7 +84,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPV4_HEADER_LEN = 20
 IPV6_HEADER_LEN = 40
 _INNER = VXLAN_HEADER_LEN + ETH_HEADER_LEN  # 22: where the IP packet starts in a datagram
-_ND_MIN_FRAME = ETH_HEADER_LEN + IPV6_HEADER_LEN + 24
 _NS = 135
 _L4_WITH_PORTS = frozenset((6, 17, 132))
 _CACHE_MAX = 4096  # distinct (VTEP, router MAC, VNI) next hops kept; cleared when exceeded
@@ -244,7 +243,7 @@ class Router:
         if hi == 0x08 and lo == 0x06:
             self._arp(frame)
             return None
-        if hi == 0x86 and lo == 0xDD and size >= _ND_MIN_FRAME and frame[20] == 58 and frame[54] == _NS:
+        if hi == 0x86 and lo == 0xDD and size >= ND_MIN_FRAME and frame[20] == 58 and frame[54] == _NS:
             self._ns(frame)  # also when unicast to the router MAC (neighbour unreachability detection)
             return None
         if frame[0:6] != self.router_mac:

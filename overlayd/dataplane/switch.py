@@ -44,9 +44,9 @@ import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from overlayd.dataplane.counters import Counters
+from overlayd.dataplane.egress import ND_MIN_FRAME, Address, Egress, RoutedVni
 from overlayd.dataplane.flowhash import flow_hash
 from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
@@ -57,17 +57,9 @@ from overlayd.wire.ethernet import ETH_HEADER_LEN, ZERO_MAC
 from overlayd.wire.ndp import NeighborMessage, advertisement_reply_frame
 from overlayd.wire.vxlan import FLAG_I, VXLAN_HEADER_LEN, encode_header
 
-if TYPE_CHECKING:
-    from overlayd.dataplane.router import Router
-
-Address = tuple[str, int]
-Egress = tuple[bytes, tuple[Address, ...], int]
-"""(VXLAN header, destinations, inner flow hash): send header + frame to each."""
-
 _MIN_DATAGRAM = VXLAN_HEADER_LEN + ETH_HEADER_LEN
 _I_FLAG_WORD = FLAG_I << 24
 _unpack_vxlan = struct.Struct("!II").unpack_from
-_ND_MIN_FRAME = ETH_HEADER_LEN + 40 + 24  # Ethernet, IPv6, the fixed part of an NS/NA
 _ND_TYPES = (135, 136)
 _IPV4_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
@@ -96,7 +88,7 @@ class Switch:
         self.arp_suppression = False
         self.data_learning = True
         self.replies: list[tuple[int, bytes]] = []  # (VNI, frame) for that VNI's TAP: see above
-        self.routers: dict[int, Router] = {}  # routed (L3) VNIs: add_router; read-only otherwise
+        self.routers: dict[int, RoutedVni] = {}  # routed (L3) VNIs: add_router; read-only otherwise
         self._segments: dict[int, Segment] = {}
         self._unicast: dict[str, tuple[Address, ...]] = {}
         self._flood: dict[int, tuple[Address, ...]] = {}
@@ -114,7 +106,7 @@ class Switch:
         self._flood[vni] = tuple((v, self.vxlan_port) for v in self.flood.targets(vni))
         self._refresh_allowed(vni)
 
-    def add_router(self, router: Router) -> None:
+    def add_router(self, router: RoutedVni) -> None:
         """Route VNI `router.vni`: `from_vxlan` hands its datagrams to `router.from_vxlan`.
 
         The router counts into this switch's counters from now on. A VNI is
@@ -254,7 +246,7 @@ class Switch:
         if kind == 0x08:
             if frame[13] == 0x06 and self._arp(vni, frame, src, now):
                 return None
-        elif kind == 0x86 and frame[13] == 0xDD and size >= _ND_MIN_FRAME and frame[20] == 58:
+        elif kind == 0x86 and frame[13] == 0xDD and size >= ND_MIN_FRAME and frame[20] == 58:
             if self._nd(vni, frame, src, now):  # ICMPv6 right after the IPv6 header
                 return None
         header = self._segments[vni].header
