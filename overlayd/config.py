@@ -30,6 +30,21 @@ from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
 
 # Outer headers added to every inner frame: IP + UDP + VXLAN + inner Ethernet.
 ENCAP_OVERHEAD = {4: 20 + 8 + 8 + 14, 6: 40 + 8 + 8 + 14}
+# An IP packet inside an IP packet (the `ipip` backend): IPIP over IPv4, ip6tnl over IPv6.
+IPIP_OVERHEAD = {4: 20, 6: 40}
+
+# Route protocol numbers assigned in linux/rtnetlink.h and /etc/iproute2/rt_protos:
+# `routing.route_protocol` must be none of them, so cleanup by number touches only ours.
+ASSIGNED_ROUTE_PROTOCOLS = {
+    0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra", 10: "mrt",
+    11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp", 17: "mrouted",
+    18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip",
+    192: "eigrp",
+}
+DEFAULT_ROUTE_PROTOCOL = 149
+
+Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
+TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
 
 
@@ -123,6 +138,12 @@ class NetworkConfig(_Frozen):
     vteps: tuple[IpAddress, ...] = ()
     fdb: tuple[StaticFdbEntry, ...] = ()
     route_target: RouteTargetText = None
+    backend: Literal["userspace", "kernel"] = "userspace"
+
+    @property
+    def vxlan_device(self) -> str:
+        """The kernel backend's VXLAN device: vx<VNI> (at most 10 characters, within the 15 allowed)."""
+        return f"vx{self.vni}"
 
     @field_validator("device")
     @classmethod
@@ -173,6 +194,16 @@ class NeighborConfig(_Frozen):
     passive: bool = False
     port: int = Field(default=179, ge=1, le=65535)
     description: str = ""
+    families: tuple[Family, ...] = ("evpn",)
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one of evpn, ipv4-unicast, ipv6-unicast")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{sorted(f for f in v if v.count(f) > 1)[0]} is listed twice")
+        return v
 
 
 class MacMobilityConfig(_Frozen):
@@ -228,6 +259,10 @@ class RoutingConfig(_Frozen):
     router_mac: UnicastMac | None = None
     mtu: int | None = Field(default=None, ge=68, le=65535)
     ipmasq: bool = False
+    backend: Literal["userspace", "kernel", "host-gw", "ipip", "native"] = "userspace"
+    direct_routing: bool = False
+    route_protocol: int = Field(default=DEFAULT_ROUTE_PROTOCOL, ge=0, le=255)
+    install_routes: bool = False
     env_file: str = "/run/overlayd/subnet.env"
     cni_conflist: str | None = None  # write a bridge + host-local conflist for our subnet here
     cni_bridge: str = "cni0"
@@ -236,6 +271,36 @@ class RoutingConfig(_Frozen):
     @classmethod
     def _ifname(cls, v: str) -> str:
         return NetworkConfig._ifname(v)
+
+    @field_validator("route_protocol")
+    @classmethod
+    def _unassigned(cls, v: int) -> int:
+        if v in ASSIGNED_ROUTE_PROTOCOLS:
+            raise ValueError(
+                f"{v} is the route protocol of {ASSIGNED_ROUTE_PROTOCOLS[v]}; pick an unassigned one "
+                f"(default {DEFAULT_ROUTE_PROTOCOL})"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _backend_keys(self) -> RoutingConfig:
+        b = self.backend
+        given = self.model_fields_set
+        if self.direct_routing and b not in TUNNEL_BACKENDS:
+            raise ValueError(f"routing.direct_routing: applies to the tunnel backends "
+                             f"({', '.join(TUNNEL_BACKENDS)}), not to backend {b}")
+        if self.install_routes and b != "native":
+            raise ValueError(f"routing.install_routes: applies to backend native, not to backend {b}")
+        if "device_type" in given and b != "userspace":
+            raise ValueError(f"routing.device_type: the {b} backend makes no TUN/TAP device; leave it out")
+        if "device" in given and b in ("host-gw", "native"):
+            raise ValueError(f"routing.device: the {b} backend creates no device; leave it out")
+        return self
+
+    @property
+    def has_device(self) -> bool:
+        """Whether this backend creates the routing device (`device`)."""
+        return self.backend in TUNNEL_BACKENDS
 
     @model_validator(mode="after")
     def _fits(self) -> RoutingConfig:
@@ -279,8 +344,20 @@ class Config(_Frozen):
             for i, net in enumerate(self.networks):
                 if net.vni == r.vni:
                     raise ValueError(f"routing.vni: {r.vni} is already used by networks[{i}]")
-                if net.device == r.device:
+                if net.device == r.device and r.has_device:
                     raise ValueError(f"routing.device: {r.device} is already used by networks[{i}]")
+            self._check_backends()
+        for i, net in enumerate(self.networks):
+            if net.backend != "kernel":
+                continue
+            for j, other in enumerate(self.networks):
+                if other.device == net.vxlan_device:
+                    raise ValueError(f"networks[{j}].device: {other.device} is the name of networks[{i}]'s "
+                                     f"kernel VXLAN device")
+            if self.routing is not None and self.routing.has_device and self.routing.device == net.vxlan_device:
+                raise ValueError(f"routing.device: {self.routing.device} is the name of networks[{i}]'s "
+                                 f"kernel VXLAN device")
+        self._check_vxlan_port()
         for key in ("name", "vni", "device"):
             seen: dict[Any, int] = {}
             for i, net in enumerate(self.networks):
@@ -310,6 +387,37 @@ class Config(_Frozen):
                 seen_peers.add(nb.address)
         return self
 
+    def _check_backends(self) -> None:
+        r = self.routing
+        assert r is not None and self.bgp is not None
+        families = {f for nb in self.bgp.neighbors for f in nb.families}
+        if r.backend == "native":
+            wanted = f"ipv{r.network.version}-unicast"
+            if wanted not in families:
+                raise ValueError(f"routing.backend: native announces {r.network} as {wanted} routes, "
+                                 f"but no bgp.neighbors[] entry has {wanted} in its families")
+
+    def _check_vxlan_port(self) -> None:
+        """A kernel VXLAN device binds node.vxlan_port on every address: no userspace VXLAN beside it."""
+        kernel: list[str] = [f"networks[{i}].backend" for i, n in enumerate(self.networks) if n.backend == "kernel"]
+        userspace = [f"networks[{i}].backend" for i, n in enumerate(self.networks) if n.backend == "userspace"]
+        if self.routing is not None:
+            if self.routing.backend == "kernel":
+                kernel.append("routing.backend")
+            elif self.routing.backend == "userspace":
+                userspace.append("routing.backend")
+        if kernel and userspace:
+            raise ValueError(
+                f"{kernel[0]}: kernel VXLAN binds UDP port {self.node.vxlan_port} on every address, and "
+                f"{userspace[0]} (userspace) needs that port too: use one VXLAN backend per node"
+            )
+
+    def uses_userspace_vxlan(self) -> bool:
+        """Whether the daemon moves VXLAN itself (and needs the UDP sockets)."""
+        return any(n.backend == "userspace" for n in self.networks) or (
+            self.routing is not None and self.routing.backend == "userspace"
+        )
+
     @property
     def router_id(self) -> ipaddress.IPv4Address:
         """The BGP identifier: bgp.router_id, or node.vtep when that is IPv4."""
@@ -326,6 +434,18 @@ class Config(_Frozen):
     def mtu_for(self, net: NetworkConfig, underlay_mtu: int) -> int:
         """The TAP MTU: configured, or what fits in the underlay after encapsulation."""
         return net.mtu or underlay_mtu - ENCAP_OVERHEAD[self.node.family]
+
+    def routing_mtu(self, underlay_mtu: int) -> int:
+        """The pods' MTU on the routed network: configured, or what the backend leaves of the underlay's."""
+        r = self.routing
+        assert r is not None
+        if r.mtu:
+            return r.mtu
+        if r.backend in ("userspace", "kernel"):
+            return underlay_mtu - ENCAP_OVERHEAD[self.node.family]
+        if r.backend == "ipip":
+            return underlay_mtu - IPIP_OVERHEAD[self.node.family]
+        return underlay_mtu
 
 
 def _where(loc: tuple[Any, ...]) -> str:
