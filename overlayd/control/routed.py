@@ -1,8 +1,10 @@
 """Routed subnets over EVPN type-5 (RFC 9136), without I/O.
 
 This node announces its pod subnet(s) as IP prefix routes: label = the L3
-VNI, next hop = our VTEP, router's MAC extended community (RFC 9135) = our
-router MAC, route target from `routing:`. Every type-5 route received for
+VNI, next hop = our VTEP, route target from `routing:`, and how the backend
+takes traffic: VXLAN (the Encapsulation extended community, RFC 9012, and
+the router's MAC, RFC 9135: userspace and kernel), IP in IP (ipip), or no
+encapsulation (host-gw and native: route to our next hop directly). Every type-5 route received for
 that route target goes into the subnet table (`fabric.prefixes`), which the
 routed data plane looks destinations up in. With `subnet: auto` a
 `SubnetLease` picks our subnet and moves it when a node with a lower router
@@ -31,7 +33,14 @@ from overlayd.fabric.subnets import (
     SubnetCollisionWon,
     SubnetLease,
 )
-from overlayd.wire.bgp.attributes import Encapsulation, PathAttributes, RouteTarget, RouterMac
+from overlayd.wire.bgp.attributes import (
+    TUNNEL_TYPE_IPIP,
+    TUNNEL_TYPE_VXLAN,
+    Encapsulation,
+    PathAttributes,
+    RouteTarget,
+    RouterMac,
+)
 from overlayd.wire.bgp.evpn import PrefixRoute, RouteDistinguisher
 from overlayd.wire.ethernet import mac_str
 
@@ -67,6 +76,7 @@ class RoutedSubnets:
         )
         self.rd = RouteDistinguisher.for_vtep(self.router_id, r.vni if r.vni <= 0xFFFF else 0xFFFF)
         self.route_target = RouteTarget.parse(config.route_target_for(r))
+        self.encap = ENCAP_OF_BACKEND[r.backend]
         self.table = table
         self.networks = (r.network, r.network6)
         self.alarms: list[str] = []
@@ -90,10 +100,15 @@ class RoutedSubnets:
     # -- what we announce ------------------------------------------------------------
 
     def routes(self) -> list[tuple[PrefixRoute, PathAttributes]]:
-        attrs = PathAttributes(
-            next_hop=self.vtep,
-            ext_communities=(self.route_target, Encapsulation(), RouterMac(self.router_mac)),
-        )
+        """Our subnets as type-5 routes. The encapsulation says how our backend takes traffic:
+        VXLAN with our router MAC (userspace, kernel), IP in IP (ipip), or none at all
+        (host-gw, native: send it to our underlay address as it is)."""
+        ext: tuple = (self.route_target,)
+        if self.encap == "vxlan":
+            ext += (Encapsulation(), RouterMac(self.router_mac))
+        elif self.encap == "ipip":
+            ext += (Encapsulation(TUNNEL_TYPE_IPIP),)
+        attrs = PathAttributes(next_hop=self.vtep, ext_communities=ext)
         return [(PrefixRoute(self.rd, subnet, vni=self.vni), attrs) for subnet in self.subnets]
 
     def imports(self, path: Path) -> bool:
@@ -158,12 +173,13 @@ class RoutedSubnets:
         route = path.route
         assert isinstance(route, PrefixRoute)
         mac = path.attributes.router_mac()
-        if mac is None or path.next_hop is None:
+        encap = encapsulation_of(path.attributes)
+        if path.next_hop is None or (encap == "vxlan" and mac is None):
             self._alarm_text(f"type-5 route {route.prefix} from {path.peer} lacks a router MAC or next hop: ignored")
             return None
         return PrefixEntry(
             prefix=route.prefix, vtep=str(path.next_hop), router_mac=mac, vni=route.vni,
-            node=str(path.router_id), peer=path.peer, source=Source.BGP,
+            node=str(path.router_id), peer=path.peer, source=Source.BGP, encap=encap,
         )
 
     def _observe(self, now: float) -> None:
@@ -215,6 +231,21 @@ class RoutedSubnets:
     def describe(self) -> str:
         return (f"routing: vni {self.vni}, subnets {', '.join(map(str, self.subnets)) or 'none'}, "
                 f"router MAC {mac_str(self.router_mac)}, RT {self.route_target}")
+
+
+ENCAP_OF_BACKEND = {"userspace": "vxlan", "kernel": "vxlan", "ipip": "ipip", "host-gw": "none", "native": "none"}
+
+
+def encapsulation_of(attributes: PathAttributes) -> str:
+    """How the announcing node takes traffic: its Encapsulation extended community (VXLAN,
+    IP in IP); without one, VXLAN when it names a router MAC (what FRR and GoBGP announce),
+    else "none": route to its next hop as it is."""
+    types = {c.tunnel_type for c in attributes.ext_communities if isinstance(c, Encapsulation)}
+    if TUNNEL_TYPE_VXLAN in types:
+        return "vxlan"
+    if TUNNEL_TYPE_IPIP in types:
+        return "ipip"
+    return "vxlan" if attributes.router_mac() is not None and not types else "none"
 
 
 def _is_router_id(text: str) -> bool:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.egress import ND_MIN_FRAME, Address, Egress, RoutedVni
 from overlayd.dataplane.flowhash import flow_hash
-from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, Source
+from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, MacRemoved, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
 from overlayd.fabric.neighbors import IP, NeighborChange, Neighbors
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
@@ -119,6 +119,36 @@ class Switch:
             raise ValueError(f"VNI {vni} already has a router")
         router.counters = self.counters
         self.routers[vni] = router
+
+    def add_kernel_segment(self, vni: int, name: str, own_macs: Iterable[bytes] = ()) -> None:
+        """A segment whose frames the kernel's bridge moves (`networks[].backend: kernel`).
+
+        The tables mean what they mean for a TAP, but local MACs and IP
+        bindings come from the bridge (`learn_local`, `bind_local` and their
+        undoing, as the bridge learns and ages them), so they never age here.
+        """
+        self.add_segment(vni, name, own_macs)
+        self.fdb.aging_exempt.add(vni)
+        self.neighbors.aging_exempt.add(vni)
+
+    def learn_local(self, vni: int, mac: bytes, now: float) -> None:
+        """The kernel's bridge learned `mac` on one of its local ports."""
+        change = self.fdb.learn(vni, mac, None, Source.LOCAL, now)
+        if change is not None:
+            self.events.append(change)
+
+    def forget_local(self, vni: int, mac: bytes, aged: bool = True) -> None:
+        """The kernel's bridge forgot a local `mac` (aged out or deleted)."""
+        change = self.fdb.remove(vni, mac, Source.LOCAL)
+        if change is not None:
+            self.events.append(MacRemoved(change.vni, change.mac, change.vtep, change.source, aged))
+
+    def bind_local(self, vni: int, ip: IP, mac: bytes, now: float) -> None:
+        """The host's neighbour table on the kernel bridge holds `ip` at a local `mac`."""
+        self._learn_local(vni, ip, mac, now)
+
+    def unbind_local(self, vni: int, ip: IP, mac: bytes | None = None) -> None:
+        self.withdraw_neighbor(vni, ip, mac, Source.LOCAL)
 
     def set_own_macs(self, vni: int, macs: Iterable[bytes]) -> None:
         """The MACs of our own TAP device: frames arriving from them are loops."""

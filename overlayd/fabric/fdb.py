@@ -101,6 +101,7 @@ class Fdb:
         if aging_s <= 0:
             raise ValueError("aging_s must be positive")
         self.aging_s = aging_s
+        self.aging_exempt: set[int] = set()  # VNIs whose local entries something else ages (a kernel bridge)
         self._entries: dict[tuple[int, bytes], FdbEntry] = {}
 
     def __len__(self) -> int:
@@ -143,9 +144,12 @@ class Fdb:
         return MacRemoved(vni, mac, entry.vtep, source, aged=False)
 
     def expire(self, now: float) -> list[MacRemoved]:
-        """Remove data-plane entries not refreshed for `aging_s`; return them, oldest first."""
+        """Remove data-plane entries not refreshed for `aging_s` (outside `aging_exempt`); return
+        them, oldest first."""
         deadline = now - self.aging_s
-        stale = [e for e in self._entries.values() if e.source.ages and e.updated <= deadline]
+        exempt = self.aging_exempt
+        stale = [e for e in self._entries.values()
+                 if e.source.ages and e.updated <= deadline and e.vni not in exempt]
         stale.sort(key=lambda e: e.updated)
         for e in stale:
             del self._entries[(e.vni, e.mac)]

@@ -94,6 +94,7 @@ class Neighbors:
         if aging_s <= 0:
             raise ValueError("aging_s must be positive")
         self.aging_s = aging_s
+        self.aging_exempt: set[int] = set()  # VNIs whose local bindings something else ages (a kernel bridge)
         self._slots: dict[tuple[int, IP], dict[Source, Binding]] = {}
         self._by_mac: dict[tuple[int, bytes], set[tuple[IP, Source]]] = {}
 
@@ -160,12 +161,14 @@ class Neighbors:
         return NeighborRemoved(vni, ip, binding.mac, source, aged=False)
 
     def expire(self, now: float) -> list[NeighborRemoved]:
-        """Remove local bindings not confirmed for `aging_s`; oldest first (then by VNI, address)."""
+        """Remove local bindings not confirmed for `aging_s` (outside `aging_exempt`); oldest
+        first (then by VNI, address)."""
         deadline = now - self.aging_s
+        exempt = self.aging_exempt
         stale = [
             b
             for slots in self._slots.values()
-            if (b := slots.get(Source.LOCAL)) is not None and b.updated <= deadline
+            if (b := slots.get(Source.LOCAL)) is not None and b.updated <= deadline and b.vni not in exempt
         ]
         stale.sort(key=lambda b: (b.updated, b.vni, b.ip.version, b.ip))
         for b in stale:

@@ -90,6 +90,7 @@ class PrefixEntry:
     peer: str  # which BGP peer we have it from (LOCAL_PEER, "local", for ours)
     source: Source  # Source.BGP, Source.STATIC or Source.LOCAL
     installed: float = 0.0  # when the table installed it (set by `install`)
+    encap: str = "vxlan"  # how the node takes traffic: "vxlan", "ipip", or "none" (routed to it directly)
 
     def __post_init__(self) -> None:
         if isinstance(self.prefix, str):
@@ -155,7 +156,7 @@ def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
 
 
 def _same_route(a: PrefixEntry, b: PrefixEntry) -> bool:
-    return (a.vtep, a.router_mac, a.vni, a.peer) == (b.vtep, b.router_mac, b.vni, b.peer)
+    return (a.vtep, a.router_mac, a.vni, a.peer, a.encap) == (b.vtep, b.router_mac, b.vni, b.peer, b.encap)
 
 
 class PrefixTable:
@@ -176,6 +177,7 @@ class PrefixTable:
         self._levels6: tuple[tuple[int, dict[int, PrefixEntry]], ...] = ()
         self._vtep_count: Counter[str] = Counter()
         self._vteps: frozenset[str] = frozenset()
+        self.version = 0  # counts the changes returned: a reader re-reads the table when it moved
 
     # -- reading -------------------------------------------------------------------------
 
@@ -326,6 +328,12 @@ class PrefixTable:
 
     def _reselect(self, prefix: Prefix, before: PrefixEntry | None) -> PrefixChange | None:
         """Put the preferred candidate of `prefix` where `lookup` finds it; say what changed."""
+        change = self._select(prefix, before)
+        if change is not None:
+            self.version += 1
+        return change
+
+    def _select(self, prefix: Prefix, before: PrefixEntry | None) -> PrefixChange | None:
         candidates = self._candidates[prefix]
         by_length = self._by_length[prefix.version]
         key = int(prefix.network_address)

@@ -25,7 +25,9 @@ from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRe
 from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
 from overlayd.fabric.prefixes import PrefixTable
+from overlayd.io.backend import KernelBackend
 from overlayd.io.bgp import BgpService
+from overlayd.io.devices import DeviceTaken
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.netlink import Netlink
 from overlayd.io.offload import plan as plan_offloads
@@ -99,6 +101,7 @@ class Daemon:
         self.routed: RoutedDevice | None = None
         self.fds: dict[int, int] = {}  # VNI -> the device its frames (or packets) are written to
         self.bgp: BgpService | None = None
+        self.kernel: KernelBackend | None = None  # what overlayd programs into the kernel
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -107,6 +110,7 @@ class Daemon:
         try:
             await self._setup()
         except BaseException:
+            await self._close_kernel()
             self._stack.close()
             raise
 
@@ -119,24 +123,28 @@ class Daemon:
                 raise SetupError(f"node.vtep: {node.vtep} is not assigned to any interface on this host")
             underlay_mtu = node.underlay_mtu or underlay.mtu
             for i, net in enumerate(cfg.networks):
-                if await nl.link_exists(net.device):
+                if net.backend == "userspace" and await nl.link_exists(net.device):
                     raise SetupError(f"networks[{i}].device: {net.device} already exists")
-            if cfg.routing is not None and await nl.link_exists(cfg.routing.device):
-                raise SetupError(f"routing.device: {cfg.routing.device} already exists")
+            routing = cfg.routing
+            if routing is not None and routing.backend == "userspace" and await nl.link_exists(routing.device):
+                raise SetupError(f"routing.device: {routing.device} already exists")
             try:
                 claim_path(node.status_socket)
             except (SocketInUseError, OSError) as err:
                 raise SetupError(f"node.status_socket: {err}") from None
-            try:
-                self.sockets = VxlanSockets(
-                    str(node.vtep), node.vxlan_port, node.udp_source_ports, node.vtep.version == 6
-                )
-            except OSError as err:
-                raise SetupError(
-                    f"node.vxlan_port: cannot bind {node.vtep} port {node.vxlan_port}: {err.strerror}"
-                ) from None
-            self._stack.callback(self.sockets.close)
+            if cfg.uses_userspace_vxlan():
+                try:
+                    self.sockets = VxlanSockets(
+                        str(node.vtep), node.vxlan_port, node.udp_source_ports, node.vtep.version == 6
+                    )
+                except OSError as err:
+                    raise SetupError(
+                        f"node.vxlan_port: cannot bind {node.vtep} port {node.vxlan_port}: {err.strerror}"
+                    ) from None
+                self._stack.callback(self.sockets.close)
             for i, net in enumerate(cfg.networks):
+                if net.backend != "userspace":
+                    continue
                 try:
                     tap = Tap(net.device, vnet_hdr=self.offloads.vnet_hdr)
                 except TapExistsError:
@@ -159,10 +167,13 @@ class Daemon:
             # Routed datagrams are decided one by one (destination subnet, TAP MAC rewrite),
             # which the GRO batch path does not do.
             self.offloads.gro = False
-        self.fastpath = fastpath.start(self.offloads, self.switch, self.taps, self.sockets,
-                                       node.vtep.version == 6, self.clock)
+        if self.sockets is not None:
+            self.fastpath = fastpath.start(self.offloads, self.switch, self.taps, self.sockets,
+                                           node.vtep.version == 6, self.clock)
         now = self.clock()
         for net in cfg.networks:
+            if net.backend != "userspace":
+                continue
             for vtep in net.vteps:
                 self.switch.add_flood_vtep(net.vni, str(vtep), Source.STATIC)
             for entry in net.fdb:
@@ -181,7 +192,7 @@ class Daemon:
             self.switch.arp_suppression = True
             self.prefixes = PrefixTable()
             self.speaker = Speaker(cfg, self.switch, now, self.prefixes)
-        if cfg.routing is not None:
+        if cfg.routing is not None and cfg.routing.backend == "userspace":
             assert self.speaker is not None
             self.routed = RoutedDevice(cfg, self.switch, self.speaker, self.clock, self.offloads.vnet_hdr)
             async with Netlink() as nl:
@@ -194,12 +205,46 @@ class Daemon:
             self.fds[cfg.routing.vni] = self.routed.fd
             if self.fastpath is not None:
                 self.fastpath.fds[cfg.routing.vni] = self.routed.fd
-        self._log_events()
+        kernel = KernelBackend(cfg, self.switch, self.speaker, self.prefixes, self.clock)
+        if kernel.needed:
+            self.kernel = kernel
+            try:
+                await kernel.setup(underlay_mtu)
+            except DeviceTaken as err:
+                raise SetupError(f"{self._device_field(str(err).split()[0])}: {err}") from None
+            except OSError as err:
+                raise SetupError(f"kernel backend: {err.strerror or err}") from None
+            except Exception as err:  # pyroute2's NetlinkError and friends
+                raise SetupError(f"kernel backend: {err}") from None
+            for net in cfg.networks:
+                if net.backend == "kernel":
+                    self.mtus[net.vni] = cfg.mtu_for(net, underlay_mtu)
+                    log.info("network %s: vni %d on bridge %s with kernel VXLAN %s", net.name, net.vni,
+                             net.device, net.vxlan_device)
+            if cfg.routing is not None:
+                log.info("routing: backend %s%s", cfg.routing.backend,
+                         ", direct routing" if cfg.routing.direct_routing else "")
+        # (the table changes of setup reach the log and the speaker on the first tick, once BGP runs)
         log.info(
             "node %s: vtep %s port %d on %s (underlay mtu %d), source ports %s",
             node.name, node.vtep, node.vxlan_port, underlay.ifname, underlay_mtu,
-            ",".join(map(str, self.sockets.source_ports)),
+            ",".join(map(str, self.sockets.source_ports)) if self.sockets else "none (no userspace VXLAN)",
         )
+
+    def _device_field(self, name: str) -> str:
+        """The config field that names device `name` (for an error message)."""
+        for i, net in enumerate(self.config.networks):
+            if name in (net.device, net.vxlan_device):
+                return f"networks[{i}].device"
+        return "routing.device"
+
+    async def _close_kernel(self) -> None:
+        if self.kernel is not None:
+            kernel, self.kernel = self.kernel, None
+            try:
+                await kernel.close(asyncio.get_running_loop())
+            except Exception as err:  # noqa: BLE001 - cleanup goes on, and says what failed
+                log.error("kernel backend cleanup: %s", err)
 
     def close(self) -> None:
         """Remove what setup created (TAP devices, sockets). Safe to call twice."""
@@ -213,8 +258,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         await self.setup()
         try:
-            view = SwitchView(self.config, self.switch, self.clock(), self.mtus, self.offloads,
-                              self.speaker, self.routed)
+            offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
+            view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
+                              self.speaker, self.routed, self.kernel)
             self.status = StatusServer(self.config.node.status_socket, view, self.clock)
             try:
                 await self.status.start()
@@ -234,8 +280,12 @@ class Daemon:
             for vni, tap in self.taps.items():
                 loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
                                 vni, tap.fd)
-            loop.add_reader(self.sockets.rx.fileno(),
-                            self.fastpath.udp_readable if self.fastpath else self._udp_readable)
+            if self.sockets is not None:
+                loop.add_reader(self.sockets.rx.fileno(),
+                                self.fastpath.udp_readable if self.fastpath else self._udp_readable)
+            if self.kernel is not None:
+                self.kernel.watch(loop)
+                await self.kernel.step()
             if self.routed is not None:
                 loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
@@ -256,10 +306,11 @@ class Daemon:
                 await self.bgp.close()
             if self.status is not None:
                 await self.status.close()
+            await self._close_kernel()
             self.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            log.info("stopped; devices and status socket removed")
+            log.info("stopped; devices, kernel entries and status socket removed")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -282,12 +333,17 @@ class Daemon:
                     async with Netlink() as nl:
                         await self.routed.follow_moves(nl)
                         await self.routed.check_local_routes(nl)
+            if self.kernel is not None:
+                self.kernel.follow_moves()
+                await self.kernel.step()
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()
         if log.isEnabledFor(logging.DEBUG):
             for event in events:
                 log.debug("%s", describe(event))
+        if self.kernel is not None and events:
+            self.kernel.segment_events(events)
         if self.bgp is not None and events:
             self.bgp.local_events(events)
 

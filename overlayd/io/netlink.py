@@ -85,20 +85,16 @@ class Netlink:
             return b""
         return bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
 
-    async def add_route(self, name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        """`ip route replace NETWORK dev NAME`: the kernel hands everything in NETWORK to the device."""
-        (index,) = await self._ipr.link_lookup(ifname=name)
-        await self._ipr.route("replace", dst=str(network), oif=index, family=2 if network.version == 4 else 10)
-
-    async def local_routes(self, version: int) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
-        """The main table's routes of one family: (destination, device name)."""
+    async def local_routes(self, version: int, skip_protocol: int | None = None
+                           ) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+        """The main table's routes of one family, but those of `skip_protocol`: (destination, device name)."""
         names = {}
         async for link in await self._ipr.get_links():
             names[link["index"]] = link.get("IFLA_IFNAME")
         out = []
         async for msg in await self._ipr.get_routes(family=2 if version == 4 else 10, table=254):
             dst = msg.get("RTA_DST")
-            if dst is None:
+            if dst is None or msg["proto"] == skip_protocol:
                 continue
             out.append((ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
                         names.get(msg.get("RTA_OIF"), "?")))

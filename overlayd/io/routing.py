@@ -5,8 +5,9 @@ files that tell other tools our subnet (subnet.env, a CNI conflist).
 Setup order: the speaker has chosen our subnet (or read it from config);
 this module creates the device, gives it the subnet's first address (/32 or
 /128: the kernel needs a source address, the pods' gateway lives on their
-bridge), routes `network` (and `network6`) to it, registers the Router with
-the Switch and writes subnet.env. `follow_moves` re-addresses all of that
+bridge), registers the Router with the Switch and writes subnet.env. The
+route of `network` (and `network6`) to the device is the kernel planner's
+(`kernel.routed`, applied by `io.backend`), with overlayd's route protocol. `follow_moves` re-addresses all of that
 when `subnet: auto` lost a collision and moved.
 """
 
@@ -18,13 +19,14 @@ import logging
 import os
 from collections.abc import Callable
 
-from overlayd.config import ENCAP_OVERHEAD, Config
+from overlayd.config import Config
 from overlayd.control.speaker import Speaker
 from overlayd.dataplane.router import Router
 from overlayd.dataplane.switch import Switch
 from overlayd.io.netlink import Netlink
-from overlayd.io.subnet_env import remove, render_cni_conflist, render_subnet_env, write_atomically
+from overlayd.io.subnet_env import remove, write_subnet_files
 from overlayd.io.tap import Tap
+from overlayd.kernel.routed import device_address
 
 log = logging.getLogger("overlayd.routing")
 
@@ -33,10 +35,6 @@ VNET_HDR_LEN = 10  # struct virtio_net_hdr, no GSO on this device
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-
-def device_address(subnet: Prefix) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    """The subnet's network address as a host route: 10.244.1.0/32 (flannel's flannel.1 does the same)."""
-    return ipaddress.ip_interface((subnet.network_address, subnet.max_prefixlen))
 
 
 class RoutedDevice:
@@ -62,7 +60,7 @@ class RoutedDevice:
         r = self.routing
         self.tap = Tap(r.device, vnet_hdr=self.vnet_hdr, tun=r.device_type == "tun")
         stack.callback(self.tap.close)
-        self.mtu = r.mtu or underlay_mtu - ENCAP_OVERHEAD[self.config.node.family]
+        self.mtu = self.config.routing_mtu(underlay_mtu)
         subnets = self.routed.subnets
         first = device_address(subnets[0]) if subnets else None
         mac = await nl.configure(r.device, self.mtu, first)
@@ -71,9 +69,6 @@ class RoutedDevice:
             addr = device_address(subnet)
             await nl.add_address(r.device, addr)
             self._addresses.append(addr)
-        for network in (r.network, r.network6):
-            if network is not None:
-                await nl.add_route(r.device, network)
         self.router = Router(
             r.vni, self.routed.router_mac, r.device_type, self.routed.table, self.config.node.vxlan_port,
             subnets, device_mac=mac or None, networks=[n for n in (r.network, r.network6) if n],
@@ -91,18 +86,7 @@ class RoutedDevice:
         return self.tap.fd
 
     def _write_env(self) -> None:
-        r = self.routing
-        subnets = self.routed.subnets
-        v4 = [s for s in subnets if s.version == r.network.version]
-        v6 = [s for s in subnets if s.version == 6 and r.network6 is not None]
-        if not v4:
-            remove(r.env_file)
-            return
-        text = render_subnet_env(r.network, v4[0], self.mtu, r.ipmasq, r.network6, v6[0] if v6 else None)
-        write_atomically(r.env_file, text)
-        if r.cni_conflist:
-            conflist = render_cni_conflist("overlayd", r.cni_bridge, v4[0], self.mtu, v6[0] if v6 else None)
-            write_atomically(r.cni_conflist, conflist)
+        write_subnet_files(self.routing, self.routed.subnets, self.mtu)
 
     async def follow_moves(self, nl: Netlink) -> None:
         """Our subnet moved: re-address the device, tell the Router, rewrite subnet.env."""
@@ -135,7 +119,7 @@ class RoutedDevice:
         r = self.routing
         ours = set(self.routed.subnets)
         for version in {e.prefix.version for e in self.routed.table}:
-            for dst, dev in await nl.local_routes(version):
+            for dst, dev in await nl.local_routes(version, skip_protocol=r.route_protocol):
                 if dev == r.device or dst.prefixlen == 0:
                     continue
                 for entry in self.routed.table:

@@ -59,6 +59,22 @@ def render_cni_conflist(name: str, bridge: str, subnet: Network, mtu: int,
     return json.dumps(conf, indent=2) + "\n"
 
 
+def write_subnet_files(routing, subnets: tuple[Network, ...], mtu: int) -> None:
+    """Write `routing.env_file` (and `routing.cni_conflist`, when set) for our current subnets;
+    with no subnet of the main family (an exhausted `auto`), remove subnet.env instead."""
+    r = routing
+    v4 = [s for s in subnets if s.version == r.network.version]
+    v6 = [s for s in subnets if s.version == 6 and r.network6 is not None]
+    if not v4:
+        remove(r.env_file)
+        return
+    text = render_subnet_env(r.network, v4[0], mtu, r.ipmasq, r.network6, v6[0] if v6 else None)
+    write_atomically(r.env_file, text)
+    if r.cni_conflist:
+        conflist = render_cni_conflist("overlayd", r.cni_bridge, v4[0], mtu, v6[0] if v6 else None)
+        write_atomically(r.cni_conflist, conflist)
+
+
 def write_atomically(path: str | Path, text: str, mode: int = 0o644) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

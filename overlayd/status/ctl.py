@@ -36,8 +36,9 @@ def render_status(s: dict[str, Any]) -> str:
         f"uptime {s['uptime_s']}s  fdb entries {s['fdb_entries']}"
     )
     rows = [
-        (n["name"], n["vni"], n["device"], n["mtu"], n["mac"], n["address"],
-         ", ".join(n["flood_list"]) or "(none)")
+        (n["name"], n["vni"], n.get("backend", "userspace"),
+         n["device"] + (f" + {n['vxlan_device']}" if n.get("vxlan_device") else ""),
+         n["mtu"], n["mac"], n["address"], ", ".join(n["flood_list"]) or "(none)")
         for n in s["networks"]
     ]
     offloads = s.get("offloads")
@@ -54,17 +55,33 @@ def render_status(s: dict[str, Any]) -> str:
             head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
     routing = s.get("routing")
     if routing:
+        where = f"on {routing['device']} ({routing['device_type']}, mtu {routing['mtu']})" if routing.get(
+            "device") else f"(mtu {routing['mtu']})"
         head += (
-            f"\nrouting: vni {routing['vni']} on {routing['device']} ({routing['device_type']}, mtu {routing['mtu']})"
+            f"\nrouting: backend {routing.get('backend', 'userspace')}"
+            f"{' + direct routing' if routing.get('direct_routing') else ''}, vni {routing['vni']} {where}"
             f"  subnets {', '.join(routing['subnets']) or 'none'} of {routing['network']}"
             f"  router MAC {routing['router_mac']}"
         )
         for alarm in routing["alarms"]:
             head += f"\nALARM: {alarm}"
+    kernel = s.get("kernel")
+    if kernel:
+        p = kernel["programmed"]
+        head += (
+            f"\nkernel: route protocol {kernel['route_protocol']}, devices {', '.join(kernel['devices']) or 'none'};"
+            f" programmed {p['routes']} routes, {p['neighbors']} neighbours, {p['fdb']} fdb entries,"
+            f" {p['addresses']} addresses; {kernel['op_errors']} errors ({kernel['failing']} failing now),"
+            f" {kernel['drift_repairs']} drift repairs"
+        )
+        if kernel["adopted_pending_sweep"]:
+            head += f"\nkernel: {kernel['adopted_pending_sweep']} entries from an earlier run kept until the first full table"
+        for error in kernel["last_errors"][-3:]:
+            head += f"\nkernel error: {error}"
     if not rows:
         return head
     return head + "\n\n" + table(
-        ("NETWORK", "VNI", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
+        ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
     )
 
 
@@ -98,10 +115,12 @@ def render_rib(rows: list[dict[str, Any]]) -> str:
 def render_fdb(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(fdb is empty)"
-    return table(
-        ("NETWORK", "VNI", "MAC", "WHERE", "LEARNED", "AGE"),
-        [(r["network"], r["vni"], r["mac"], r["where"], r["learned"], f"{r['age_s']:.0f}s") for r in rows],
-    )
+    headers = ("NETWORK", "VNI", "MAC", "WHERE", "LEARNED", "AGE")
+    cells = [(r["network"], r["vni"], r["mac"], r["where"], r["learned"], f"{r['age_s']:.0f}s") for r in rows]
+    if any(r.get("kernel") for r in rows):  # a network on the kernel backend: what its VXLAN device holds
+        headers += ("KERNEL",)
+        cells = [c + (r.get("kernel"),) for c, r in zip(cells, rows)]
+    return table(headers, cells)
 
 
 def render_stats(s: dict[str, Any]) -> str:
@@ -113,10 +132,18 @@ def render_routes(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(subnet table is empty)"
     return table(
-        ("PREFIX", "NODE", "VTEP", "ROUTER MAC", "VNI", "AGE", "FROM"),
-        [(r["prefix"], r["node"], r["vtep"], r["router_mac"], r["vni"], _duration(r["age_s"]), r["peer"])
-         for r in rows],
+        ("PREFIX", "NODE", "VTEP", "ROUTER MAC", "VNI", "AGE", "FROM", "WAY", "KERNEL"),
+        [(r["prefix"], r["node"], r["vtep"], r["router_mac"], r["vni"], _duration(r["age_s"]), r["peer"],
+          r.get("way", "userspace"), _kernel_cell(r)) for r in rows],
     )
+
+
+def _kernel_cell(row: dict[str, Any]) -> str | None:
+    """The kernel's route for a subnet and whether it is there: 'via 10.0.0.2 dev eth0 (yes)'."""
+    route, state = row.get("kernel_route"), row.get("kernel")
+    if route is None:
+        return state
+    return f"{route.split(' ', 1)[1] if ' ' in route else route} ({state})"
 
 
 RENDER = {

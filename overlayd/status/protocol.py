@@ -32,12 +32,14 @@ class NodeView(Protocol):
 
 
 COMMANDS: dict[str, str] = {
-    "status": "the node, its VTEP and each network (name, VNI, device, MTU, flood list)",
+    "status": "the node, its VTEP, each network (name, VNI, backend, device, MTU, flood list), "
+              "the routing backend and what overlayd programmed into the kernel",
     "fdb": "forwarding database entries (args: network)",
     "stats": "frame and byte counters, and one counter per drop reason",
     "peers": "BGP neighbors: AS, state, uptime, routes received / accepted / sent, last error",
     "rib": "EVPN routes: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
-    "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer",
+    "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer, the way the "
+              "kernel routes it and whether it holds that route",
 }
 
 

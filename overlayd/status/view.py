@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from overlayd.config import Config
 from overlayd.dataplane.counters import COUNTERS
 from overlayd.dataplane.switch import Switch
+from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
 from overlayd.status.protocol import StatusError
 from overlayd.wire.ethernet import mac_str
@@ -16,14 +18,15 @@ class SwitchView:
     """Implements `protocol.NodeView` over a config, a Switch and per-network device facts."""
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
-                 offloads: Any = None, speaker: Any = None, routed: Any = None):
+                 offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
         self.mtus = mtus  # VNI -> MTU actually set on the device
         self.offloads = offloads  # io.offload.Offloads (anything with as_dict()): what is on
         self.speaker = speaker  # control.speaker.Speaker, when BGP is configured
-        self.routed = routed  # io.routing.RoutedDevice, when routing is configured
+        self.routed = routed  # io.routing.RoutedDevice, when the routed backend is userspace
+        self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -39,6 +42,8 @@ class SwitchView:
                     "address": str(net.address) if net.address else None,
                     "flood_list": list(self.switch.flood.targets(net.vni)),
                     "mac": mac_str(min(seg.own_macs)) if seg.own_macs else None,
+                    "backend": net.backend,
+                    "vxlan_device": net.vxlan_device if net.backend == "kernel" else None,
                 }
             )
         return {
@@ -51,18 +56,26 @@ class SwitchView:
             "offloads": self.offloads.as_dict() if self.offloads is not None else {},
             "bgp": self._bgp_summary(now),
             "routing": self._routing_summary(),
+            "kernel": self.kernel.summary() if self.kernel is not None else None,
         }
 
     def _routing_summary(self) -> dict[str, Any] | None:
-        if self.routed is None:
+        r = self.config.routing
+        if r is None or self.speaker is None or self.speaker.routed is None:
             return None
-        rs = self.routed.routed
+        rs = self.speaker.routed
+        if self.routed is not None:
+            mtu = self.routed.mtu
+        else:
+            mtu = self.kernel.routed_mtu if self.kernel is not None else None
         return {
             "vni": rs.vni,
-            "device": self.routed.routing.device,
-            "device_type": self.routed.routing.device_type,
-            "mtu": self.routed.mtu,
-            "network": str(self.routed.routing.network),
+            "backend": r.backend,
+            "direct_routing": r.direct_routing,
+            "device": r.device if r.has_device else None,
+            "device_type": r.device_type if r.backend == "userspace" else r.backend,
+            "mtu": mtu,
+            "network": str(r.network),
             "subnets": [str(s) for s in rs.subnets],
             "router_mac": mac_str(rs.router_mac),
             "route_target": str(rs.route_target),
@@ -90,23 +103,36 @@ class SwitchView:
         return self.speaker
 
     def routes(self, now: float) -> list[dict[str, Any]]:
-        if self.routed is None:
+        if self.speaker is None or self.speaker.routed is None:
             raise StatusError("not_configured", "routing is not configured on this node (no `routing:` section)")
         rows = []
-        for e in self.routed.routed.table:
-            rows.append(
-                {
-                    "prefix": str(e.prefix),
-                    "node": e.node,
-                    "vtep": e.vtep or "local",
-                    "router_mac": mac_str(e.router_mac) if e.router_mac else None,
-                    "vni": e.vni,
-                    "age_s": round(now - e.installed, 1),
-                    "peer": e.peer,
-                    "source": e.source.label,
-                }
-            )
+        for e in self.speaker.routed.table:
+            row = {
+                "prefix": str(e.prefix),
+                "node": e.node,
+                "vtep": e.vtep or "local",
+                "router_mac": mac_str(e.router_mac) if e.router_mac else None,
+                "vni": e.vni,
+                "age_s": round(now - e.installed, 1),
+                "peer": e.peer,
+                "source": e.source.label,
+            }
+            row.update(self._way(e.prefix))
+            rows.append(row)
         return rows
+
+    def _way(self, prefix) -> dict[str, Any]:
+        """How the kernel routes `prefix` (`way`, `kernel_route`) and whether it holds that route."""
+        way = self.kernel.way_of(prefix) if self.kernel is not None else None
+        if way is None:
+            return {"way": "userspace", "kernel_route": None, "kernel": None}
+        if way.route is None:
+            programmed = None if way.way in ("local", "userspace") else f"no route: {way.reason}"
+        elif way.way == "native":
+            programmed = self.kernel.programmed_state(self.kernel.plan.state.routes.get(way.route.dst, way.route))
+        else:
+            programmed = self.kernel.programmed_state(way.route)
+        return {"way": way.way, "kernel_route": str(way.route) if way.route else None, "kernel": programmed}
 
     def peers(self, now: float) -> list[dict[str, Any]]:
         return peer_rows(self._require_bgp(), now)
@@ -118,6 +144,7 @@ class SwitchView:
         names = {net.vni: net.name for net in self.config.networks}
         if network is not None and network not in names.values():
             raise StatusError("bad_request", f"no network named {network!r}")
+        kernel = {net.vni: net for net in self.config.networks if net.backend == "kernel"}
         rows = []
         for e in self.switch.fdb:
             if network is not None and names.get(e.vni) != network:
@@ -130,10 +157,21 @@ class SwitchView:
                     "where": "local" if e.vtep is None else e.vtep,
                     "learned": e.source.label,
                     "age_s": round(now - e.updated, 1),
+                    "kernel": self._fdb_programmed(kernel.get(e.vni), e),
                 }
             )
         rows.sort(key=lambda r: (r["vni"], r["mac"]))
         return rows
+
+    def _fdb_programmed(self, net, entry) -> str | None:
+        """For a kernel segment: the bridge holds local MACs; a remote one is 'yes' once the
+        VXLAN device has it, else the kernel's error."""
+        if net is None or self.kernel is None:
+            return None
+        if entry.vtep is None:
+            return "bridge"
+        return self.kernel.programmed_state(KernelFdbEntry(net.vxlan_device, entry.mac,
+                                                           ipaddress.ip_address(entry.vtep)))
 
     def stats(self, now: float) -> dict[str, Any]:
         return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}

@@ -336,9 +336,9 @@ def test_render_status(view):
     assert head == "node node1  vtep 10.0.0.1 port 4790  uptime 12.0s  fdb entries 3"
     assert blank == ""
     assert table == [
-        "NETWORK  VNI  DEVICE  MTU   MAC                ADDRESS           FLOOD LIST",
-        "blue     100  blue0   1450  c2:40:b2:ec:d9:c8  192.168.100.1/24  10.0.0.2, 10.0.0.3",
-        "red      200  red0    -     -                  -                 (none)",
+        "NETWORK  VNI  BACKEND    DEVICE  MTU   MAC                ADDRESS           FLOOD LIST",
+        "blue     100  userspace  blue0   1450  c2:40:b2:ec:d9:c8  192.168.100.1/24  10.0.0.2, 10.0.0.3",
+        "red      200  userspace  red0    -     -                  -                 (none)",
     ]
 
 

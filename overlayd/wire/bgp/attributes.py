@@ -74,6 +74,7 @@ AS_CONFED_SET = 4
 AS_TRANS = 23456  # RFC 6793: stands in for a 4-octet AS on a 2-octet session
 
 TUNNEL_TYPE_VXLAN = 8  # RFC 9012 BGP Tunnel Encapsulation Attribute Tunnel Types
+TUNNEL_TYPE_IPIP = 7  # RFC 9012: IP in IP
 PMSI_INGRESS_REPLICATION = 6  # RFC 6514 5
 
 ATTRIBUTE_NAMES = {
