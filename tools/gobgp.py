@@ -14,11 +14,14 @@
     rr.add_prefix("10.244.9.0/24", vni=1, rd="10.0.0.4:1", rt="65000:1",
                   router_mac="02:00:00:00:09:04", next_hop="10.0.0.4")
     rr.delete_macadv(...); rr.delete_multicast(...); rr.delete_prefix(...)
+    rr.add_unicast("10.9.0.0/24", next_hop="10.0.0.9")    # neighbors with families=("ipv4-unicast",)
+    rr.delete_unicast("10.9.0.0/24")
     rr.stop()
 
 The generated config (TOML, kept in the lab's temporary directory next to the
 log) holds the global AS, router ID, BGP port and listen addresses, and one
-neighbor entry per `Neighbor` with the l2vpn-evpn AFI/SAFI only, short timers
+neighbor entry per `Neighbor` with its AFI/SAFIs (l2vpn-evpn unless `families`
+says otherwise, e.g. ("ipv4-unicast",)), short timers
 (hold time 9 s, keepalive 3 s, connect retry 1 s, so sessions come up and
 fail fast in tests) and, when asked, route-reflector-client with this
 router's ID as cluster ID. Neighbors marked `adj_in_only` are named in a
@@ -92,6 +95,7 @@ class Neighbor:
     passive: bool = False  # wait for it to connect
     port: int = 179  # its BGP port
     adj_in_only: bool = False  # its routes stay in its Adj-RIB-In: the global import policy rejects them
+    families: tuple[str, ...] = ("l2vpn-evpn",)  # GoBGP's AFI/SAFI names: "ipv4-unicast", ...
 
 
 def config_toml(asn: int, router_id: str, listen: list[str], port: int,
@@ -153,11 +157,12 @@ def config_toml(asn: int, router_id: str, listen: list[str], port: int,
                 "    route-reflector-client = true",
                 f"    route-reflector-cluster-id = {q(router_id)}",
             ]
-        lines += [
-            "  [[neighbors.afi-safis]]",
-            "    [neighbors.afi-safis.config]",
-            '      afi-safi-name = "l2vpn-evpn"',
-        ]
+        for family in nb.families:
+            lines += [
+                "  [[neighbors.afi-safis]]",
+                "    [neighbors.afi-safis.config]",
+                f"      afi-safi-name = {q(family)}",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +261,17 @@ class GoBgp:
     def delete_prefix(self, prefix: str, vni: int, rd: str, gateway: str | None = None,
                       etag: int = 0) -> None:
         self.cli("global", "rib", "-a", "evpn", "del", *self._prefix(prefix, gateway, vni, rd, etag))
+
+    def add_unicast(self, prefix: str, next_hop: str) -> None:
+        """Originate an IPv4 or IPv6 unicast route (for neighbors with that family)."""
+        self.cli("global", "rib", "-a", self._afi(prefix), "add", prefix, "nexthop", next_hop)
+
+    def delete_unicast(self, prefix: str) -> None:
+        self.cli("global", "rib", "-a", self._afi(prefix), "del", prefix)
+
+    @staticmethod
+    def _afi(prefix: str) -> str:
+        return "ipv6" if ipaddress.ip_network(prefix, strict=False).version == 6 else "ipv4"
 
     @staticmethod
     def _prefix(prefix: str, gateway: str | None, vni: int, rd: str, etag: int) -> list[str]:

@@ -3,6 +3,7 @@
     node = start_overlayd(host, {"node": {...}, "networks": [...]})
     node.ctl("fdb")            # the JSON result of `overlayctl fdb --json`
     node.counters()["tx_flood_frames"]
+    node.established("10.0.0.2"), node.fdb_row(mac), node.flood_list(), node.tap_mac()
     node.stop()                # SIGTERM, wait, return the exit code
 
 The daemon runs from the same Python as the caller (`python -m overlayd`),
@@ -54,6 +55,26 @@ class Overlayd:
 
     def counters(self) -> dict[str, int]:
         return self.ctl("stats")["counters"]
+
+    def peer_state(self, address: str) -> str | None:
+        """The BGP session state with a neighbor as `overlayctl peers` says it
+        ("Established", ...; None: no such neighbor)."""
+        return next((p["state"] for p in self.ctl("peers") if p["neighbor"] == address), None)
+
+    def established(self, address: str) -> bool:
+        return (self.peer_state(address) or "").lower() == "established"
+
+    def fdb_row(self, mac: str) -> dict[str, Any] | None:
+        """The `overlayctl fdb` row of a MAC, or None."""
+        return next((r for r in self.ctl("fdb") if r["mac"] == mac), None)
+
+    def flood_list(self, network: int = 0) -> list[str]:
+        """The VTEPs a network (the first one unless told) floods to."""
+        return list(self.ctl("status")["networks"][network]["flood_list"])
+
+    def tap_mac(self, network: int = 0) -> str:
+        """The MAC address of a network's TAP (the first one unless told)."""
+        return self.ctl("status")["networks"][network]["mac"]
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         def ready() -> bool:

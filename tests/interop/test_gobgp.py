@@ -75,28 +75,6 @@ def overlayd_config(vtep: str, ip: str, peers: list[str]) -> dict[str, Any]:
     }
 
 
-def peer_state(node: Overlayd, address: str) -> str | None:
-    return next((p["state"] for p in node.ctl("peers") if p["neighbor"] == address), None)
-
-
-def established(node: Overlayd, address: str) -> bool:
-    return (peer_state(node, address) or "").lower() == "established"
-
-
-def fdb_row(node: Overlayd, mac: str) -> dict[str, Any] | None:
-    return next((r for r in node.ctl("fdb") if r["mac"] == mac), None)
-
-
-def flood_list(node: Overlayd) -> list[str]:
-    [net] = node.ctl("status")["networks"]
-    return list(net["flood_list"])
-
-
-def tap_mac(node: Overlayd) -> str:
-    [net] = node.ctl("status")["networks"]
-    return net["mac"]
-
-
 def wait(predicate, what: str, *logs: Any, timeout: float = CONVERGE_S) -> Any:
     return wait_showing_logs(predicate, what, *logs, timeout=timeout)
 
@@ -152,7 +130,7 @@ def gobgp_routes_from(peering: Peering, vtep: str) -> list[dict[str, Any]]:
 
 
 def test_session_reaches_established_on_both_sides(peering: Peering):
-    wait(lambda: established(peering.node, G_ADDR) and
+    wait(lambda: peering.node.established(G_ADDR) and
          peering.gobgp.neighbor_state(N1_VTEP) == "established",
          "overlayd <-> gobgpd Established", peering.node, peering.gobgp)
     [row] = peering.node.ctl("peers")
@@ -184,7 +162,7 @@ def test_gobgp_holds_overlayds_type3_route(peering: Peering):
 
 
 def test_gobgp_holds_overlayds_type2_routes_for_the_tap(peering: Peering):
-    mac = tap_mac(peering.node)
+    mac = peering.node.tap_mac()
     # Make the TAP's kernel speak: ARP requests and neighbour solicitations for
     # addresses nobody has carry the TAP's MAC and IP, which overlayd learns
     # (MAC) and snoops (IP bindings).
@@ -218,10 +196,10 @@ def test_gobgp_routes_steer_overlayd_and_carry_traffic(peering: Peering):
     gobgp.add_macadv(K_MAC, K_IP6, vni=VNI, rd=K_RD, rt=RT, next_hop=K_VTEP)
     gobgp.add_multicast(K_VTEP, vni=VNI, rd=K_RD, rt=RT, next_hop=K_VTEP)
 
-    row = wait(lambda: (r := fdb_row(node, K_MAC)) and r["learned"] == "bgp" and r,
+    row = wait(lambda: (r := node.fdb_row(K_MAC)) and r["learned"] == "bgp" and r,
                f"{K_MAC} from GoBGP in overlayd's FDB", node, gobgp)
     assert (row["where"], row["vni"]) == (K_VTEP, VNI), row
-    wait(lambda: K_VTEP in flood_list(node), f"{K_VTEP} on overlayd's flood list", node, gobgp)
+    wait(lambda: K_VTEP in node.flood_list(), f"{K_VTEP} on overlayd's flood list", node, gobgp)
     want = {("macip", K_MAC, K_IP), ("macip", K_MAC, K_IP6), ("imet", None, K_VTEP)}
 
     def rib_from_gobgp() -> list[dict[str, Any]] | None:
@@ -246,7 +224,7 @@ def test_gobgp_routes_steer_overlayd_and_carry_traffic(peering: Peering):
     # n1 asked for K_IP once: answered from GoBGP's MAC/IP binding, not flooded.
     assert after["tx_arp_suppressed"] > before["tx_arp_suppressed"], (before, after)
     # Remote MACs come from BGP only: still the GoBGP entry, not a data-plane one.
-    assert fdb_row(node, K_MAC)["learned"] == "bgp"
+    assert node.fdb_row(K_MAC)["learned"] == "bgp"
 
 
 def test_withdrawal_in_gobgp_leaves_overlayds_tables(peering: Peering):
@@ -255,14 +233,14 @@ def test_withdrawal_in_gobgp_leaves_overlayds_tables(peering: Peering):
     gobgp.add_macadv(K_MAC, K_IP, vni=VNI, rd=K_RD, rt=RT, next_hop=K_VTEP)
     gobgp.add_macadv(K_MAC, K_IP6, vni=VNI, rd=K_RD, rt=RT, next_hop=K_VTEP)
     gobgp.add_multicast(K_VTEP, vni=VNI, rd=K_RD, rt=RT, next_hop=K_VTEP)
-    wait(lambda: fdb_row(node, K_MAC) and K_VTEP in flood_list(node),
+    wait(lambda: node.fdb_row(K_MAC) and K_VTEP in node.flood_list(),
          "GoBGP's routes in overlayd", node, gobgp)
 
     gobgp.delete_macadv(K_MAC, K_IP, vni=VNI, rd=K_RD)
     gobgp.delete_macadv(K_MAC, K_IP6, vni=VNI, rd=K_RD)
-    wait(lambda: fdb_row(node, K_MAC) is None, f"{K_MAC} to leave overlayd's FDB", node, gobgp)
+    wait(lambda: node.fdb_row(K_MAC) is None, f"{K_MAC} to leave overlayd's FDB", node, gobgp)
     gobgp.delete_multicast(K_VTEP, rd=K_RD)
-    wait(lambda: K_VTEP not in flood_list(node), f"{K_VTEP} to leave the flood list", node, gobgp)
+    wait(lambda: K_VTEP not in node.flood_list(), f"{K_VTEP} to leave the flood list", node, gobgp)
     assert not [r for r in node.ctl("rib") if r["peer"] == G_ADDR]
     # The session survived the withdrawals, and overlayd's own routes are still in GoBGP.
     assert gobgp.neighbor_state(N1_VTEP) == "established"
@@ -280,7 +258,7 @@ def test_a_vtep_of_the_other_address_family_is_not_imported(peering: Peering):
                    > before["routes_rejected"] and r,
                    "overlayd to reject the IPv6 VTEP's type-3 route", node, gobgp)
         assert row["state"] == "Established", row
-        assert v6_vtep not in flood_list(node)
+        assert v6_vtep not in node.flood_list()
         assert not [r for r in node.ctl("rib") if r["ip"] == v6_vtep]
     finally:
         gobgp.delete_multicast(v6_vtep, rd=rd)
@@ -331,7 +309,7 @@ def reflector() -> Iterator[Reflector]:
 
 def test_both_nodes_established_with_the_reflector(reflector: Reflector):
     rr, a, b = reflector.rr, reflector.a, reflector.b
-    wait(lambda: established(a, RR_ADDR) and established(b, RR_ADDR)
+    wait(lambda: a.established(RR_ADDR) and b.established(RR_ADDR)
          and rr.neighbor_state(A_VTEP) == rr.neighbor_state(B_VTEP) == "established",
          "both overlayd nodes Established with the reflector", a, b, rr)
     for nb in rr.neighbors():
@@ -341,7 +319,7 @@ def test_both_nodes_established_with_the_reflector(reflector: Reflector):
 def test_nodes_behind_the_reflector_exchange_traffic(reflector: Reflector):
     rr, a, b = reflector.rr, reflector.a, reflector.b
     # Type-3 routes, reflected: each node floods to the other.
-    wait(lambda: flood_list(a) == [B_VTEP] and flood_list(b) == [A_VTEP],
+    wait(lambda: a.flood_list() == [B_VTEP] and b.flood_list() == [A_VTEP],
          "flood lists from reflected type-3 routes", a, b, rr)
     start = time.monotonic()
     attempts: list[str] = []
@@ -355,11 +333,11 @@ def test_nodes_behind_the_reflector_exchange_traffic(reflector: Reflector):
     took = time.monotonic() - start
     ok, out = ping_ok(b.host, A_IP)
     assert ok, f"b -> a:\n{out}"
-    mac_a, mac_b = tap_mac(a), tap_mac(b)
-    row = wait(lambda: (r := fdb_row(a, mac_b)) and r["learned"] == "bgp" and r,
+    mac_a, mac_b = a.tap_mac(), b.tap_mac()
+    row = wait(lambda: (r := a.fdb_row(mac_b)) and r["learned"] == "bgp" and r,
                f"b's MAC {mac_b} in a's FDB via the reflector", a, b, rr)
     assert row["where"] == B_VTEP, row
-    row = wait(lambda: (r := fdb_row(b, mac_a)) and r["learned"] == "bgp" and r,
+    row = wait(lambda: (r := b.fdb_row(mac_a)) and r["learned"] == "bgp" and r,
                f"a's MAC {mac_a} in b's FDB via the reflector", a, b, rr)
     assert row["where"] == A_VTEP, row
     # a's RIB: b's routes, received from the reflector with b's VTEP as next hop.
@@ -385,7 +363,7 @@ def test_capture_of_the_sessions_decodes_cleanly(reflector: Reflector):
     """tshark finds no malformed packet or error in the BGP of both sessions, and sees
     every speaker send OPEN, UPDATE and KEEPALIVE (the first one confirms the OPEN)."""
     a, b, rr = reflector.a, reflector.b, reflector.rr
-    wait(lambda: established(a, RR_ADDR) and established(b, RR_ADDR),
+    wait(lambda: a.established(RR_ADDR) and b.established(RR_ADDR),
          "sessions up before the capture ends", a, b, rr)
     reflector.capture.stop()
     host, pcap = rr.host, str(reflector.pcap)

@@ -1,7 +1,8 @@
 """The EVPN benchmark's pure parts: the synthetic speaker's UPDATEs (tools.evpn_load) and
 gobgpd's Adj-RIB-In-only policy (tools.gobgp). Both were checked against gobgpd 3.10 by
 `tools/bench.py --only control`: it learned every route, and kept the rejected ones out of
-its RIB."""
+its RIB. Also the AFI/SAFIs a gobgpd neighbor gets (ipv4-unicast checked against gobgpd 3.10
+by tests/interop/test_frr.py)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,11 @@ def test_adj_in_only_neighbors_are_rejected_by_the_global_import_policy():
     assert statement["actions"]["route-disposition"] == "reject-route"
     plain = tomllib.loads(config_toml(65000, "10.0.0.9", ["10.0.0.9"], 179, [Neighbor("10.0.0.3", 65000)]))
     assert "apply-policy" not in plain["global"] and "policy-definitions" not in plain
+
+
+def test_gobgp_neighbors_take_their_families():
+    config = tomllib.loads(config_toml(65000, "10.0.0.9", ["10.0.0.9"], 179, [
+        Neighbor("10.0.0.2", 65000, families=("ipv4-unicast",)),
+        Neighbor("10.0.0.3", 65000)]))
+    names = [[f["config"]["afi-safi-name"] for f in nb["afi-safis"]] for nb in config["neighbors"]]
+    assert names == [["ipv4-unicast"], ["l2vpn-evpn"]]
