@@ -13,7 +13,9 @@ others node3 sits at 10.0.0.3/24 with the rest.
 
 Every node runs overlayd with `routing:` (VNI 1, 10.244.0.0/16, subnet
 10.244.N.0/24), an iBGP full mesh, the scenario's backend, and writes its CNI
-conflist; one pod per node gets its address from it. What each test asserts:
+conflist; one pod per node gets its address from it; `ipmasq` is on, and a
+server outside the cluster network (host "srv", 10.0.0.200) records the
+source addresses it sees. What each test asserts:
 pods ping and a TCP stream crosses; the kernel tables equal what the RIB
 implies, computed here from `overlayctl routes` rows (independently of the
 planner); an entry deleted by hand comes back; SIGKILL and a restart leave no
@@ -26,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 import pytest
 
 from overlayd.status.client import request
+from tests.netns import udp_send, udp_sources
 from tests.netns.cni import CniPods, Pod, plugin_config, require_cni
 from tests.netns.test_routed_subnets import iperf3, ping_all
 from tests.support import require_netns, require_programs
@@ -44,6 +48,7 @@ pytestmark = pytest.mark.root
 
 ASN = 65000
 PROTO = 149
+SERVER = "10.0.0.200"
 NETWORK = ipaddress.ip_network("10.244.0.0/16")
 DEVICE = "ovl0"
 SCENARIOS = {  # backends per node, direct routing, node3 behind a router
@@ -66,6 +71,7 @@ class Cluster:
     direct: bool
     far: bool
     hosts: list[Host]
+    server: Host
     nodes: list[Overlayd] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
 
@@ -77,6 +83,7 @@ class Cluster:
             "vni": 1, "network": str(NETWORK), "subnet": str(subnet(i)), "backend": self.backends[i],
             "env_file": str(self.lab.tmpdir / f"node{i + 1}-subnet.env"),
             "cni_conflist": str(self.lab.tmpdir / f"node{i + 1}-10-overlayd.conflist"),
+            "ipmasq": True,
         }
         if self.direct:
             routing["direct_routing"] = True
@@ -114,9 +121,10 @@ class Cluster:
         return True
 
 
-def add_underlay(lab: Lab, far: bool) -> list[Host]:
+def add_underlay(lab: Lab, far: bool) -> tuple[list[Host], Host]:
     hosts = [lab.add_host("node1", v4="10.0.0.1/24"), lab.add_host("node2", v4="10.0.0.2/24"),
              lab.add_host("node3", v4="10.0.1.3/24" if far else "10.0.0.3/24")]
+    server = lab.add_host("srv", v4=f"{SERVER}/24")
     if far:
         r = lab.add_host("r", v4="10.0.0.254/24")
         r.ip("addr", "add", "10.0.1.254/24", "dev", "eth0")
@@ -126,12 +134,13 @@ def add_underlay(lab: Lab, far: bool) -> list[Host]:
         for h in hosts[:2]:
             h.ip("route", "add", "10.0.1.0/24", "via", "10.0.0.254")
         hosts[2].ip("route", "add", "10.0.0.0/24", "via", "10.0.1.254")
+        server.ip("route", "add", "10.0.1.0/24", "via", "10.0.0.254")
     for h in hosts:
         h.sysctl("net.ipv4.ip_forward", 1)
         # Lab only: a kernel VXLAN device sends over a veth with the inner TCP checksum left to
         # the NIC, which a userspace receiver cannot finish (see tests/interop/test_kernel_vxlan.py).
         h.run("ethtool", "-K", "eth0", "tx", "off")
-    return hosts
+    return hosts, server
 
 
 @pytest.fixture(scope="module", params=list(SCENARIOS))
@@ -141,7 +150,7 @@ def cluster(request: pytest.FixtureRequest):
     require_programs("ping", "iperf3", "ss", "ethtool", "bridge")
     backends, direct, far = SCENARIOS[request.param]
     with Lab() as lab:
-        c = Cluster(request.param, lab, backends, direct, far, add_underlay(lab, far))
+        c = Cluster(request.param, lab, backends, direct, far, *add_underlay(lab, far))
         pods = CniPods(lab)
         try:
             for i in range(3):
@@ -164,6 +173,7 @@ def cluster(request: pytest.FixtureRequest):
         for host in c.hosts:  # a clean stop leaves nothing of overlayd's
             assert host.json_ip("route", "show", "proto", str(PROTO)) == [], host.name
             assert not host.json_ip("link", "show", "type", "vxlan"), host.name
+            assert host.run("nft", "list", "table", "inet", "overlayd", check=False).returncode != 0, host.name
 
 
 # -- traffic ------------------------------------------------------------------------------
@@ -182,6 +192,31 @@ def test_a_tcp_stream_crosses(cluster: Cluster):
     received = end["sum_received"]["bytes"]
     print(f"{cluster.name}: iperf3 node1 -> node2 pod: {end['sum_received']['bits_per_second'] / 1e9:.2f} Gbit/s")
     assert received > 1_000_000, end
+
+
+def sources_seen(receiver: Host, address: str, senders: list[Host]) -> list[str]:
+    """Each sender sends one UDP datagram to address:9999; the source addresses the receiver saw."""
+    proc = receiver.popen(sys.executable, udp_sources.__file__, address, "9999")
+    try:
+        wait_for(lambda: "listening" in receiver.log(proc), timeout=10, what="the UDP receiver")
+        for sender in senders:
+            sender.run(sys.executable, udp_send.__file__, address, "9999", "6869")
+        wait_for(lambda: receiver.log(proc).count("from ") >= len(senders), timeout=5,
+                 what=f"{len(senders)} datagrams at {address}")
+        return [line.split()[1] for line in receiver.log(proc).splitlines() if line.startswith("from ")]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_ipmasq_hides_pods_behind_their_node_outside_the_cluster_only(cluster: Cluster):
+    seen = sources_seen(cluster.server, SERVER, [pod.host for pod in cluster.pods])
+    assert sorted(seen) == sorted(cluster.vtep(i) for i in range(3)), seen
+    inside = sources_seen(cluster.pods[1].host, cluster.pods[1].v4, [cluster.pods[0].host])
+    assert inside == [cluster.pods[0].v4], inside
+    rules = cluster.hosts[0].run("nft", "list", "table", "inet", "overlayd").stdout
+    print(f"{cluster.name}: server saw {seen}; pod on node2 saw {inside}\n{rules}")
+    assert "ip saddr 10.244.1.0/24 ip daddr != { 10.244.0.0/16, 224.0.0.0/4 } masquerade fully-random" in rules
 
 
 # -- the kernel's tables ----------------------------------------------------------------------
