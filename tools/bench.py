@@ -46,6 +46,13 @@ Control-plane numbers (`--only control`), each a median over `--runs`:
 
 The two EVPN numbers need root and gobgpd (skipped otherwise); how they are
 taken, and why GoBGP 3.10 limits the inbound count, is in tools/bench_evpn.py.
+
+The kernel backends (`--only backends`, and in `all`; tools/bench_backends.py):
+pod to pod on the routed path, each backend against the same thing done by
+hand (kernel / a hand-made kernel VXLAN, host-gw / hand-made static routes,
+userspace beside them), and the programming rate: --backend-macs type-2 and
+--backend-subnets type-5 routes from a synthetic speaker into the kernel,
+and their withdrawal.
 To add a benchmark, add a function to CONTROL_BENCHES.
 
 Results go to bench-results/bench-<time>.json (and .png when matplotlib is
@@ -246,7 +253,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulators, "
                         "10k/5k EVPN routes")
-    p.add_argument("--only", choices=("data", "control", "all"), default="all")
+    p.add_argument("--only", choices=("data", "control", "backends", "all"), default="all")
+    p.add_argument("--backend-macs", type=int, default=10_000,
+                   help="type-2 routes for the kernel programming rate (default 10000)")
+    p.add_argument("--backend-subnets", type=int, default=1_000,
+                   help="type-5 routes for the kernel programming rate (default 1000)")
     p.add_argument("--mode", choices=("both", *MODES), default="both",
                    help="measure only one side (ratios need both)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where JSON/PNG go")
@@ -614,11 +625,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("control", "all"):
         log("control plane")
         results["control_plane"] = run_control_plane(args, log)
+    if args.only in ("backends", "all"):
+        if os.geteuid() != 0:
+            print("bench: the backends benchmark needs root (network namespaces)", file=sys.stderr)
+            return 2
+        from tools import bench_backends
+
+        log("kernel backends: routed pod to pod, then the programming rate")
+        results["backends"] = {
+            "routed": bench_backends.routed_pod_to_pod(args.runs, args.seconds, min(args.pings, 500),
+                                                       args.ping_interval, log),
+            "programming": bench_backends.programming_rate(args.backend_macs, args.backend_subnets, 100, log),
+        }
     results["summary"] = summarize(results["runs"])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(render_table(results))
+    if results.get("backends"):
+        from tools import bench_backends
+
+        print("\n" + bench_backends.render(results["backends"]))
     print(f"\nwrote {stem.with_suffix('.json')}")
     if results["runs"] and render_chart(results, stem.with_suffix(".png")):
         print(f"wrote {stem.with_suffix('.png')}")

@@ -13,7 +13,12 @@ UPDATEs at once: `--routes` MAC-only type-2 routes (MAC 02:01:00:00:00:00 + i,
 label = VNI, the route target and the VXLAN encapsulation community, as
 `RouteFactory.mac_ip` builds overlayd's own), spread over `--vteps` next hops
 10.1.0.1, 10.1.0.2, ... (each its own RD <vtep>:<vni>, as if that many nodes
-had announced them), packed by `split_update`, then an End-of-RIB. Then it
+had announced them), packed by `split_update`, then an End-of-RIB. With
+`--subnets N` it also announces N type-5 routes, /24s of `--subnet-base`
+(10.129.0.0/24, 10.129.1.0/24, ...), label `--l3-vni`, route target
+`--l3-rt`, the VXLAN encapsulation and a router MAC 02:00:<next hop>, spread
+over the same next hops. On SIGUSR1 it withdraws every route it announced
+and prints {"withdrawn": t}. Then it
 holds the session: a KEEPALIVE every third of the negotiated hold time, and
 whatever the peer sends is read and dropped without decoding, so that a
 benchmark's other measurements do not pay for it. It is not a BGP
@@ -39,13 +44,14 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 from overlayd.control.negotiation import SessionConfig, local_open
 from overlayd.control.routes import EvpnNetwork, RouteFactory
-from overlayd.wire.bgp.attributes import RouteTarget
-from overlayd.wire.bgp.evpn import MacIpRoute, RouteDistinguisher
+from overlayd.wire.bgp.attributes import Encapsulation, PathAttributes, RouterMac, RouteTarget
+from overlayd.wire.bgp.evpn import MacIpRoute, PrefixRoute, RouteDistinguisher
 from overlayd.wire.bgp.messages import (
     KEEPALIVE,
     NOTIFICATION,
@@ -65,6 +71,9 @@ HELLO = 0x88B5
 MIN_FRAME = 60
 
 
+SUBNET_BASE = ipaddress.IPv4Network("10.129.0.0/24")
+
+
 def mac_bytes(base: int, i: int) -> bytes:
     return (base + i).to_bytes(6, "big")
 
@@ -82,6 +91,29 @@ def type2_updates(routes: int, vni: int, rt: str, vteps: int, asn: int) -> Itera
         mine = tuple(MacIpRoute(net.rd, mac_bytes(IN_MAC_BASE, i), None, vni=vni)
                      for i in range(v, routes, vteps))
         yield from split_update(Update(announced=mine, attributes=attrs))
+
+
+def type5_updates(subnets: int, vni: int, rt: str, vteps: int, asn: int, base: ipaddress.IPv4Network
+                  ) -> Iterator[Update]:
+    """The UPDATEs announcing `subnets` type-5 routes (/24s from `base` on), subnet i from VTEP i % vteps."""
+    target = RouteTarget.parse(rt)
+    for v in range(min(vteps, subnets)):
+        vtep = VTEP_BASE + v
+        attrs = PathAttributes(next_hop=vtep, origin=0, local_pref=100,
+                               ext_communities=(target, Encapsulation(), RouterMac(b"\x02\x00" + vtep.packed)))
+        rd = RouteDistinguisher.for_vtep(vtep, vni if vni <= 0xFFFF else 0xFFFF)
+        mine = tuple(PrefixRoute(rd, subnet_of(base, i), vni=vni) for i in range(v, subnets, vteps))
+        yield from split_update(Update(announced=mine, attributes=attrs))
+
+
+def subnet_of(base: ipaddress.IPv4Network, i: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network((int(base.network_address) + (i << (32 - base.prefixlen)), base.prefixlen))
+
+
+def withdrawals(updates: list[Update]) -> list[Update]:
+    """The UPDATEs withdrawing every route of `updates`."""
+    routes = tuple(r for u in updates for r in u.announced)
+    return split_update(Update(withdrawn=routes))
 
 
 class Refused(Exception):
@@ -110,8 +142,14 @@ def open_session(sock: socket.socket, config: SessionConfig) -> int:
 def announce(args: argparse.Namespace) -> int:
     config = SessionConfig(local_asn=args.asn, peer_asn=args.asn, router_id=args.local,
                            peer_address=args.peer, hold_time_s=args.hold_time)
-    messages = [encode_message(u) for u in type2_updates(args.routes, args.vni, args.rt, args.vteps, args.asn)]
+    announced = list(type2_updates(args.routes, args.vni, args.rt, args.vteps, args.asn))
+    if args.subnets:
+        announced += type5_updates(args.subnets, args.l3_vni, args.l3_rt, args.vteps, args.asn,
+                                   ipaddress.IPv4Network(args.subnet_base))
+    messages = [encode_message(u) for u in announced]
     updates = len(messages)
+    withdraw = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: withdraw.set())
     wire = b"".join(messages) + encode_message(Update(end_of_rib=True))
     deadline = time.monotonic() + args.connect_timeout
     while True:
@@ -138,7 +176,11 @@ def announce(args: argparse.Namespace) -> int:
     next_keepalive = time.monotonic() + interval if interval else None
     buf = bytearray(1 << 20)
     while True:
-        timeout = None if next_keepalive is None else max(0.0, next_keepalive - time.monotonic())
+        if withdraw.is_set():
+            withdraw.clear()
+            sock.sendall(b"".join(encode_message(u) for u in withdrawals(announced)))
+            print(json.dumps({"withdrawn": time.monotonic()}), flush=True)
+        timeout = 0.1 if next_keepalive is None else min(0.1, max(0.0, next_keepalive - time.monotonic()))
         ready, _, _ = select.select([sock], [], [], timeout)
         if ready and sock.recv_into(buf) == 0:
             print("evpn_load: the peer closed the session", file=sys.stderr)
@@ -181,6 +223,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--vni", type=int, default=100)
     a.add_argument("--rt", default="65000:100")
     a.add_argument("--vteps", type=int, default=100)
+    a.add_argument("--subnets", type=int, default=0, help="type-5 routes to announce too")
+    a.add_argument("--subnet-base", default=str(SUBNET_BASE))
+    a.add_argument("--l3-vni", type=int, default=1)
+    a.add_argument("--l3-rt", default="65000:1")
     a.add_argument("--hold-time", type=int, default=90)
     a.add_argument("--connect-timeout", type=float, default=15.0)
     m = sub.add_parser("macs", help="write frames with distinct source MACs into a device")

@@ -23,6 +23,11 @@ lab.add_host(name, v4=None, v6=None, mtu=1500) -> Host
     bridge "br0" (multicast snooping off, so it floods like a hub for
     multicast) in the underlay namespace "<prefix>-ul" (lab.underlay),
     created with the first host. Every host can reach every other host.
+lab.add_pod(node, name, bridge, v4, gateway=None, mtu=1500) -> Host
+    A namespace "<prefix>-<node>-<name>" whose eth0 is a veth into `node`, its
+    other end ("p-<name>") a port of `bridge` there; `v4` (with length) on
+    eth0, and a default route via `gateway` when given: a pod on a node's
+    bridge, without CNI.
 lab.close()
     Stops every process started through the lab (SIGTERM to its process
     group, SIGKILL after 3 s, then SIGKILL to anything still inside a lab
@@ -225,6 +230,22 @@ class Lab:
         host.ip("link", "set", "eth0", "up")
         self.hosts[name] = host
         return host
+
+    def add_pod(self, node: Host, name: str, bridge: str, v4: str, gateway: str | None = None,
+                mtu: int = 1500) -> Host:
+        netns = f"{self.prefix}-{node.name}-{name}"
+        self._add_netns(netns)
+        pod = Host(self, f"{node.name}-{name}", netns, str(ipaddress.IPv4Interface(v4).ip), None)
+        port = f"p-{name}"[:15]
+        node.ip("link", "add", port, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "mtu", str(mtu),
+                "netns", netns)
+        node.ip("link", "set", port, "master", bridge, "up")
+        pod.ip("link", "set", "lo", "up")
+        pod.ip("addr", "add", v4, "dev", "eth0")
+        pod.ip("link", "set", "eth0", "up")
+        if gateway:
+            pod.ip("route", "add", "default", "via", gateway)
+        return pod
 
     def close(self) -> None:
         if self._closed:

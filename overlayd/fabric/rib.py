@@ -208,6 +208,8 @@ def route_order(route: EvpnRoute) -> tuple:
 def decide(paths: Iterable[Path], *, always_compare_med: bool = False) -> Path:
     """The best of the paths for one route key (steps 0-12, see the module docstring)."""
     candidates = list(paths)
+    if len(candidates) == 1:  # the common case: every step keeps the only candidate
+        return candidates[0]
     if not candidates:
         raise ValueError("no paths to decide between")
     candidates = _prefer_local(candidates)
@@ -222,6 +224,8 @@ def decide(paths: Iterable[Path], *, always_compare_med: bool = False) -> Path:
 def decide_mac(paths: Iterable[Path], *, always_compare_med: bool = False) -> Path:
     """Where one MAC lives, among the best paths of its type-2 routes (RFC 7432 15 first)."""
     candidates = list(paths)
+    if len(candidates) == 1:
+        return candidates[0]
     if not candidates:
         raise ValueError("no paths to decide between")
     candidates = _prefer_sticky(candidates)

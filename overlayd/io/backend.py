@@ -39,6 +39,7 @@ import json
 import logging
 import socket
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -57,6 +58,8 @@ from overlayd.kernel.state import Address, KernelState, Op, diff, kind_of
 log = logging.getLogger("overlayd.kernel")
 
 CHUNK = 2000  # operations per batch before the event loop gets a turn
+MIN_PLAN_INTERVAL_S = 0.05  # while the tables move, plan at most this often ...
+PLAN_BACKOFF = 3.0  # ... and leave the event loop this many times the last plan's cost in between
 RETRY_S = 5.0  # failed operations are tried again after this long
 RESYNC_S = 60.0  # a full read of the owned entries, whatever the monitor said
 SWEEP_AFTER_S = 30.0  # the latest an adopted entry the tables do not want is removed
@@ -89,7 +92,10 @@ class KernelBackend:
         self.mtu = 0
         self.routed_mtu = 0
         self._started = 0.0
-        self._dirty = True
+        self._dirty = True  # diff desired against programmed on the next step
+        self._stale: set = {"routed", *(n.vni for n in self.segments)}  # parts of the plan to make again
+        self._parts: dict = {}  # part -> its KernelState, as last planned
+        self._next_plan = 0.0
         self._host_dirty = True
         self._resync_at = 0.0  # 0: not due
         self._retry_at = 0.0
@@ -200,8 +206,8 @@ class KernelBackend:
     def segment_events(self, events: Iterable[object]) -> None:
         """The Switch's table changes: a kernel segment's FDB, flood list or bindings moved."""
         vnis = {n.vni for n in self.segments}
-        if vnis and any(getattr(e, "vni", None) in vnis for e in events):
-            self._dirty = True
+        if vnis:
+            self._stale |= vnis & {getattr(e, "vni", None) for e in events}
 
     def follow_moves(self) -> None:
         """Our subnet moved (`subnet: auto` lost a collision): rewrite subnet.env, plan again."""
@@ -209,14 +215,15 @@ class KernelBackend:
             return
         self.speaker.subnet_moves.clear()
         write_subnet_files(self.routing, self.speaker.routed.subnets, self.routed_mtu)
-        self._dirty = True
+        self._stale.add("routed")
 
     async def step(self) -> None:
         """Bring the kernel in line with the tables, if anything moved (see the module docstring)."""
         now = self.clock()
         versions = self._table_versions()
         if versions != self._versions:
-            self._versions, self._dirty = versions, True
+            self._versions = versions
+            self._stale.add("routed")
         if self._retry_at and now >= self._retry_at:
             self._retry_at, self._dirty = 0.0, True
         if now >= self._next_full:
@@ -231,6 +238,7 @@ class KernelBackend:
                     await self._refresh_devices(ipr)
                     await self._ensure_devices(ipr)
                     await self._read_host(ipr)
+                    self._stale.add("routed")
                 if self._resync_at and now >= self._resync_at:
                     self._resync_at = 0.0
                     self._next_full = now + RESYNC_S
@@ -238,10 +246,19 @@ class KernelBackend:
                     self.programmed = await read_owned(ipr, self.devices, self.protocol)
                     await self._read_local(ipr)
             self._dirty = True
+        if self._stale:
+            if now < self._next_plan:
+                return  # tables still moving: plan again once the last plan's cost is paid back
+            started = time.perf_counter()
+            self._replan()
+            self._next_plan = now + max(MIN_PLAN_INTERVAL_S, PLAN_BACKOFF * (time.perf_counter() - started))
+            self._dirty = True
         if not self._dirty:
             return
         self._dirty = False
-        desired = self._plan()
+        desired = KernelState()
+        for part in self._parts.values():
+            desired.update(part)
         self._apply_masq()
         ops = diff(desired, self.programmed, keep=self.adopted)
         for start in range(0, len(ops), CHUNK):
@@ -261,23 +278,26 @@ class KernelBackend:
             return True
         return all(p.established is not None and sp.stats[a].end_of_rib for a, p in sp.peers.items())
 
-    def _plan(self) -> KernelState:
-        state = KernelState()
+    def _replan(self) -> None:
+        """Plan again the parts whose tables moved: the routed subnets, each kernel segment."""
+        stale, self._stale = self._stale, set()
         r = self.routing
-        if r is not None:
+        if r is not None and "routed" in stale:
             spec = RoutedSpec(r.backend, r.device, self.config.node.vtep, r.vni,
                               tuple(n for n in (r.network, r.network6) if n is not None),
                               r.direct_routing, r.install_routes)
             self.plan = plan_routed(spec, self.prefixes, self.host)
-            state.update(self.plan.state)
+            self._parts["routed"] = self.plan.state
         for net in self.segments:
+            if net.vni not in stale:
+                continue
             spec = SegmentSpec(net.vni, net.device, net.vxlan_device, self.config.node.family)
             fdb = [e for e in self.switch.fdb if e.vni == net.vni]
             bindings = [b for b in self.switch.neighbors if b.vni == net.vni and b.source.rank > 0]
-            state.update(plan_segment(spec, fdb, self.switch.flood.targets(net.vni), bindings))
+            state = plan_segment(spec, fdb, self.switch.flood.targets(net.vni), bindings)
             if net.address is not None:
                 state.add(Address(net.device, net.address))
-        return state
+            self._parts[net.vni] = state
 
     def _record(self, outcomes) -> None:
         failed = 0

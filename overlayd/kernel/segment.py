@@ -18,6 +18,7 @@ the other way: the bridge learns them, and `io` feeds them into the tables.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,16 +56,23 @@ def plan_segment(spec: SegmentSpec, macs: Iterable[MacEntry], flood: Iterable[st
     """What the kernel should hold for one segment, from its FDB entries (local ones are
     skipped: the bridge has them), flood list and control-plane IP/MAC bindings."""
     state = KernelState()
-    for entry in macs:
+    fdb, device, family = state.fdb, spec.vxlan, spec.family
+    for entry in macs:  # the hot loop of a segment with many MACs: keys written directly
         if entry.vtep is None:
             continue
-        vtep = ipaddress.ip_address(entry.vtep)
-        if vtep.version == spec.family:
-            state.add(FdbEntry(spec.vxlan, entry.mac, vtep))
+        vtep = _address(entry.vtep)
+        if vtep.version == family and entry.mac != ZERO_MAC:
+            fdb[(device, entry.mac, None)] = FdbEntry(device, entry.mac, vtep)
     for member in flood:
-        vtep = ipaddress.ip_address(member)
-        if vtep.version == spec.family:
-            state.add(FdbEntry(spec.vxlan, ZERO_MAC, vtep))
+        vtep = _address(member)
+        if vtep.version == family:
+            state.add(FdbEntry(device, ZERO_MAC, vtep))
     for b in bindings:
         state.add(Neighbor(spec.bridge, b.ip, b.mac, extern_learn=True))
     return state
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str) -> IpAddress:
+    """A VTEP's address: few distinct ones stand behind many MACs."""
+    return ipaddress.ip_address(text)
