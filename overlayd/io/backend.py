@@ -474,8 +474,6 @@ class KernelBackend:
                 self._resync_at = now
             return
         if notice.entry is not None:
-            if notice.ours:
-                return
             have = self.programmed.table(kind_of(notice.entry)).get(notice.entry.key)
             drifted = have is not None if notice.deleted else have != notice.entry
             if drifted and not (notice.deleted and have != notice.entry):

@@ -431,8 +431,8 @@ async def read_owned(ipr, devices: Devices, protocol: int) -> KernelState:
 class Notice:
     """A notification worth a look:
 
-    entry    an owned entry added, changed or gone (`deleted`); `ours` when our own
-             Writer sent it (route and neighbour notifications say who asked)
+    entry    an owned entry added, changed or gone (`deleted`) by someone else: route and
+             neighbour notifications name who asked, and our own Writer's are dropped
     msg      a neighbour or bridge FDB entry that is not ours (decoded), for local learning
     host     the host's links, addresses or other routes changed; `resync` when it was
              about an owned device, or notifications were lost: read everything again
@@ -443,7 +443,6 @@ class Notice:
     msg: object = None
     host: bool = False
     resync: bool = False
-    ours: bool = False
 
 
 class Monitor:
@@ -498,7 +497,7 @@ class Monitor:
                 return Notice(host=True) if table == RT_TABLE_MAIN else None
             msg = rtmsg(raw)
             msg.decode()
-            return Notice(msg_type == RTM_DELROUTE, route_of(msg, devices), ours=port == writer_port)
+            return Notice(msg_type == RTM_DELROUTE, route_of(msg, devices))
         if msg_type in (RTM_NEWNEIGH, RTM_DELNEIGH):
             if len(body) < 12:
                 return None
@@ -506,7 +505,7 @@ class Monitor:
             if ifindex in owned:
                 entry = _owned_neighbor(body, devices.name(ifindex))
                 if entry is not None:
-                    return Notice(msg_type == RTM_DELNEIGH, entry, ours=port == writer_port)
+                    return Notice(msg_type == RTM_DELNEIGH, entry)
             if not learning:
                 return None
             msg = ndmsg(raw)
