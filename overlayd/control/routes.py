@@ -21,6 +21,7 @@ from overlayd.wire.bgp.attributes import (
     RouteTarget,
 )
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, MacIpRoute, PrefixRoute, RouteDistinguisher
+from overlayd.wire.bgp.unicast import UnicastRoute
 
 LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
@@ -94,7 +95,7 @@ class Importer:
     """Which network a received path belongs to: the first of its route targets that names one.
 
     Type-2 and type-3 routes map to the L2 networks; type-5 routes only to
-    the routed (L3) VNI, through its own route target.
+    the routed (L3) VNI, through its own route target; unicast routes to none.
     """
 
     def __init__(self, networks: dict[int, EvpnNetwork], l3: tuple[RouteTarget, int] | None = None):
@@ -102,6 +103,8 @@ class Importer:
         self._l3 = (str(l3[0]), l3[1]) if l3 is not None else None
 
     def domain_of(self, path: Path) -> int | None:
+        if isinstance(path.route, UnicastRoute):
+            return None
         if isinstance(path.route, PrefixRoute):
             if self._l3 is not None and any(str(rt) == self._l3[0] for rt in path.attributes.route_targets()):
                 return self._l3[1]
