@@ -35,8 +35,8 @@ COMMANDS: dict[str, str] = {
     "status": "the node, its VTEP and each network (name, VNI, device, MTU, flood list)",
     "fdb": "forwarding database entries (args: network)",
     "stats": "frame and byte counters, and one counter per drop reason",
-    "peers": "BGP neighbors: AS, state, uptime, routes received / accepted / sent, last error",
-    "rib": "EVPN routes: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
+    "peers": "BGP neighbors: AS, state, uptime, families, routes received / accepted / sent, last error",
+    "rib": "BGP routes, EVPN and unicast: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
     "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer",
 }
 
