@@ -20,6 +20,7 @@ from overlayd.control.routed import default_router_mac
 from overlayd.control.speaker import Speaker
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.prefixes import PrefixTable
+from overlayd.status import ctl
 from overlayd.status.bgp_view import peer_rows, rib_rows
 from overlayd.wire.bgp.attributes import (
     AS_SEQUENCE,
@@ -294,3 +295,16 @@ def test_peers_show_families_and_unicast_routes_as_accepted():
     assert row["end_of_rib_received"] is False  # not yet for EVPN
     lab.send("10.0.0.1", Update(end_of_rib=True))
     assert peer_rows(lab.speaker, lab.now)[0]["end_of_rib_received"] is True
+
+
+def test_overlayctl_renders_unicast_rows_and_families():
+    lab = Lab([v4("10.0.0.1", families=("evpn", "ipv4-unicast"))])
+    lab.send("10.0.0.1", announce("192.0.2.0/24", "10.0.0.9"))
+    rib = ctl.render_rib(rib_rows(lab.speaker)).splitlines()
+    assert rib[0].split() == ["TYPE", "RD", "ESI/TAG", "MAC", "IP", "PREFIX", "VNI", "NEXT", "HOP", "SEQ", "BEST",
+                              "FROM"]
+    unicast = [line.split() for line in rib if line.startswith("ipv4-unicast")]
+    assert unicast == [["ipv4-unicast", "-", "-", "-", "-", "10.244.1.0/24", "-", NODE, "-", "*", "local"],
+                       ["ipv4-unicast", "-", "-", "-", "-", "192.0.2.0/24", "-", "10.0.0.9", "-", "*", "10.0.0.1"]]
+    peers = ctl.render_peers(peer_rows(lab.speaker, lab.now)).splitlines()
+    assert "FAMILIES" in peers[0].split() and "evpn,ipv4-unicast" in peers[1].split()
