@@ -33,6 +33,7 @@ from overlayd.wire.bgp.attributes import (
 from overlayd.wire.bgp.evpn import PrefixRoute, RouteDistinguisher
 from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST, UnicastRoute
 from overlayd.wire.bgp.update import L2VPN_EVPN, Update, route_family
+from tests.unit.test_speaker import move_bytes
 
 ASN = 65000
 NODE = "10.0.0.5"
@@ -95,13 +96,7 @@ class Lab:
 
     def pump(self) -> None:
         for _ in range(50):
-            moved = False
-            for ours, mine, theirs, their_id in self.links:
-                for src, dst, conn in ((ours, theirs, their_id), (theirs, ours, mine)):
-                    for _cid, data, _close in src.data_to_send():
-                        if data:
-                            dst.data_received(conn, data, self.now)
-                            moved = True
+            moved = move_bytes(self.links, self.now)
             self.speaker.poll(self.now)
             for router in self.routers.values():
                 while (event := router.peer.next_event()) is not None:
