@@ -32,6 +32,9 @@ The I/O side drives it like this:
     speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
     speaker.get_timer(), speaker.handle_timer(now)
     speaker.stop(now)                 # Cease to every peer
+
+and a kernel planner reads `speaker.unicast_routes()` (prefix -> next hop) again
+whenever `speaker.unicast_version` has changed.
 """
 
 from __future__ import annotations
