@@ -14,7 +14,7 @@ through a `Fabric` (the Switch). Theory of operation:
   of type-2 routes -> the FDB (source `bgp`), type-2 routes with an IP ->
   ARP/ND bindings (for suppression). A path maps to a network by route
   target; paths that name none stay in the RIB, unused.
-- Unicast (see unicast.py). With `routing:`, our subnets also go out as
+- Unicast (see routes.py). With `routing:`, our subnets also go out as
   IPv4 / IPv6 unicast routes; received unicast paths go into the RIB, and
   the best one of each prefix that is not ours into `unicast_routes()`,
   whose `unicast_version` tells a kernel planner when to plan again.
@@ -56,8 +56,7 @@ from overlayd.control.events import (
 from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
 from overlayd.control.routed import RoutedSubnets
-from overlayd.control.routes import Importer, RouteFactory, advertisable_ip, evpn_networks
-from overlayd.control.unicast import UnicastRoutes
+from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.mobility import (
     LocalMacAdvertised,
