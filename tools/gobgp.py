@@ -1,4 +1,4 @@
-"""Run GoBGP (`gobgpd` + the `gobgp` CLI) in a lab host, as a BGP EVPN peer or route reflector.
+"""Run GoBGP (`gobgpd` + the `gobgp` CLI) in a lab host, as a BGP EVPN or unicast peer or route reflector.
 
     from tools.gobgp import Neighbor, start_gobgpd
 
@@ -14,14 +14,19 @@
     rr.add_prefix("10.244.9.0/24", vni=1, rd="10.0.0.4:1", rt="65000:1",
                   router_mac="02:00:00:00:09:04", next_hop="10.0.0.4")
     rr.delete_macadv(...); rr.delete_multicast(...); rr.delete_prefix(...)
-    rr.add_unicast("10.9.0.0/24", next_hop="10.0.0.9")    # neighbors with families=("ipv4-unicast",)
-    rr.delete_unicast("10.9.0.0/24")
     rr.stop()
+
+    router = start_gobgpd(host, asn=65000, neighbors=[
+        Neighbor("10.0.0.1", 65000, families=("ipv4-unicast", "ipv6-unicast")),
+    ])
+    router.unicast_routes("ipv4")       # {prefix: [flat dict per path]} (see `summarize_unicast`)
+    router.add_unicast("192.0.2.0/24", next_hop="10.0.0.99")
+    router.delete_unicast("192.0.2.0/24")
 
 The generated config (TOML, kept in the lab's temporary directory next to the
 log) holds the global AS, router ID, BGP port and listen addresses, and one
-neighbor entry per `Neighbor` with its AFI/SAFIs (l2vpn-evpn unless `families`
-says otherwise, e.g. ("ipv4-unicast",)), short timers
+neighbor entry per `Neighbor` with its AFI/SAFIs (`families`, GoBGP's names:
+l2vpn-evpn by default, ipv4-unicast, ipv6-unicast), short timers
 (hold time 9 s, keepalive 3 s, connect retry 1 s, so sessions come up and
 fail fast in tests) and, when asked, route-reflector-client with this
 router's ID as cluster ID. Neighbors marked `adj_in_only` are named in a
@@ -74,7 +79,8 @@ GOBGPD = "gobgpd"
 GOBGP = "gobgp"
 
 # BGP path attribute type codes and extended community (type, subtype) pairs used below.
-ATTR_NEXT_HOP, ATTR_MP_REACH, ATTR_EXT_COMMUNITIES, ATTR_PMSI = 3, 14, 16, 22
+ATTR_ORIGIN, ATTR_AS_PATH, ATTR_NEXT_HOP, ATTR_LOCAL_PREF = 1, 2, 3, 5
+ATTR_MP_REACH, ATTR_EXT_COMMUNITIES, ATTR_PMSI = 14, 16, 22
 ATTR_ORIGINATOR_ID, ATTR_CLUSTER_LIST = 9, 10
 EC_ROUTE_TARGET = (0, 2)  # two-octet AS specific route target
 EC_ENCAPSULATION = (3, 12)  # opaque, BGP encapsulation (RFC 9012); tunnel type 8 = VXLAN
@@ -95,7 +101,7 @@ class Neighbor:
     passive: bool = False  # wait for it to connect
     port: int = 179  # its BGP port
     adj_in_only: bool = False  # its routes stay in its Adj-RIB-In: the global import policy rejects them
-    families: tuple[str, ...] = ("l2vpn-evpn",)  # GoBGP's AFI/SAFI names: "ipv4-unicast", ...
+    families: tuple[str, ...] = ("l2vpn-evpn",)  # GoBGP's afi-safi-names, as overlayd's `families` spells them
 
 
 def config_toml(asn: int, router_id: str, listen: list[str], port: int,
@@ -200,6 +206,12 @@ class GoBgp:
         out = self.cli("global", "rib", "-a", "evpn", "-j").stdout.strip()
         return json.loads(out) if out.startswith("{") else {}
 
+    def unicast_routes(self, family: str = "ipv4") -> dict[str, list[dict[str, Any]]]:
+        """`gobgp global rib -a ipv4|ipv6 -j`: prefix -> its paths, each flattened by `summarize_unicast`."""
+        out = self.cli("global", "rib", "-a", family, "-j").stdout.strip()
+        rib = json.loads(out) if out.startswith("{") else {}
+        return {prefix: [summarize_unicast(path) for path in paths] for prefix, paths in rib.items()}
+
     def routes(self) -> list[dict[str, Any]]:
         """Every path of `rib()`, flattened by `summarize`."""
         return [summarize(prefix, path) for prefix, paths in self.rib().items() for path in paths]
@@ -263,15 +275,11 @@ class GoBgp:
         self.cli("global", "rib", "-a", "evpn", "del", *self._prefix(prefix, gateway, vni, rd, etag))
 
     def add_unicast(self, prefix: str, next_hop: str) -> None:
-        """Originate an IPv4 or IPv6 unicast route (for neighbors with that family)."""
-        self.cli("global", "rib", "-a", self._afi(prefix), "add", prefix, "nexthop", next_hop)
+        """Originate an IPv4 or IPv6 unicast route (the family is the prefix's)."""
+        self.cli("global", "rib", "-a", _unicast_family(prefix), "add", prefix, "nexthop", next_hop)
 
     def delete_unicast(self, prefix: str) -> None:
-        self.cli("global", "rib", "-a", self._afi(prefix), "del", prefix)
-
-    @staticmethod
-    def _afi(prefix: str) -> str:
-        return "ipv6" if ipaddress.ip_network(prefix, strict=False).version == 6 else "ipv4"
+        self.cli("global", "rib", "-a", _unicast_family(prefix), "del", prefix)
 
     @staticmethod
     def _prefix(prefix: str, gateway: str | None, vni: int, rd: str, etag: int) -> list[str]:
@@ -327,6 +335,28 @@ def summarize(prefix: str, path: dict[str, Any]) -> dict[str, Any]:
         "originator_id": attrs.get(ATTR_ORIGINATOR_ID, {}).get("value"),
         "cluster_list": attrs.get(ATTR_CLUSTER_LIST, {}).get("value"),
         "best": path.get("best", False),
+        "raw": path,
+    }
+
+
+def _unicast_family(prefix: str) -> str:
+    return "ipv6" if ipaddress.ip_network(prefix, strict=False).version == 6 else "ipv4"
+
+
+def summarize_unicast(path: dict[str, Any]) -> dict[str, Any]:
+    """One path of GoBGP's unicast JSON as a flat dict: prefix, next_hop (NEXT_HOP's or
+    MP_REACH_NLRI's), as_path (the ASes in order), local_pref (None when absent), origin,
+    best, neighbor (the peer it came from; GoBGP says "<nil>" for its own), raw."""
+    attrs = {a["type"]: a for a in path.get("attrs", [])}
+    segments = attrs.get(ATTR_AS_PATH, {}).get("as_paths", [])
+    return {
+        "prefix": path["nlri"]["prefix"],
+        "next_hop": attrs.get(ATTR_MP_REACH, attrs.get(ATTR_NEXT_HOP, {})).get("nexthop"),
+        "as_path": [asn for seg in segments for asn in seg.get("asns", [])],
+        "local_pref": attrs.get(ATTR_LOCAL_PREF, {}).get("value"),
+        "origin": attrs.get(ATTR_ORIGIN, {}).get("value"),
+        "best": path.get("best", False),
+        "neighbor": path.get("neighbor-ip"),
         "raw": path,
     }
 

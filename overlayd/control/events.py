@@ -62,7 +62,7 @@ class SessionDown:
 
 @dataclass(frozen=True, slots=True)
 class UpdateReceived:
-    """`peer` sent an UPDATE, decoded with the negotiated AS width.
+    """`peer` sent an UPDATE, decoded with the negotiated AS width and families.
 
     peer:   the neighbor's configured address
     update: the decoded UPDATE; RFC 7606 outcomes (`treat_as_withdraw`,
@@ -78,7 +78,7 @@ class EndOfRibReceived:
     """`peer` sent End-of-RIB for (`afi`, `safi`): its initial table is complete (RFC 4724 2).
 
     peer:      the neighbor's configured address
-    afi, safi: the address family, (25, 70) for L2VPN/EVPN
+    afi, safi: the address family: (25, 70) L2VPN/EVPN, (1, 1) IPv4 unicast, (2, 1) IPv6 unicast
     """
 
     peer: str

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.errors import BgpError
-from overlayd.wire.bgp.evpn import AFI_L2VPN, SAFI_EVPN
 from overlayd.wire.bgp.messages import (
     AS_TRANS,
     Capability,
@@ -31,8 +30,17 @@ from overlayd.wire.bgp.messages import (
     RouteRefreshCapability,
     encode_capability,
 )
+from overlayd.wire.bgp.unicast import IPV4_UNICAST
+from overlayd.wire.bgp.update import FAMILY_NAMES, L2VPN_EVPN, Family
 
 OPEN_HOLD_TIME_S = 240.0  # RFC 4271 8.2.2: "a large value", 4 minutes, until the OPEN arrives
+FAMILIES_BY_NAME: dict[str, Family] = {name: family for family, name in FAMILY_NAMES.items()}
+"""A neighbor's `families` in the config ("evpn", "ipv4-unicast", "ipv6-unicast") -> (AFI, SAFI)."""
+
+
+def families_named(names: tuple[str, ...] | list[str]) -> tuple[Family, ...]:
+    """The (AFI, SAFI) of each config name, in order; KeyError for a name overlayd does not carry."""
+    return tuple(FAMILIES_BY_NAME[name] for name in names)
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,9 @@ class SessionConfig:
     jitter_seed:              seeds the jitter; None derives one from `peer_address`
     graceful_restart_time_s:  advertised in the RFC 4724 capability (F bit 0: no forwarding
                               state survives our restart)
-    families:                 (afi, safi) we carry; the peer must support every one
+    families:                 (afi, safi) we carry; the peer must support every one (a peer
+                              with no multiprotocol capability at all carries IPv4 unicast only,
+                              RFC 4760 8)
     four_octet_as:            advertise RFC 6793 support (must be True for an AS above 65535)
     open_hold_time_s:         the hold timer between sending our OPEN and receiving theirs
     """
@@ -66,7 +76,7 @@ class SessionConfig:
     connect_retry_max_s: float = 60.0
     jitter_seed: int | None = None
     graceful_restart_time_s: int = 120
-    families: tuple[tuple[int, int], ...] = ((AFI_L2VPN, SAFI_EVPN),)
+    families: tuple[Family, ...] = (L2VPN_EVPN,)
     four_octet_as: bool = True
     open_hold_time_s: float = OPEN_HOLD_TIME_S
 
@@ -155,7 +165,8 @@ def negotiate(config: SessionConfig, peer: Open) -> Negotiated:
             f"hold time {offered} s, the least we accept is {max(config.min_hold_time_s, 3)} s",
         )
     caps = peer.capabilities
-    missing = [(afi, safi) for afi, safi in config.families if Multiprotocol(afi, safi) not in caps]
+    carried = {(c.afi, c.safi) for c in caps if isinstance(c, Multiprotocol)} or {IPV4_UNICAST}
+    missing = [family for family in config.families if family not in carried]
     if missing:
         # RFC 5492 5: the data names the capabilities we need and the peer lacks
         data = b"".join(encode_capability(Multiprotocol(afi, safi)) for afi, safi in missing)

@@ -1,15 +1,36 @@
 """What overlayd announces and how it reads what it receives: the EVPN routes
 of one node, built from its config and its local MACs (export), and the
-mapping of received routes to networks by route target (import).
+mapping of received routes to networks by route target (import); and the
+IPv4 / IPv6 unicast routes beside them (`UnicastRoutes`).
+
+Unicast export. With `routing:` configured, each of our pod subnets
+(`RoutedSubnets.subnets`, which move with `subnet: auto`) is announced as a
+unicast route to every neighbor that carries its family, whatever
+`routing.backend` is: next hop node.vtep, ORIGIN IGP, and what
+`RouteFactory.for_peer` adds per session (iBGP: empty AS_PATH, LOCAL_PREF
+100; eBGP: our AS, no LOCAL_PREF). That is how the site's routers learn the
+pod subnets for native routing. The next hop must be of the prefix's family
+(NEXT_HOP holds only IPv4, and overlayd does not negotiate RFC 8950's
+extended next hop), so a subnet of the other family than node.vtep is not
+announced; that is logged once per family.
+
+Unicast import. `UnicastRoutes.best_path_changed` follows the RIB's unicast
+keys: the best path of each prefix, unless it is one of ours (our subnet
+coming back, or another speaker announcing it too: the local path wins in
+the RIB), puts the prefix in `routes` with its next hop as received, of
+whatever family. `version` increases with every change of `routes`, so a
+kernel planner can tell cheaply that it must plan again.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from overlayd.config import Config
-from overlayd.fabric.rib import Path
+from overlayd.fabric.rib import BestPathChanged, Path
 from overlayd.wire.bgp.attributes import (
     AS_SEQUENCE,
     PMSI_INGRESS_REPLICATION,
@@ -20,9 +41,20 @@ from overlayd.wire.bgp.attributes import (
     PmsiTunnel,
     RouteTarget,
 )
-from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, MacIpRoute, PrefixRoute, RouteDistinguisher
+from overlayd.wire.bgp.evpn import (
+    ImetRoute,
+    IpAddress,
+    IpNetwork,
+    MacIpRoute,
+    PrefixRoute,
+    RouteDistinguisher,
+)
+from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST, UnicastRoute
+from overlayd.wire.bgp.update import Family, family_name
 
 LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
+
+log = logging.getLogger("overlayd.routing")
 
 
 @dataclass(frozen=True)
@@ -94,7 +126,7 @@ class Importer:
     """Which network a received path belongs to: the first of its route targets that names one.
 
     Type-2 and type-3 routes map to the L2 networks; type-5 routes only to
-    the routed (L3) VNI, through its own route target.
+    the routed (L3) VNI, through its own route target; unicast routes to none.
     """
 
     def __init__(self, networks: dict[int, EvpnNetwork], l3: tuple[RouteTarget, int] | None = None):
@@ -102,6 +134,8 @@ class Importer:
         self._l3 = (str(l3[0]), l3[1]) if l3 is not None else None
 
     def domain_of(self, path: Path) -> int | None:
+        if isinstance(path.route, UnicastRoute):
+            return None
         if isinstance(path.route, PrefixRoute):
             if self._l3 is not None and any(str(rt) == self._l3[0] for rt in path.attributes.route_targets()):
                 return self._l3[1]
@@ -121,3 +155,50 @@ class Importer:
         if pmsi is not None:
             return str(pmsi.tunnel_id)
         return str(path.next_hop) if path.next_hop is not None else None
+
+
+class UnicastRoutes:
+    """Our unicast routes for `families` (of those the neighbors carry), and the learned best ones."""
+
+    def __init__(self, vtep: IpAddress, families: Iterable[Family]):
+        self.vtep = vtep
+        self.families = frozenset(f for f in families if f in (IPV4_UNICAST, IPV6_UNICAST))
+        self.routes: dict[IpNetwork, IpAddress] = {}
+        self.version = 0
+        self._warned: set[Family] = set()
+
+    def originated(self, subnets: Iterable[IpNetwork]) -> list[tuple[UnicastRoute, PathAttributes]]:
+        """The routes announcing `subnets` to the neighbors that carry their family."""
+        out = []
+        for subnet in subnets:
+            route = UnicastRoute(subnet)
+            if route.family not in self.families:
+                continue
+            if subnet.version != self.vtep.version:
+                if route.family not in self._warned:
+                    self._warned.add(route.family)
+                    log.warning(
+                        "routing: not announcing %s as %s: its next hop would be node.vtep %s, and an IPv%d "
+                        "route needs an IPv%d next hop (give node.vtep an IPv%d address to announce it)",
+                        subnet, family_name(route.family), self.vtep, subnet.version, subnet.version,
+                        subnet.version,
+                    )
+                continue
+            out.append((route, PathAttributes(next_hop=self.vtep)))
+        return out
+
+    def best_path_changed(self, change: BestPathChanged) -> bool:
+        """Follow the RIB for one unicast key; True when `routes` changed (and `version` with it)."""
+        new = change.new
+        path = new or change.old
+        assert path is not None and isinstance(path.route, UnicastRoute)
+        prefix = path.route.prefix
+        hop = new.next_hop if new is not None and not new.is_local else None
+        if self.routes.get(prefix) == hop:
+            return False
+        if hop is None:
+            del self.routes[prefix]
+        else:
+            self.routes[prefix] = hop
+        self.version += 1
+        return True

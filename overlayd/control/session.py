@@ -409,8 +409,9 @@ class Session:
             self._notify(now, BgpError(E.FSM_ERROR, FSM_SUBCODE[self.state], f"{name} in {self.state.value}"))
             return
         four = self.negotiated.four_octet_as if self.negotiated else self.config.four_octet_as
+        families = self.negotiated.families if self.negotiated else self.config.families
         try:
-            msg = decode_message(raw.type, raw.body, four)
+            msg = decode_message(raw.type, raw.body, four, families)
             if isinstance(msg, Notification):
                 text = describe_notification(msg.code, msg.subcode, msg.data)
                 self._fail(now, f"peer sent NOTIFICATION {text}", received=msg)
@@ -457,7 +458,7 @@ class Session:
     def _on_update(self, update: Update, now: float) -> None:
         self._restart_hold(now)
         if update.end_of_rib:
-            self._events.append(EndOfRibReceived(self.peer, AFI_L2VPN, SAFI_EVPN))
+            self._events.append(EndOfRibReceived(self.peer, *update.end_of_rib_family))
         else:
             self._events.append(UpdateReceived(self.peer, update))
 

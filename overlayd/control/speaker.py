@@ -1,4 +1,4 @@
-"""The BGP EVPN speaker of one node, without I/O.
+"""The BGP speaker of one node (EVPN, and IPv4 / IPv6 unicast), without I/O.
 
 It owns one `Peer` per configured neighbor, the RIB, and the mobility state
 of our own MACs, and it keeps the data plane's tables in step with them
@@ -14,6 +14,13 @@ through a `Fabric` (the Switch). Theory of operation:
   of type-2 routes -> the FDB (source `bgp`), type-2 routes with an IP ->
   ARP/ND bindings (for suppression). A path maps to a network by route
   target; paths that name none stay in the RIB, unused.
+- Unicast (see routes.py). With `routing:`, our subnets also go out as
+  IPv4 / IPv6 unicast routes; received unicast paths go into the RIB, and
+  the best one of each prefix that is not ours into `unicast_routes()`,
+  whose `unicast_version` tells a kernel planner when to plan again.
+- Families. Each neighbor carries the families of its `families` config
+  (all of them negotiated, or no session). A peer gets only routes of its
+  families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
 
@@ -25,6 +32,9 @@ The I/O side drives it like this:
     speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
     speaker.get_timer(), speaker.handle_timer(now)
     speaker.stop(now)                 # Cease to every peer
+
+and a kernel planner reads `speaker.unicast_routes()` (prefix -> next hop) again
+whenever `speaker.unicast_version` has changed.
 """
 
 from __future__ import annotations
@@ -43,10 +53,10 @@ from overlayd.control.events import (
     SessionEstablished,
     UpdateReceived,
 )
-from overlayd.control.negotiation import SessionConfig
+from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
 from overlayd.control.routed import RoutedSubnets
-from overlayd.control.routes import Importer, RouteFactory, advertisable_ip, evpn_networks
+from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.mobility import (
     LocalMacAdvertised,
@@ -60,8 +70,9 @@ from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRe
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp.attributes import PathAttributes
-from overlayd.wire.bgp.evpn import EvpnRoute, ImetRoute, MacIpRoute, PrefixRoute, UnknownRoute
-from overlayd.wire.bgp.update import Update
+from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
+from overlayd.wire.bgp.unicast import UnicastRoute
+from overlayd.wire.bgp.update import Family, Route, Update, family_name, route_family
 from overlayd.wire.ethernet import mac_str
 
 log = logging.getLogger("overlayd.bgp")
@@ -90,7 +101,7 @@ class PeerStats:
     attribute_errors: int = 0
     routes_rejected: int = 0  # loops (our AS, our ORIGINATOR_ID), no next hop, VTEP of the other family
     last_error: str = ""
-    end_of_rib: bool = False
+    end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
 
 
@@ -120,6 +131,7 @@ class Speaker:
         self.alarms: list[str] = []
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
+        self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         for nb in bgp.neighbors:
             address = str(nb.address)
             cfg = SessionConfig(
@@ -132,6 +144,7 @@ class Speaker:
                 passive=nb.passive,
                 connect_retry_s=bgp.connect_retry,
                 connect_retry_max_s=max(60.0, bgp.connect_retry),
+                families=families_named(nb.families),
             )
             self.peers[address] = Peer(cfg, now)
             self.stats[address] = PeerStats(nb.asn)
@@ -150,8 +163,19 @@ class Speaker:
             route, attrs = self.factory.imet(net)
             self._originate(route, attrs, now)
         if self.routed is not None:
-            for route, attrs in self.routed.routes():
+            for route, attrs in self._subnet_routes():
                 self._originate(route, attrs, now)
+
+    # -- what the kernel planner reads ----------------------------------------------
+
+    def unicast_routes(self) -> dict[IpNetwork, IpAddress]:
+        """Prefix -> next hop: the best learned unicast path of each prefix (ours left out)."""
+        return dict(self.unicast.routes)
+
+    @property
+    def unicast_version(self) -> int:
+        """Increases whenever `unicast_routes()` changes."""
+        return self.unicast.version
 
     # -- inputs from the I/O side ------------------------------------------------
 
@@ -211,7 +235,7 @@ class Speaker:
                 log.info("peer %s: established (AS %d, router ID %s, hold time %ds)",
                          address, event.remote_asn, event.remote_router_id, event.hold_time_s)
                 stats.adj_out = {}
-                stats.end_of_rib = False
+                stats.end_of_rib = set()
                 stats.last_error = ""
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
@@ -236,13 +260,15 @@ class Speaker:
             case UpdateReceived(update=update):
                 stats.updates_received += 1
                 self._receive(address, update, now)
-            case EndOfRibReceived():
-                stats.end_of_rib = True
-                log.info("peer %s: end of RIB", address)
-            case RouteRefreshReceived():
+            case EndOfRibReceived(afi=afi, safi=safi):
+                stats.end_of_rib.add((afi, safi))
+                log.info("peer %s: end of RIB (%s)", address, family_name((afi, safi)))
+            case RouteRefreshReceived(afi=afi, safi=safi):  # RFC 2918 4: send that family's routes again
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
-                    pending[key] = path
+                    if route_family(path.route) == (afi, safi):
+                        stats.adj_out.pop(key, None)
+                        pending[key] = path
 
     def _receive(self, address: str, update: Update, now: float) -> None:
         stats = self.stats[address]
@@ -263,11 +289,12 @@ class Speaker:
                 changes += self.rib.withdraw(address, route.key, now)
         if not update.treat_as_withdraw and update.attributes is not None:
             neg = peer.negotiated
-            attrs = update.attributes
             for route in update.announced:
                 if isinstance(route, UnknownRoute):
                     continue  # a route type we do not speak (RFC 7606 5.4)
-                reason = self._reject(attrs, neg is not None and neg.remote_asn != self.asn)
+                attrs = update.attributes_of(route)
+                assert attrs is not None
+                reason = self._reject(route, attrs, neg is not None and neg.remote_asn != self.asn)
                 if reason:
                     stats.routes_rejected += 1
                     changes += self.rib.withdraw(address, route.key, now)
@@ -282,15 +309,16 @@ class Speaker:
                 changes += self.rib.update(path, now)
         self._import(changes, now)
 
-    def _reject(self, attrs: PathAttributes, ebgp: bool) -> str:
+    def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
         if attrs.next_hop is None:
             return "no next hop"
         # Our one VTEP sends VXLAN from one address family: a VTEP of the other
         # cannot be reached (as README says of static config), so do not install it.
+        # A unicast route's next hop is a router's, kept as received whatever its family.
         pmsi = attrs.pmsi_tunnel
-        if attrs.next_hop.version != self.vtep.version or (
+        if not isinstance(route, UnicastRoute) and (attrs.next_hop.version != self.vtep.version or (
             pmsi is not None and pmsi.tunnel_id.version != self.vtep.version
-        ):
+        )):
             return f"VTEP not of our VTEP's address family (IPv{self.vtep.version})"
         if attrs.originator_id == self.router_id:
             return "ORIGINATOR_ID is ours (RFC 4456 8)"
@@ -316,6 +344,8 @@ class Speaker:
                 elif isinstance(route, PrefixRoute):
                     if self.routed is not None:
                         self.routed.best_path_changed(ch, now)
+                elif isinstance(route, UnicastRoute):
+                    self.unicast.best_path_changed(ch)
                 elif isinstance(route, MacIpRoute) and route.ip is not None:
                     old = self._binding(ch.old)
                     new = self._binding(ch.new)
@@ -336,14 +366,19 @@ class Speaker:
         self._moving = True
         try:
             assert self.routed is not None
-            for key in [k for k, p in self._originated.items() if isinstance(p.route, PrefixRoute)]:
+            for key in [k for k, p in self._originated.items() if isinstance(p.route, (PrefixRoute, UnicastRoute))]:
                 self._retract(key, now)
-            for route, attrs in self.routed.routes():
+            for route, attrs in self._subnet_routes():
                 self._originate(route, attrs, now)
             self.subnet_moves.extend(self.routed.moved)
             self.routed.moved.clear()
         finally:
             self._moving = False
+
+    def _subnet_routes(self) -> list[tuple[Route, PathAttributes]]:
+        """Our subnets as type-5 routes, and as unicast routes for the neighbors that carry those."""
+        assert self.routed is not None
+        return [*self.routed.routes(), *self.unicast.originated(self.routed.subnets)]
 
     def _flood(self, path: Path | None) -> tuple[int, str] | None:
         if path is None:
@@ -433,7 +468,7 @@ class Speaker:
 
     # -- our routes in the RIB and to the peers --------------------------------------------
 
-    def _originate(self, route: EvpnRoute, attrs: PathAttributes, now: float) -> None:
+    def _originate(self, route: Route, attrs: PathAttributes, now: float) -> None:
         path = Path(route, attrs, LOCAL, peer_router_id=self.router_id, received=now)
         if self._originated.get(route.key) == path:
             return
@@ -459,27 +494,32 @@ class Speaker:
             if not pending or peer.established is None:
                 continue
             neg = peer.negotiated
-            ebgp = neg is not None and neg.remote_asn != self.asn
+            assert neg is not None
+            ebgp = neg.remote_asn != self.asn
             adj_out = self.stats[address].adj_out
-            withdraw: list[EvpnRoute] = []
-            announce: dict[PathAttributes, list[EvpnRoute]] = {}
+            withdraw: dict[Family, list[Route]] = {}
+            announce: dict[tuple[Family, PathAttributes], list[Route]] = {}
             for key, path in pending.items():
                 if path is None:
                     old = adj_out.pop(key, None)
                     if old is not None:
-                        withdraw.append(old.route)
-                elif adj_out.get(key) != path:
+                        withdraw.setdefault(route_family(old.route), []).append(old.route)
+                elif route_family(path.route) in neg.families and adj_out.get(key) != path:
                     adj_out[key] = path
-                    announce.setdefault(self.factory.for_peer(path.attributes, ebgp), []).append(path.route)
+                    attrs = self.factory.for_peer(path.attributes, ebgp)
+                    announce.setdefault((route_family(path.route), attrs), []).append(path.route)
             pending.clear()
-            for i in range(0, len(withdraw), ROUTES_PER_UPDATE):
-                peer.send_update(Update(withdrawn=tuple(withdraw[i : i + ROUTES_PER_UPDATE])), now)
-            for attrs, routes in announce.items():
+            for routes in withdraw.values():  # one family per UPDATE (RFC 7606 5.1)
+                for i in range(0, len(routes), ROUTES_PER_UPDATE):
+                    peer.send_update(Update(withdrawn=tuple(routes[i : i + ROUTES_PER_UPDATE])), now)
+            for (_, attrs), routes in announce.items():
                 for i in range(0, len(routes), ROUTES_PER_UPDATE):
                     chunk = tuple(routes[i : i + ROUTES_PER_UPDATE])
                     peer.send_update(Update(announced=chunk, attributes=attrs), now)
         for address in list(self._eor):
             peer = self.peers[address]
-            if peer.established is not None:
-                peer.send_update(Update(end_of_rib=True), now)
+            neg = peer.negotiated
+            if peer.established is not None and neg is not None:
+                for family in neg.families:
+                    peer.send_update(Update(end_of_rib=True, end_of_rib_family=family), now)
             self._eor.discard(address)

@@ -1,5 +1,6 @@
-"""The EVPN RIB: Adj-RIB-In per peer, the best path per route key, and the
-best location per MAC.
+"""The RIB: Adj-RIB-In per peer, the best path per route key, and the best
+location per MAC. It holds EVPN and unicast routes alike: their keys never
+collide (a unicast key starts with "unicast", an EVPN key with the route type).
 
 Two selections, both pure functions of the set of candidates (the order in
 which paths arrived never matters):
@@ -58,6 +59,7 @@ from typing import Union
 
 from overlayd.wire.bgp.attributes import AS_SEQUENCE, PathAttributes
 from overlayd.wire.bgp.evpn import EvpnRoute, IpAddress, MacIpRoute
+from overlayd.wire.bgp.unicast import UnicastRoute
 
 LOCAL = "local"
 """The peer id of our own routes."""
@@ -79,7 +81,7 @@ class Path:
     (shown, never used to decide).
     """
 
-    route: EvpnRoute
+    route: EvpnRoute | UnicastRoute
     attributes: PathAttributes
     peer: str = LOCAL
     peer_router_id: ipaddress.IPv4Address = ipaddress.IPv4Address(0)

@@ -7,6 +7,8 @@ from typing import Any
 from overlayd.control.speaker import Speaker
 from overlayd.fabric.rib import Path
 from overlayd.wire.bgp.evpn import ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute
+from overlayd.wire.bgp.unicast import UnicastRoute
+from overlayd.wire.bgp.update import family_name
 from overlayd.wire.ethernet import mac_str
 
 ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
@@ -18,6 +20,7 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
         stats = speaker.stats[address]
         received = speaker.rib.paths_from(address)
         since = peer.established_since
+        families = peer.negotiated.families if peer.negotiated else peer.config.families
         rows.append(
             {
                 "neighbor": address,
@@ -25,17 +28,23 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "state": peer.state.value,
                 "uptime_s": round(now - since, 1) if since is not None else None,
                 "routes_received": len(received),
-                "routes_accepted": sum(1 for p in received if speaker.importer.domain_of(p) is not None),
+                "routes_accepted": sum(1 for p in received if _accepted(speaker, p)),
                 "routes_sent": len(stats.adj_out),
                 "updates_received": stats.updates_received,
                 "treated_as_withdraw": stats.treated_as_withdraw,
                 "attribute_errors": stats.attribute_errors,
                 "routes_rejected": stats.routes_rejected,
-                "end_of_rib_received": stats.end_of_rib,
+                "families": [family_name(f) for f in families],  # negotiated; configured while down
+                "end_of_rib_received": peer.negotiated is not None and stats.end_of_rib >= set(families),
                 "last_error": stats.last_error,
             }
         )
     return rows
+
+
+def _accepted(speaker: Speaker, path: Path) -> bool:
+    """Used: an EVPN path that maps to a network, or any unicast path (a candidate for unicast_routes)."""
+    return isinstance(path.route, UnicastRoute) or speaker.importer.domain_of(path) is not None
 
 
 def _esi(esi: bytes) -> str:
@@ -44,6 +53,12 @@ def _esi(esi: bytes) -> str:
 
 def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
     route = path.route
+    next_hop = str(path.next_hop) if path.next_hop is not None else None
+    if isinstance(route, UnicastRoute):
+        return {"type": family_name(route.family), "rd": None, "esi": None, "ethernet_tag": None, "mac": None,
+                "ip": None, "prefix": str(route.prefix), "vni": None, "label": None, "next_hop": next_hop,
+                "sequence": None, "route_targets": [str(rt) for rt in path.attributes.route_targets()],
+                "best": best, "peer": path.peer}
     row: dict[str, Any] = {
         "type": ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type)),
         "rd": str(route.rd),
@@ -54,7 +69,7 @@ def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
         "prefix": None,
         "vni": vni,
         "label": None,
-        "next_hop": str(path.next_hop) if path.next_hop is not None else None,
+        "next_hop": next_hop,
         "sequence": path.sequence if isinstance(route, MacIpRoute) else None,
         "route_targets": [str(rt) for rt in path.attributes.route_targets()],
         "best": best,
@@ -74,7 +89,7 @@ def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
 def rib_rows(speaker: Speaker) -> list[dict[str, Any]]:
     rows = [path_row(e.path, e.best, speaker.importer.domain_of(e.path)) for e in speaker.rib]
     rows.sort(key=lambda r: (r["vni"] or 0, r["type"], r["mac"] or "", r["ip"] or "", r["prefix"] or "",
-                             r["rd"], not r["best"], r["peer"]))
+                             r["rd"] or "", not r["best"], r["peer"]))
     return rows
 
 

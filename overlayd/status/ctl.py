@@ -96,9 +96,9 @@ def render_peers(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no BGP neighbors configured)"
     return table(
-        ("NEIGHBOR", "AS", "STATE", "UPTIME", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
-        [(r["neighbor"], r["asn"], r["state"], _duration(r["uptime_s"]), r["routes_received"],
-          r["routes_accepted"], r["routes_sent"], r["last_error"] or "-") for r in rows],
+        ("NEIGHBOR", "AS", "STATE", "UPTIME", "FAMILIES", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
+        [(r["neighbor"], r["asn"], r["state"], _duration(r["uptime_s"]), ",".join(r.get("families", ())) or "-",
+          r["routes_received"], r["routes_accepted"], r["routes_sent"], r["last_error"] or "-") for r in rows],
     )
 
 
@@ -107,8 +107,9 @@ def render_rib(rows: list[dict[str, Any]]) -> str:
         return "(rib is empty)"
     return table(
         ("TYPE", "RD", "ESI/TAG", "MAC", "IP", "PREFIX", "VNI", "NEXT HOP", "SEQ", "BEST", "FROM"),
-        [(r["type"], r["rd"], f"{r['esi'] or '-'}/{r['ethernet_tag']}", r["mac"], r["ip"], r["prefix"],
-          r["vni"], r["next_hop"], r["sequence"], "*" if r["best"] else "", r["peer"]) for r in rows],
+        [(r["type"], r["rd"], None if r["ethernet_tag"] is None else f"{r['esi'] or '-'}/{r['ethernet_tag']}",
+          r["mac"], r["ip"], r["prefix"], r["vni"], r["next_hop"], r["sequence"], "*" if r["best"] else "",
+          r["peer"]) for r in rows],
     )
 
 

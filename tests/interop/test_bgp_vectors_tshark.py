@@ -3,7 +3,8 @@
 
 tests/unit/test_bgp_update.py checks overlayd's codec against the same
 vectors, so together they show overlayd and Wireshark agree on them: routes,
-RDs, labels as VNIs, next hops, attributes and extended communities.
+RDs, labels as VNIs, unicast prefixes, next hops, attributes, extended
+communities and End-of-RIB.
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ def _mutation(value: Any) -> Any:
         return "00"
     if value in ("set", "sequence"):  # an AS_PATH segment type
         return "sequence" if value == "set" else "set"
+    if value in ("ipv4-unicast", "ipv6-unicast"):  # a unicast route's or an End-of-RIB's family
+        return "ipv6-unicast" if value == "ipv4-unicast" else "ipv4-unicast"
     if value.startswith("0x"):
         return hex(int(value, 16) + 1)
     if MAC.match(value):
         return ("0a" if not value.startswith("0a") else "0b") + value[2:]
     if "/" in value:
         net = ipaddress.ip_network(value)
-        return str(net.supernet())
+        return str(net.supernet() if net.prefixlen else next(net.subnets()))  # /0 has no supernet
     if re.match(r"^[^:]+:\d+$", value):  # an RD or a route target
         admin, number = value.rsplit(":", 1)
         return f"{admin}:{int(number) + 1}"
@@ -102,7 +105,9 @@ def test_the_check_notices_every_wrong_field(checked, path):
         expect = vector["expect"]
         if "reset" in expect:
             continue
-        compared = ("announced", "withdrawn", "attributes") if check_bgp_tshark.well_formed(vector) else ("announced", "withdrawn")
+        compared = ("announced", "withdrawn")
+        if check_bgp_tshark.well_formed(vector):
+            compared += ("attributes", "end_of_rib", "end_of_rib_family", "nlri_next_hop")
         for leaf in _leaves(expect):
             if leaf[0] not in compared and leaf != ("attributes", "next_hop"):
                 continue

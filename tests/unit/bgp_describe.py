@@ -1,8 +1,10 @@
-"""EVPN routes, path attributes and UPDATEs as plain data, the form of `expect`
-in tests/vectors/bgp_update/*.json.
+"""EVPN and unicast routes, path attributes and UPDATEs as plain data, the form
+of `expect` in tests/vectors/bgp_update/*.json.
 
 Defaults are left out (an ESI of zeros, Ethernet tag 0, no IP, no second
-label, absent optional attributes) so a vector says only what is there.
+label, absent optional attributes, the L2VPN/EVPN End-of-RIB's family) so a
+vector says only what is there. A unicast route is its family's name
+("ipv4-unicast", "ipv6-unicast") as `type`, and its prefix.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from overlayd.wire.bgp.attributes import (
     RouteTarget,
 )
 from overlayd.wire.bgp.evpn import ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute
-from overlayd.wire.bgp.update import Update
+from overlayd.wire.bgp.unicast import UnicastRoute
+from overlayd.wire.bgp.update import FAMILY_NAMES, L2VPN_EVPN, Update, family_name
 from overlayd.wire.ethernet import mac_str
 
 BGP_UPDATE_VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "bgp_update"
@@ -32,6 +35,8 @@ SEGMENT_NAMES = {AS_SET: "set", AS_SEQUENCE: "sequence", AS_CONFED_SEQUENCE: "co
 
 
 def describe_route(route) -> dict[str, Any]:
+    if isinstance(route, UnicastRoute):
+        return {"type": family_name(route.family), "prefix": str(route.prefix)}
     d: dict[str, Any] = {"type": route.route_type, "rd": str(route.rd), "rd_type": route.rd.kind}
     if isinstance(route, MacIpRoute):
         d["mac"] = mac_str(route.mac)
@@ -101,8 +106,12 @@ def describe_update(u: Update) -> dict[str, Any]:
     }
     if u.attributes is not None:
         d["attributes"] = describe_attributes(u.attributes)
+    if u.nlri_next_hop is not None:
+        d["nlri_next_hop"] = str(u.nlri_next_hop)
     if u.end_of_rib:
         d["end_of_rib"] = True
+        if u.end_of_rib_family != L2VPN_EVPN:
+            d["end_of_rib_family"] = family_name(u.end_of_rib_family)
     if u.treat_as_withdraw:
         d["treat_as_withdraw"] = True
     if u.errors:
@@ -110,6 +119,12 @@ def describe_update(u: Update) -> dict[str, Any]:
     if u.ignored:
         d["ignored"] = list(u.ignored)
     return d
+
+
+def vector_families(vector: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """The families a vector's session negotiated: its `families` names, L2VPN/EVPN by default."""
+    by_name = {name: family for family, name in FAMILY_NAMES.items()}
+    return tuple(by_name[name] for name in vector.get("families", ["evpn"]))
 
 
 def message_bytes(vector: dict[str, Any]) -> bytes:

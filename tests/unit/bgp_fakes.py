@@ -283,7 +283,7 @@ class FakeUpdateCodec:
         self.updates.append(update)
         return struct.pack("!HI", 0xFA11, len(self.updates) - 1)
 
-    def decode(self, body, four_octet_as: bool = True) -> Update:
+    def decode(self, body, four_octet_as: bool = True, families=()) -> Update:
         body = bytes(body)
         if len(body) != 6 or body[:2] != b"\xfa\x11":
             raise BgpError(UPDATE_MESSAGE_ERROR, 1, "not a fake UPDATE")

@@ -1,7 +1,8 @@
-"""Hypothesis strategies for EVPN routes, path attributes and UPDATEs that overlayd can encode."""
+"""Hypothesis strategies for EVPN and unicast routes, path attributes and UPDATEs that overlayd can encode."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from overlayd.wire.bgp.attributes import (
     RouteTarget,
 )
 from overlayd.wire.bgp.evpn import ImetRoute, MacIpRoute, PrefixRoute, RouteDistinguisher
+from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST, UnicastRoute
 from overlayd.wire.bgp.update import Update
 
 u8 = st.integers(0, 0xFF)
@@ -130,3 +132,25 @@ def updates(four_octet_as: bool = True):
         st.builds(Update, withdrawn=st.lists(routes, min_size=1, max_size=8).map(tuple)),
         st.just(Update(end_of_rib=True)),
     )
+
+
+@st.composite
+def unicast_routes(draw, version: int | None = None):
+    address = draw({4: ipv4, 6: ipv6}.get(version, ip))
+    return UnicastRoute(ipaddress.ip_network((address, draw(st.integers(0, address.max_prefixlen))), strict=False))
+
+
+@st.composite
+def unicast_updates(draw, four_octet_as: bool = True):
+    """Announcements or withdrawals of one unicast family (IPv4 with an IPv4 next hop), or its End-of-RIB."""
+    version = draw(st.sampled_from([4, 6]))
+    kind = draw(st.sampled_from(["announce", "withdraw", "end-of-rib"]))
+    if kind == "end-of-rib":
+        return Update(end_of_rib=True, end_of_rib_family=IPV6_UNICAST if version == 6 else IPV4_UNICAST)
+    routes = tuple(draw(st.lists(unicast_routes(version), min_size=1, max_size=20)))
+    if kind == "withdraw":
+        return Update(withdrawn=routes)
+    attributes = draw(path_attributes(four_octet_as))
+    if version == 4 and attributes.next_hop.version != 4:
+        attributes = dataclasses.replace(attributes, next_hop=draw(ipv4.filter(lambda a: not (a.is_unspecified or a.is_multicast))))
+    return Update(announced=routes, attributes=attributes)

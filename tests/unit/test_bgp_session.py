@@ -145,15 +145,20 @@ def test_4_octet_as_on_both_sides():
     assert w.a.events[0].remote_asn == 4200000002 and w.b.events[0].remote_asn == 4200000001
 
 
-def test_updates_are_decoded_with_the_negotiated_as_width(updates, monkeypatch):
+def test_updates_are_decoded_with_the_negotiated_as_width_and_families(updates, monkeypatch):
     seen = []
     decode = update_codec.decode_update
-    monkeypatch.setattr(update_codec, "decode_update", lambda body, four: seen.append(four) or decode(body, four))
+    monkeypatch.setattr(update_codec, "decode_update",
+                        lambda body, four, families: seen.append((four, families)) or decode(body, four, families))
     for four in (True, False):
         w = established_wire(b_four_octet_as=four)
         w.b.session.send_update(sample_update(), w.clock.now)
         w.pump()
-        assert seen[-1] is four
+        assert seen[-1] == (four, ((25, 70),))
+    w = established_wire(families=((25, 70), (1, 1)))
+    w.b.session.send_update(sample_update(), w.clock.now)
+    w.pump()
+    assert seen[-1] == (True, ((25, 70), (1, 1)))
 
 
 def test_hold_time_is_the_smaller_offer_and_keepalives_come_every_third():
@@ -262,6 +267,37 @@ def test_open_errors(open_kw, config_kw, code, subcode, data):
     s = opened(clock, **config_kw)
     s.data_received(peer_open(**open_kw), clock.now)
     assert_notified(s, code, subcode, data)
+
+
+@pytest.mark.parametrize(
+    "families, caps, missing",
+    [
+        (((1, 1),), (Multiprotocol(1, 1), FourOctetAs(65000)), None),
+        (((1, 1), (2, 1)), (Multiprotocol(2, 1), Multiprotocol(1, 1)), None),
+        (((1, 1),), (), None),  # no multiprotocol capability: IPv4 unicast only (RFC 4760 8)
+        (((1, 1),), (FourOctetAs(65000),), None),
+        (((2, 1),), (), "010400020001"),
+        (((1, 1), (2, 1)), (Multiprotocol(1, 1),), "010400020001"),
+        (((1, 1),), (Multiprotocol(25, 70),), "010400010001"),  # it names families, not IPv4 unicast
+    ],
+)
+def test_every_family_we_carry_must_be_the_peers(families, caps, missing):
+    clock = Clock()
+    s = opened(clock, families=families)
+    s.data_received(peer_open(caps=caps), clock.now)
+    if missing is None:
+        assert s.state is State.OPEN_CONFIRM and s.negotiated.families == families
+    else:
+        assert_notified(s, 2, 7, bytes.fromhex(missing))
+
+
+def test_end_of_rib_names_its_family(updates):
+    families = ((25, 70), (1, 1), (2, 1))
+    w = established_wire(families=families)
+    for family in families:
+        w.a.session.send_update(Update(end_of_rib=True, end_of_rib_family=family), w.clock.now)
+    w.pump()
+    assert w.b.events[1:] == [EndOfRibReceived(str(A_ID), *f) for f in families]
 
 
 def test_ebgp_peer_may_share_our_identifier():  # RFC 6286 2.2

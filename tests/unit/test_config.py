@@ -260,3 +260,13 @@ def test_readme_configuration_example_loads():
     example = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
     cfg = parse_config(yaml.safe_load(example))
     assert cfg.networks[0].fdb[0].mac == "02:00:00:00:02:01"
+
+
+def test_readme_bgp_and_routing_examples_load():
+    readme = (ROOT / "README.md").read_text()
+    bgp = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme.split("## BGP EVPN", 1)[1], re.DOTALL).group(1))
+    routing = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme.split("## Routed subnets", 1)[1],
+                                       re.DOTALL).group(1))
+    cfg = parse_config({"node": {"vtep": "10.0.0.1"}, **bgp, **routing})
+    assert cfg.bgp.neighbors[0].families == ("evpn",)
+    assert str(cfg.routing.subnet6) == "fd00:244:0:1::/64" and cfg.routing.route_target == "65000:1"

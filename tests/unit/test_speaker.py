@@ -45,6 +45,18 @@ class Node:
         return out
 
 
+def move_bytes(links: list[tuple], now: float) -> bool:
+    """Deliver what each end of each (peer a, its conn_id, peer b, its conn_id) link wrote; whether any."""
+    moved = False
+    for pa, ca, pb, cb in links:
+        for src, dst, dc in ((pa, pb, cb), (pb, pa, ca)):
+            for _cid, data, _close in src.data_to_send():
+                if data:
+                    dst.data_received(dc, data, now)
+                    moved = True
+    return moved
+
+
 class Mesh:
     """Two or more nodes, every pair connected: a outbound, b inbound."""
 
@@ -68,13 +80,7 @@ class Mesh:
         end = self.now + seconds
         while True:
             for _ in range(50):
-                moved = False
-                for pa, ca, pb, cb in self.links:
-                    for src, dst, dc in ((pa, pb, cb), (pb, pa, ca)):
-                        for _cid, data, _close in src.data_to_send():
-                            if data:
-                                dst.data_received(dc, data, self.now)
-                                moved = True
+                moved = move_bytes(self.links, self.now)
                 for node in self.nodes.values():
                     node.speaker.poll(self.now)
                 if not moved:

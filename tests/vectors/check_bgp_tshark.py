@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Check the BGP UPDATE vectors in bgp_update/ against tshark's BGP dissector.
 
-Each vector's `hex` is a whole BGP message. This script puts each one in its
+Each vector's `hex` is a whole BGP message, read as by a session that
+negotiated the vector's `families` (routes of other families are left out). This script puts each one in its
 own TCP stream to port 179 (Ethernet/IPv4/TCP, one packet per vector, in a
 classic pcap written by check_tshark.write_pcap), runs `tshark -T pdml` over
 them and reads back, in the vectors' own terms (tests/unit/bgp_describe.py):
 route type, RD, ESI, Ethernet tag, MAC, IP, originator, prefix, gateway,
-labels, next hop, ORIGIN, AS_PATH, MED, LOCAL_PREF, ORIGINATOR_ID,
+labels, unicast prefixes (NLRI and withdrawn routes fields, MP_REACH_NLRI /
+MP_UNREACH_NLRI for AFI 1 / 2), next hop (NEXT_HOP's for the NLRI field),
+End-of-RIB and its family, ORIGIN, AS_PATH, MED, LOCAL_PREF, ORIGINATOR_ID,
 CLUSTER_LIST, each extended community (route target, encapsulation, MAC
 mobility, router's MAC, or its raw octets), PMSI_TUNNEL and unrecognised
 attributes. It compares that with each vector's `expect`:
@@ -267,8 +270,39 @@ def _as_path(attr: ET.Element) -> list[list[Any]]:
     ]
 
 
-def tshark_view(packet: Packet) -> dict[str, Any]:
-    """tshark's reading of one UPDATE, shaped like a vector's `expect`."""
+FAMILIES = {(25, 70): "evpn", (1, 1): "ipv4-unicast", (2, 1): "ipv6-unicast"}
+# the prefix fields of unicast NLRI: the withdrawn routes and NLRI fields (IPv4), MP_REACH / MP_UNREACH
+PREFIX_FIELDS = ("bgp.withdrawn_prefix", "bgp.nlri_prefix", "bgp.mp_reach_nlri_ipv4_prefix",
+                 "bgp.mp_reach_nlri_ipv6_prefix", "bgp.mp_unreach_nlri_ipv4_prefix", "bgp.mp_unreach_nlri_ipv6_prefix")
+
+
+def _prefixes(el: ET.Element, family: str) -> list[dict[str, Any]]:
+    """The unicast prefixes under `el`, each from the prefix length field before it."""
+    out, length = [], None
+    for f in el.iter("field"):
+        if f.get("name") == "bgp.prefix_length":
+            length = int(f.get("show"))
+        elif f.get("name") in PREFIX_FIELDS:
+            out.append({"type": family, "prefix": str(ipaddress.ip_network(f"{f.get('show')}/{length}", strict=False))})
+    return out
+
+
+def _mp_family(attr: ET.Element, kind: str) -> str:
+    afi = _int(attr, f"bgp.update.path_attribute.{kind}.afi")
+    safi = _int(attr, f"bgp.update.path_attribute.{kind}.safi")
+    return FAMILIES.get((afi, safi), f"AFI {afi} / SAFI {safi}")
+
+
+def _mp_routes(attr: ET.Element, kind: str) -> list[dict[str, Any]]:
+    family = _mp_family(attr, kind)
+    if family == "evpn":
+        return [_route(n) for n in _all(attr, "bgp.evpn.nlri")]
+    return _prefixes(attr, family)
+
+
+def tshark_view(packet: Packet, families: list[str] = ("evpn",)) -> dict[str, Any]:
+    """tshark's reading of one UPDATE, shaped like a vector's `expect`: what a session that
+    negotiated `families` (their config names) takes from it."""
     view: dict[str, Any] = {"announced": [], "withdrawn": []}
     if packet.bgp is None:
         return view
@@ -279,17 +313,42 @@ def tshark_view(packet: Packet) -> dict[str, Any]:
         order.append(code)
         attrs.setdefault(code, attr)
     reach, unreach = attrs.get(14), attrs.get(15)
+    if reach is not None and _mp_family(reach, "mp_reach_nlri") not in families:
+        reach = None
+    if unreach is not None and _mp_family(unreach, "mp_unreach_nlri") not in families:
+        unreach = None
+    classic = "ipv4-unicast" in families
+    field_routes = {name: _prefixes(el, "ipv4-unicast") if classic else []
+                    for name in ("bgp.update.withdrawn_routes", "bgp.update.nlri")
+                    for el in [_first(packet.bgp, name)] if el is not None}
+    in_nlri = field_routes.get("bgp.update.nlri", [])
     a: dict[str, Any] = {}
     if reach is not None:
-        view["announced"] = [_route(n) for n in _all(reach, "bgp.evpn.nlri")]
+        view["announced"] = _mp_routes(reach, "mp_reach_nlri")
         a["next_hop"] = _show(reach, "bgp.update.path_attribute.mp_reach_nlri.next_hop.ipv4",
                               "bgp.update.path_attribute.mp_reach_nlri.next_hop.ipv6")
+    if in_nlri:
+        view["announced"] += in_nlri
+        hop = attrs.get(3)
+        hop = _show(hop, "bgp.update.path_attribute.next_hop") if hop is not None and _int(
+            hop, "bgp.update.path_attribute.length") == 4 else None
+        if reach is None:
+            a["next_hop"] = hop
+        elif hop != a["next_hop"]:
+            view["nlri_next_hop"] = hop
+    view["withdrawn"] = field_routes.get("bgp.update.withdrawn_routes", [])
     if unreach is not None:
-        view["withdrawn"] = [_route(n) for n in _all(unreach, "bgp.evpn.nlri")]
-        if reach is None and not _all(unreach, "bgp.evpn.nlri") and _int(unreach, "bgp.update.path_attribute.length") == 3:
+        mp_withdrawn = _mp_routes(unreach, "mp_unreach_nlri")
+        view["withdrawn"] += mp_withdrawn
+        if reach is None and not mp_withdrawn and _int(unreach, "bgp.update.path_attribute.length") == 3:
             view["end_of_rib"] = True
-    for key in ("announced", "withdrawn"):  # types overlayd skips are not in `expect`
-        view[key] = [r for r in view[key] if r["type"] in (2, 3, 5)]
+            family = _mp_family(unreach, "mp_unreach_nlri")
+            if family != "evpn":
+                view["end_of_rib_family"] = family
+    if classic and _int(packet.bgp, "bgp.length") == 23:
+        view.update(end_of_rib=True, end_of_rib_family="ipv4-unicast")
+    for key in ("announced", "withdrawn"):  # EVPN types overlayd skips are not in `expect`
+        view[key] = [r for r in view[key] if r["type"] in (2, 3, 5) or isinstance(r["type"], str)]
     if 1 in attrs:
         a["origin"] = _int(attrs[1], "bgp.update.path_attribute.origin")
     if 2 in attrs:
@@ -319,7 +378,7 @@ def tshark_view(packet: Packet) -> dict[str, Any]:
                           "value": _octets(packet, attr, 4 if flags & 0x10 else 3).hex()})
     if other:
         a["other"] = other
-    if reach is not None:
+    if reach is not None or in_nlri:
         view["attributes"] = a
     return view
 
@@ -345,10 +404,10 @@ def compare(vector: dict[str, Any], packet: Packet, probe: Packet | None = None)
     expect = vector["expect"]
     if "reset" in expect:
         return []
-    seen = tshark_view(packet)
+    seen = tshark_view(packet, vector.get("families", ["evpn"]))
     problems = _differences(seen, expect, ["announced", "withdrawn"])
     if well_formed(vector):
-        problems += _differences(seen, expect, ["attributes", "end_of_rib"])
+        problems += _differences(seen, expect, ["attributes", "end_of_rib", "end_of_rib_family", "nlri_next_hop"])
         if packet.malformed:
             problems.append("tshark finds the packet malformed")
         problems += [f"tshark {level}: {message}" for level, message in packet.experts if level in ("warning", "error")]
@@ -425,7 +484,7 @@ def main(argv: list[str]) -> int:
                     + ("; malformed" if packet.malformed else "") or "no warnings") + ")"
                 yield path.name, name, checked.problems, note
 
-    return check_tshark.report(results(), vector_files(), argv, version)
+    return check_tshark.report(results(), vector_files(), argv, version, record)  # ours keeps the layout
 
 
 if __name__ == "__main__":

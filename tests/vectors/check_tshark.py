@@ -273,9 +273,10 @@ def record(path: Path, checked_with: str) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def report(results, files: list[Path], argv: list[str], version: str) -> int:
+def report(results, files: list[Path], argv: list[str], version: str, record=record) -> int:
     """Print each (file name, vector name, problems, note) result; with --record, and only if
-    every vector agreed, write `checked_with: version` into `files`. The exit status."""
+    every vector agreed, write `checked_with: version` into `files` with `record(path, version)`.
+    The exit status."""
     failed = False
     for file_name, name, problems, note in results:
         print(f"{'FAIL' if problems else 'ok  '} {file_name}: {name}{note}")

@@ -1,9 +1,10 @@
-"""BGP path attributes (RFC 4271 4.3 / 5) for EVPN routes.
+"""BGP path attributes (RFC 4271 4.3 / 5) for EVPN and unicast routes.
 
-The decoded form is one frozen `PathAttributes`; MP_REACH_NLRI's next hop
-lands in `next_hop`, its NLRI in the `Update` (see update.py, which frames
-the attribute list, handles MP_REACH_NLRI / MP_UNREACH_NLRI and calls
-`decode_path_attributes` for the rest).
+The decoded form is one frozen `PathAttributes`; the next hop (of
+MP_REACH_NLRI, or NEXT_HOP for IPv4 unicast in the NLRI field) lands in
+`next_hop`, the routes in the `Update` (see update.py, which frames the
+attribute list, handles MP_REACH_NLRI / MP_UNREACH_NLRI and NEXT_HOP, and
+calls `decode_path_attributes` for the rest).
 
 What each attribute turns into when it is malformed follows RFC 7606:
 ORIGIN, AS_PATH, MED, LOCAL_PREF, COMMUNITIES, ORIGINATOR_ID, CLUSTER_LIST,
@@ -11,8 +12,9 @@ EXTENDED_COMMUNITIES and PMSI_TUNNEL -> treat-as-withdraw; ATOMIC_AGGREGATE,
 AGGREGATOR, AS4_PATH and AS4_AGGREGATOR -> attribute-discard; Optional or
 Transitive flag bits that contradict the attribute's definition ->
 treat-as-withdraw (RFC 7606 3.c); an unrecognised well-known attribute ->
-session reset (RFC 4271 6.3). NEXT_HOP is ignored: EVPN's next hop travels
-in MP_REACH_NLRI (RFC 4760 3).
+session reset (RFC 4271 6.3). NEXT_HOP is read by update.py, and only when
+the NLRI field carries IPv4 unicast routes; otherwise the next hop travels
+in MP_REACH_NLRI and NEXT_HOP is ignored (RFC 4760 3).
 
 ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES and AS4_AGGREGATOR are recognised
 but kept as `RawAttribute`s in `other`, as are attributes overlayd does not
@@ -202,7 +204,7 @@ class RawAttribute:
 class PathAttributes:
     origin: int = ORIGIN_IGP
     as_path: tuple[AsPathSegment, ...] = ()
-    next_hop: IpAddress | None = None  # from MP_REACH_NLRI
+    next_hop: IpAddress | None = None  # from MP_REACH_NLRI, or NEXT_HOP (see update.py)
     med: int | None = None
     local_pref: int | None = None
     ext_communities: tuple[ExtCommunity, ...] = ()
@@ -426,14 +428,22 @@ def encode_attribute(flags: int, type_code: int, value: bytes) -> bytes:
 _NOT_IN_OTHER = frozenset(EXPECTED_FLAGS) - KEPT_RAW
 
 
-def encode_path_attributes(attributes: PathAttributes, four_octet_as: bool = True) -> bytes:
+def encode_path_attributes(
+    attributes: PathAttributes, four_octet_as: bool = True, next_hop: ipaddress.IPv4Address | None = None
+) -> bytes:
     """Every attribute but MP_REACH_NLRI / MP_UNREACH_NLRI, in type code order.
 
     ORIGIN and AS_PATH are always there; on a 2-octet session an AS_PATH with
     ASes above 65535 is sent with AS_TRANS and an AS4_PATH (RFC 6793 4.2.2).
+    NEXT_HOP is there when `next_hop` is given (routes in the NLRI field);
+    `attributes.next_hop` is left to MP_REACH_NLRI.
     """
     a = attributes
     values = {ORIGIN: bytes([_fit(a.origin, 8, "ORIGIN")]), AS_PATH: encode_as_path(a.as_path, four_octet_as)}
+    if next_hop is not None:
+        if next_hop.version != 4:
+            raise ValueError(f"NEXT_HOP {next_hop} is not an IPv4 address (RFC 4271 5.1.3)")
+        values[NEXT_HOP] = next_hop.packed
     if not four_octet_as and any(asn > 0xFFFF for seg in a.as_path for asn in seg.asns):
         values[AS4_PATH] = encode_as_path([s for s in a.as_path if s.kind in (AS_SET, AS_SEQUENCE)], True)
     if a.med is not None:
@@ -469,7 +479,7 @@ class FramedAttribute:
 
 @dataclass(frozen=True, slots=True)
 class DecodedAttributes:
-    """What `decode_path_attributes` made of the list (next_hop is left to MP_REACH_NLRI)."""
+    """What `decode_path_attributes` made of the list (next_hop is left to update.py)."""
 
     attributes: PathAttributes
     errors: tuple[str, ...]
@@ -535,7 +545,7 @@ def decode_path_attributes(found: Iterable[FramedAttribute], four_octet_as: bool
             elif code == AS_PATH:
                 fields["as_path"] = decode_as_path(value, four_octet_as)
             elif code == NEXT_HOP:
-                pass  # EVPN's next hop is in MP_REACH_NLRI; RFC 4760 3 says ignore this one
+                pass  # update.py reads it when the NLRI field needs it; else RFC 4760 3 says ignore it
             elif code == MULTI_EXIT_DISC:
                 fields["med"] = struct.unpack("!I", _fixed(value, 4))[0]
             elif code == LOCAL_PREF:

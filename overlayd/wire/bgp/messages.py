@@ -2,7 +2,7 @@
 OPEN with capabilities (RFC 5492), KEEPALIVE, NOTIFICATION, ROUTE-REFRESH (RFC 2918).
 
     encode_message(msg, four_octet_as) -> bytes     the whole message, header included
-    decode_message(type, body, four_octet_as)        one message body -> Open, Update, ...
+    decode_message(type, body, four_octet_as, families)  one message body -> Open, Update, ...
     MessageReader                                    a TCP byte stream -> (type, body) frames
 
 Every error in bytes from the peer raises `BgpError` carrying the
@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Union
+from typing import Iterable, Iterator, NamedTuple, Union
 
 from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp import update as _update
@@ -224,14 +224,20 @@ def encode_open(msg: Open) -> bytes:
 # -- decoding ------------------------------------------------------------------------
 
 
-def decode_message(msg_type: int, body: bytes | memoryview, four_octet_as: bool = True) -> Message:
-    """One message body (after the header) of type `msg_type`; raises BgpError."""
+def decode_message(
+    msg_type: int, body: bytes | memoryview, four_octet_as: bool = True,
+    families: Iterable[tuple[int, int]] = (_update.L2VPN_EVPN,),
+) -> Message:
+    """One message body (after the header) of type `msg_type`; raises BgpError.
+
+    `four_octet_as` and `families` (the (AFI, SAFI) negotiated) only matter for UPDATE.
+    """
     body = bytes(body)
     check_length(msg_type, HEADER_LEN + len(body), body)
     if msg_type == OPEN:
         return decode_open(body)
     if msg_type == UPDATE:
-        return _update.decode_update(body, four_octet_as)
+        return _update.decode_update(body, four_octet_as, families)
     if msg_type == KEEPALIVE:
         return Keepalive()
     if msg_type == NOTIFICATION:
