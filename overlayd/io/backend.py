@@ -33,6 +33,7 @@ segments on the kernel (`networks[].backend: kernel`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -267,7 +268,7 @@ class KernelBackend:
                 await asyncio.sleep(0)
 
     def _table_versions(self) -> tuple:
-        unicast = getattr(self.speaker, "unicast_version", 0) if self.speaker is not None else 0
+        unicast = self.speaker.unicast_version if self.speaker is not None else 0
         return (self.prefixes.version if self.prefixes is not None else 0, unicast)
 
     def _first_table_in(self, now: float) -> bool:
@@ -276,7 +277,8 @@ class KernelBackend:
         sp = self.speaker
         if sp is None or not sp.peers:
             return True
-        return all(p.established is not None and sp.stats[a].end_of_rib for a, p in sp.peers.items())
+        return all(p.established is not None and p.negotiated is not None
+                   and set(p.negotiated.families) <= sp.stats[a].end_of_rib for a, p in sp.peers.items())
 
     def _replan(self) -> None:
         """Plan again the parts whose tables moved: the routed subnets, each kernel segment."""
@@ -286,7 +288,8 @@ class KernelBackend:
             spec = RoutedSpec(r.backend, r.device, self.config.node.vtep, r.vni,
                               tuple(n for n in (r.network, r.network6) if n is not None),
                               r.direct_routing, r.install_routes)
-            self.plan = plan_routed(spec, self.prefixes, self.host)
+            unicast = self.speaker.unicast_routes() if r.install_routes else {}
+            self.plan = plan_routed(spec, self.prefixes, dataclasses.replace(self.host, unicast=unicast))
             self._parts["routed"] = self.plan.state
         for net in self.segments:
             if net.vni not in stale:
@@ -412,8 +415,7 @@ class KernelBackend:
                     best = (metric, Gateway(ipaddress.ip_address(gw), names.get(msg.get_attr("RTA_OIF"), "?")))
             if best is not None:
                 gateways[version] = best[1]
-        unicast = self.speaker.unicast_routes() if hasattr(self.speaker, "unicast_routes") else {}
-        self.host = Host(tuple(connected), gateways, unicast)
+        self.host = Host(tuple(connected), gateways)
 
     async def _read_local(self, ipr) -> None:
         """What the kernel bridges of our segments hold locally: their MACs and IP bindings."""

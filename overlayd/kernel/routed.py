@@ -22,7 +22,8 @@ Per remote subnet, by backend (flannel's and cilium's backends):
   native     no per-node route: the cluster network goes to the default
              gateway (`network via GW`), which learns the pod subnets from
              BGP unicast; with `install_routes`, every learned unicast
-             route too (`PREFIX via NEXT_HOP`)
+             route instead (`PREFIX via NEXT_HOP`, when the next hop is on
+             a connected network)
   userspace  no per-node route: `network dev DEVICE` hands the cluster to
              overlayd's own TUN/TAP device
 
@@ -152,17 +153,20 @@ def plan_routed(spec: RoutedSpec, table: Iterable[TableEntry], host: Host) -> Ro
     if spec.backend == "userspace":
         for network in spec.networks:
             state.add(Route(network, device=spec.device))
-    elif spec.backend == "native":
+    elif spec.backend == "native" and not spec.install_routes:
         for network in spec.networks:
             gw = host.gateways.get(network.version)
             if gw is not None:
                 state.add(Route(network, gw.address, gw.device))
-        if spec.install_routes:
-            ours = [p for p, w in ways.items() if w.way == "local"]
-            for prefix, next_hop in host.unicast.items():
-                if any(prefix.version == o.version and prefix.subnet_of(o) for o in ours):
-                    continue  # our own subnet's addresses stay on our bridge
-                state.add(Route(prefix, next_hop))
+    elif spec.backend == "native":
+        ours = [p for p, w in ways.items() if w.way == "local"]
+        for prefix, next_hop in host.unicast.items():
+            if any(prefix.version == o.version and prefix.subnet_of(o) for o in ours):
+                continue  # our own subnet's addresses stay on our bridge
+            link = host.on_link(next_hop)
+            if link is None:
+                continue  # the kernel takes only a next hop on a connected network
+            state.add(Route(prefix, next_hop, link.device))
     return RoutedPlan(state, ways)
 
 

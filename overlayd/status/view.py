@@ -119,6 +119,22 @@ class SwitchView:
             }
             row.update(self._way(e.prefix))
             rows.append(row)
+        r = self.config.routing
+        if r is not None and r.install_routes and self.kernel is not None:
+            # native routing told to install what BGP unicast brings: those routes too
+            known = {row["prefix"] for row in rows}
+            for prefix, next_hop in sorted(self.speaker.unicast_routes().items(),
+                                           key=lambda item: (item[0].version, item[0])):
+                if str(prefix) in known:
+                    continue
+                planned = self.kernel.plan.state.routes.get(prefix) if self.kernel.plan else None
+                rows.append({
+                    "prefix": str(prefix), "node": str(next_hop), "vtep": None, "router_mac": None,
+                    "vni": None, "age_s": None, "peer": "bgp unicast", "source": "bgp", "way": "native",
+                    "kernel_route": str(planned) if planned else None,
+                    "kernel": self.kernel.programmed_state(planned) if planned
+                    else f"no route: next hop {next_hop} not on a connected network, or inside our subnet",
+                })
         return rows
 
     def _way(self, prefix) -> dict[str, Any]:

@@ -128,11 +128,12 @@ def test_native_installs_learned_unicast_routes_when_told_but_never_over_our_sub
     host = Host(HOST.connected, HOST.gateways, unicast={
         ip_network("10.244.2.0/24"): ip_address("10.0.0.2"),
         ip_network("10.244.1.128/25"): ip_address("10.0.0.9"),  # inside ours: not installed
-        ip_network("198.51.100.0/24"): ip_address("10.0.0.3"),
+        ip_network("198.51.100.0/24"): ip_address("192.168.9.3"),
+        ip_network("203.0.113.0/24"): ip_address("10.7.0.1"),  # next hop not on a connected network
     })
     plan = plan_routed(spec("native", install_routes=True), TABLE, host)
-    assert set(map(str, plan.state.routes.values())) == {
-        "10.244.0.0/16 via 10.0.0.254 dev eth0", "10.244.2.0/24 via 10.0.0.2", "198.51.100.0/24 via 10.0.0.3"}
+    assert set(map(str, plan.state.routes.values())) == {  # instead of the cluster network's route
+        "10.244.2.0/24 via 10.0.0.2 dev eth0", "198.51.100.0/24 via 192.168.9.3 dev eth1"}
     assert plan_routed(spec("native"), TABLE, host).state.routes.keys() == {NETWORK}
 
 
