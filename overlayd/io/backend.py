@@ -90,7 +90,6 @@ class KernelBackend:
         self.last_errors: list[str] = []
         self.plan: RoutedPlan | None = None
         self.host = Host()
-        self.mtu = 0
         self.routed_mtu = 0
         self._started = 0.0
         self._dirty = True  # diff desired against programmed on the next step
@@ -143,9 +142,9 @@ class KernelBackend:
         self.writer = Writer(self.protocol)
         async with AsyncIPRoute() as ipr:
             for spec in self.specs:
+                if spec.name not in self.owned:  # first: a device made and then failing is removed too
+                    self.owned.append(spec.name)  # (removal checks the owner alias: never another's)
                 _, how = await dev.ensure(ipr, spec)
-                if spec.name not in self.owned:
-                    self.owned.append(spec.name)
                 log.info("%s: %s (%s, mtu %d)", spec.name, how, spec.kind, spec.mtu)
             await self._refresh_devices(ipr)
             for net in self.segments:
