@@ -15,7 +15,8 @@ What overlayd owns, when it reads the kernel back (`read_owned`):
     routes      protocol `routing.route_protocol` in the main table
     neighbours  on overlayd's devices: permanent ones (the routed VXLAN
                 device), or extern_learn ones (a bridge of a kernel segment)
-    FDB         `self` entries with a remote (dst) on overlayd's VXLAN devices
+    FDB         `self` entries with a remote (dst) on overlayd's VXLAN devices, and
+                the bridge's extern_learn entries on them (`master`)
     addresses   every global address on overlayd's devices
 
 `Monitor` is a second socket subscribed to link, address, neighbour and
@@ -49,14 +50,14 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from overlayd.kernel.state import ZERO_MAC, Address, Entry, FdbEntry, KernelState, Neighbor, Op, Route
+from overlayd.kernel.state import ZERO_MAC, Address, BridgeFdbEntry, Entry, FdbEntry, KernelState, Neighbor, Op, Route
 
 AF_BRIDGE = 7
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
-NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NUD_REACHABLE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x40, 0x80
 NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
 IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -146,6 +147,16 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
             # The all-zeros MAC has one entry per flood-list member (append); a unicast MAC
             # has one remote, replaced when it moves.
             flags |= NLM_F_CREATE | (NLM_F_APPEND if entry.mac == ZERO_MAC else NLM_F_REPLACE)
+    elif isinstance(entry, BridgeFdbEntry):
+        msg = ndmsg()
+        msg["family"] = AF_BRIDGE
+        msg["ifindex"] = devices.index[entry.device]
+        msg["state"] = NUD_REACHABLE  # as zebra: the bridge wants one of REACHABLE, NOARP, PERMANENT
+        msg["flags"] = NTF_MASTER | NTF_EXT_LEARNED
+        msg["attrs"] = [("NDA_LLADDR", _mac(entry.mac))]
+        kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
+        if not delete:
+            flags |= NLM_F_CREATE | NLM_F_REPLACE
     elif isinstance(entry, Address):
         msg = ifaddrmsg()
         iface = entry.interface
@@ -275,20 +286,24 @@ def route_of(msg, devices: Devices) -> Route | None:
     )
 
 
-def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | None:
-    """A decoded ndmsg as a Neighbor or FdbEntry that overlayd would own, or None."""
+def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | BridgeFdbEntry | None:
+    """A decoded ndmsg as a Neighbor, FdbEntry or BridgeFdbEntry that overlayd would own, or None."""
     device = devices.owned_name(msg["ifindex"])
     if device is None:
         return None
     lladdr = msg.get_attr("NDA_LLADDR")
     dst = msg.get_attr("NDA_DST")
-    if lladdr is None or dst is None:
+    if lladdr is None:
         return None
     mac = bytes.fromhex(lladdr.replace(":", ""))
     if msg["family"] == AF_BRIDGE:
-        if not msg["flags"] & NTF_SELF:
-            return None
-        return FdbEntry(device, mac, ipaddress.ip_address(dst))
+        if msg["flags"] & NTF_SELF:
+            return FdbEntry(device, mac, ipaddress.ip_address(dst)) if dst is not None else None
+        if msg["flags"] & NTF_EXT_LEARNED and not msg.get_attr("NDA_VLAN"):
+            return BridgeFdbEntry(device, mac)  # the bridge's entry on our VXLAN port
+        return None
+    if dst is None:
+        return None
     if msg["flags"] & NTF_EXT_LEARNED:
         return Neighbor(device, ipaddress.ip_address(dst), mac, extern_learn=True)
     if msg["state"] & NUD_PERMANENT:

@@ -6,14 +6,18 @@ fills the VXLAN device's forwarding database and the bridge's neighbour
 table from its own tables, as FRR's zebra does from its RIB:
 
   a MAC the FDB places behind a remote VTEP  ->  MAC dev vxN dst VTEP self permanent
+                                                 MAC dev vxN master extern_learn
   each VTEP of the flood list (type-3)       ->  00:00:00:00:00:00 dev vxN dst VTEP self permanent
   an IP/MAC binding from BGP or config       ->  IP lladdr MAC dev <bridge> extern_learn (noarp)
 
 Unknown unicast, broadcast and multicast leave through the all-zeros
 entries (head-end replication, one copy per member); ARP requests and
 neighbour solicitations for a bound IP are answered by the bridge
-(`neigh_suppress`) instead of crossing the overlay. Local MACs and IPs come
-the other way: the bridge learns them, and `io` feeds them into the tables.
+(`neigh_suppress`) instead of crossing the overlay. The bridge answers only
+for a MAC that its own FDB places on the VXLAN port, hence the `master
+extern_learn` entry next to the VXLAN device's (zebra installs both too).
+Local MACs and IPs come the other way: the bridge learns them, and `io`
+feeds them into the tables.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from overlayd.kernel.state import ZERO_MAC, FdbEntry, IpAddress, KernelState, Neighbor
+from overlayd.kernel.state import ZERO_MAC, BridgeFdbEntry, FdbEntry, IpAddress, KernelState, Neighbor
 
 
 class MacEntry(Protocol):
@@ -61,6 +65,7 @@ def plan_segment(spec: SegmentSpec, macs: Iterable[MacEntry], flood: Iterable[st
         vtep = ipaddress.ip_address(entry.vtep)
         if vtep.version == spec.family:
             state.add(FdbEntry(spec.vxlan, entry.mac, vtep))
+            state.add(BridgeFdbEntry(spec.vxlan, entry.mac))
     for member in flood:
         vtep = ipaddress.ip_address(member)
         if vtep.version == spec.family:

@@ -13,7 +13,7 @@ from overlayd.fabric.neighbors import Binding
 from overlayd.fabric.prefixes import PrefixEntry
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedSpec, plan_routed
 from overlayd.kernel.segment import SegmentSpec, plan_segment
-from overlayd.kernel.state import Address, FdbEntry, KernelState, Neighbor, Route
+from overlayd.kernel.state import Address, BridgeFdbEntry, FdbEntry, KernelState, Neighbor, Route
 
 NETWORK = ip_network("10.244.0.0/16")
 NETWORK6 = ip_network("fd00:244::/48")
@@ -154,6 +154,7 @@ def test_segment_plan_is_remote_macs_flood_list_and_bindings():
     state = plan_segment(spec_, macs, ["10.0.0.2", "10.0.0.3"], bindings)
     assert state == KernelState.of([
         FdbEntry("vx100", MAC2, ip_address("10.0.0.2")),
+        BridgeFdbEntry("vx100", MAC2),  # what the bridge's neigh_suppress looks the MAC up in
         FdbEntry("vx100", bytes(6), ip_address("10.0.0.2")), FdbEntry("vx100", bytes(6), ip_address("10.0.0.3")),
         Neighbor("br-blue", ip_address("192.168.100.2"), MAC2, extern_learn=True),
     ])
