@@ -25,7 +25,9 @@ segments on the kernel (`networks[].backend: kernel`):
 - local learning on kernel segments: the bridge's FDB (MACs on its local
   ports) and the host's neighbour table on the bridge feed the Switch's
   tables (`Switch.learn_local`, `bind_local`), from which the speaker
-  announces type-2 routes, exactly as frames read from a TAP do.
+  announces type-2 routes, exactly as frames read from a TAP do. When a
+  host moves here, our neighbour entry for its IP is handed to the host's
+  table as a probe rather than deleted (`kernel.segment.probe_instead`).
 - `close()`: the devices are removed (with every entry on them), then every
   route of our protocol and the ipmasq table: only what overlayd created.
 """
@@ -51,7 +53,7 @@ from overlayd.io.subnet_env import remove as remove_file
 from overlayd.io.subnet_env import write_subnet_files
 from overlayd.kernel import masq
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedPlan, RoutedSpec, RouteWay, plan_routed
-from overlayd.kernel.segment import SegmentSpec, plan_segment
+from overlayd.kernel.segment import SegmentSpec, plan_segment, probe_instead
 from overlayd.kernel.state import Address, KernelState, Op, diff, kind_of
 
 log = logging.getLogger("overlayd.kernel")
@@ -244,6 +246,8 @@ class KernelBackend:
         desired = self._plan()
         self._apply_masq()
         ops = diff(desired, self.programmed, keep=self.adopted)
+        if self.segments:
+            ops = probe_instead(ops, self._local_mac)
         for start in range(0, len(ops), CHUNK):
             self._record(self.writer.apply(ops[start : start + CHUNK], self.devices))
             if start + CHUNK < len(ops):
@@ -287,7 +291,7 @@ class KernelBackend:
             if outcome.ok:
                 self.counters["ops_applied"] += 1
                 self.errors.pop(key, None)
-                if op.action == "delete":
+                if op.action in ("delete", "probe"):
                     self.programmed.discard(op.entry)
                 else:
                     self.programmed.add(op.entry)
@@ -423,6 +427,12 @@ class KernelBackend:
             self.switch.forget_local(vni, mac)
         else:
             self.switch.learn_local(vni, mac, now)
+
+    def _local_mac(self, bridge: str, mac: bytes) -> bool:
+        """Whether the kernel segment on `bridge` has `mac` on a local port."""
+        vni = next((n.vni for n in self.segments if n.device == bridge), None)
+        entry = self.switch.fdb.get(vni, mac) if vni is not None else None
+        return entry is not None and entry.vtep is None
 
     def _learn_neighbor(self, msg, deleted: bool, now: float) -> None:
         vni = self._bridge_vni.get(msg["ifindex"])

@@ -57,7 +57,7 @@ RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
-NUD_REACHABLE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x40, 0x80
+NUD_REACHABLE, NUD_PROBE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x10, 0x40, 0x80
 NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
 IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -102,6 +102,8 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
     entry = op.entry
     delete = op.action == "delete"
     flags = NLM_F_REQUEST | NLM_F_ACK
+    if op.action == "probe" and not isinstance(entry, Neighbor):
+        raise TypeError(f"only a neighbour can be probed: {op}")
     if isinstance(entry, Route):
         msg = rtmsg()
         msg["family"] = _family(entry.dst)
@@ -131,6 +133,8 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
         msg["ifindex"] = devices.index[entry.device]
         msg["state"] = NUD_NOARP if entry.extern_learn else NUD_PERMANENT
         msg["flags"] = NTF_EXT_LEARNED if entry.extern_learn else 0
+        if op.action == "probe":  # the host's own entry from now on: the kernel asks the MAC at once
+            msg["state"], msg["flags"] = NUD_PROBE, 0
         msg["attrs"] = [("NDA_DST", str(entry.ip))] + ([] if delete else [("NDA_LLADDR", _mac(entry.mac))])
         kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
         if not delete:

@@ -189,12 +189,14 @@ def kind_of(entry: Entry) -> Kind:
     raise TypeError(f"not a kernel entry: {entry!r}")
 
 
-Action = Literal["add", "replace", "delete"]
+Action = Literal["add", "replace", "delete", "probe"]
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One change to the kernel: `entry` added, replacing `old`, or deleted."""
+    """One change to the kernel: `entry` added, replacing `old`, or deleted; or (a neighbour
+    only) `probe`d: handed over to the host's own table in PROBE state, where it is no longer
+    ours and the kernel asks the MAC at once (`segment.probe_instead`)."""
 
     action: Action
     entry: Entry

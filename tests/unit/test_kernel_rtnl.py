@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
@@ -12,13 +13,15 @@ from overlayd.io.rtnl import (
     NTF_EXT_LEARNED,
     NTF_MASTER,
     NTF_SELF,
+    NUD_NOARP,
     NUD_PERMANENT,
+    NUD_PROBE,
     NUD_REACHABLE,
     Devices,
     encode,
     neighbor_of,
 )
-from overlayd.kernel.state import BridgeFdbEntry, FdbEntry, Op
+from overlayd.kernel.state import BridgeFdbEntry, FdbEntry, Neighbor, Op
 
 DEVICES = Devices({"br-blue": 7, "vx100": 8, "veth0": 9}, owned=["br-blue", "vx100"])
 MAC = bytes([2, 0, 0, 0, 3, 1])
@@ -62,6 +65,18 @@ def test_the_vxlan_devices_entry_is_still_self_with_its_vtep():
     msg = decoded(encode(Op("add", FdbEntry("vx100", MAC, VTEP)), DEVICES, 149, 1))
     assert msg["flags"] == NTF_SELF
     assert msg.get_attr("NDA_DST") == "10.0.0.3"
+
+
+def test_a_probe_hands_our_neighbour_to_the_hosts_table_which_asks_at_once():
+    entry = Neighbor("br-blue", ipaddress.ip_address("192.168.100.22"), MAC, extern_learn=True)
+    ours = decoded(encode(Op("add", entry), DEVICES, 149, 1))
+    assert (ours["state"], ours["flags"]) == (NUD_NOARP, NTF_EXT_LEARNED)  # NOARP: ARP never changes it
+    msg = decoded(encode(Op("probe", entry), DEVICES, 149, 2))
+    assert msg["header"]["type"] == RTM_NEWNEIGH and msg["ifindex"] == 7
+    assert (msg["state"], msg["flags"]) == (NUD_PROBE, 0)  # no longer extern_learn: not ours
+    assert msg.get_attr("NDA_LLADDR") == "02:00:00:00:03:01" and msg.get_attr("NDA_DST") == "192.168.100.22"
+    with pytest.raises(TypeError):
+        encode(Op("probe", FdbEntry("vx100", MAC, VTEP)), DEVICES, 149, 3)
 
 
 def test_reading_back_tells_our_entries_from_what_the_bridge_learned():
