@@ -48,7 +48,17 @@ from pyroute2 import AsyncIPRoute
 
 from overlayd.config import Config
 from overlayd.io import devices as dev
-from overlayd.io.rtnl import AF_BRIDGE, NUD_PERMANENT, NTF_EXT_LEARNED, Devices, Monitor, Notice, Writer, read_owned
+from overlayd.io.rtnl import (
+    AF_BRIDGE,
+    NTF_EXT_LEARNED,
+    NUD_PERMANENT,
+    NUD_PROBE,
+    Devices,
+    Monitor,
+    Notice,
+    Writer,
+    read_owned,
+)
 from overlayd.io.subnet_env import remove as remove_file
 from overlayd.io.subnet_env import write_subnet_files
 from overlayd.kernel import masq
@@ -443,6 +453,8 @@ class KernelBackend:
             return
         ip = ipaddress.ip_address(dst)
         mac = bytes.fromhex(lladdr.replace(":", "")) if lladdr else None
+        if not deleted and msg["state"] == NUD_PROBE:
+            return  # being asked (a probe_instead hand-over, or a re-check): no news until it answers
         if deleted or mac is None or not msg["state"] & NUD_VALID_LEARNED:
             self.switch.unbind_local(vni, ip)
             return
