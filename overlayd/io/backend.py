@@ -25,7 +25,9 @@ segments on the kernel (`networks[].backend: kernel`):
 - local learning on kernel segments: the bridge's FDB (MACs on its local
   ports) and the host's neighbour table on the bridge feed the Switch's
   tables (`Switch.learn_local`, `bind_local`), from which the speaker
-  announces type-2 routes, exactly as frames read from a TAP do.
+  announces type-2 routes, exactly as frames read from a TAP do. When a
+  host moves here, our neighbour entry for its IP is handed to the host's
+  table as a probe rather than deleted (`kernel.segment.probe_instead`).
 - `close()`: the devices are removed (with every entry on them), then every
   route of our protocol and the ipmasq table: only what overlayd created.
 """
@@ -47,13 +49,24 @@ from collections.abc import Callable, Iterable
 from pyroute2 import AsyncIPRoute
 
 from overlayd.config import Config
+from overlayd.fabric.fdb import Source
 from overlayd.io import devices as dev
-from overlayd.io.rtnl import AF_BRIDGE, NUD_PERMANENT, NTF_EXT_LEARNED, Devices, Monitor, Notice, Writer, read_owned
+from overlayd.io.rtnl import (
+    AF_BRIDGE,
+    NTF_EXT_LEARNED,
+    NUD_PERMANENT,
+    NUD_PROBE,
+    Devices,
+    Monitor,
+    Notice,
+    Writer,
+    read_owned,
+)
 from overlayd.io.subnet_env import remove as remove_file
 from overlayd.io.subnet_env import write_subnet_files
 from overlayd.kernel import masq
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedPlan, RoutedSpec, RouteWay, plan_routed
-from overlayd.kernel.segment import SegmentSpec, plan_segment
+from overlayd.kernel.segment import SegmentSpec, plan_segment, probe_instead
 from overlayd.kernel.state import Address, KernelState, Op, diff, kind_of
 
 log = logging.getLogger("overlayd.kernel")
@@ -261,6 +274,8 @@ class KernelBackend:
             desired.update(part)
         self._apply_masq()
         ops = diff(desired, self.programmed, keep=self.adopted)
+        if self.segments:
+            ops = probe_instead(ops, self._local_mac)
         for start in range(0, len(ops), CHUNK):
             self._record(self.writer.apply(ops[start : start + CHUNK], self.devices))
             if start + CHUNK < len(ops):
@@ -309,7 +324,7 @@ class KernelBackend:
             if outcome.ok:
                 self.counters["ops_applied"] += 1
                 self.errors.pop(key, None)
-                if op.action == "delete":
+                if op.action in ("delete", "probe"):
                     self.programmed.discard(op.entry)
                 else:
                     self.programmed.add(op.entry)
@@ -421,10 +436,24 @@ class KernelBackend:
         if not self._bridge_vni:
             return
         now = self.clock()
+        for net in self.segments:  # the bridge's own MAC and address, as at setup
+            own = self.switch.segment(net.vni).own_macs
+            for mac in own:
+                self.switch.learn_local(net.vni, mac, now)
+                if net.address is not None:
+                    self.switch.bind_local(net.vni, net.address.ip, mac, now)
         async for msg in await ipr.fdb("dump"):
             self._learn_fdb(msg, deleted=False, now=now)
         async for msg in await ipr.get_neighbours():
             self._learn_neighbor(msg, deleted=False, now=now)
+        # Whatever the dump no longer holds left while notifications were lost: forget it.
+        vnis = set(self._bridge_vni.values())
+        for e in self.switch.fdb:
+            if e.vni in vnis and e.vtep is None and e.updated < now:
+                self.switch.forget_local(e.vni, e.mac)
+        for b in self.switch.neighbors:
+            if b.vni in vnis and b.source is Source.LOCAL and b.updated < now:
+                self.switch.unbind_local(b.vni, b.ip, b.mac)
 
     def _learn_fdb(self, msg, deleted: bool, now: float) -> None:
         master = msg.get_attr("NDA_MASTER")
@@ -445,6 +474,12 @@ class KernelBackend:
         else:
             self.switch.learn_local(vni, mac, now)
 
+    def _local_mac(self, bridge: str, mac: bytes) -> bool:
+        """Whether the kernel segment on `bridge` has `mac` on a local port."""
+        vni = next((n.vni for n in self.segments if n.device == bridge), None)
+        entry = self.switch.fdb.get(vni, mac) if vni is not None else None
+        return entry is not None and entry.vtep is None
+
     def _learn_neighbor(self, msg, deleted: bool, now: float) -> None:
         vni = self._bridge_vni.get(msg["ifindex"])
         if vni is None or msg["family"] == AF_BRIDGE or msg["flags"] & NTF_EXT_LEARNED:
@@ -454,6 +489,13 @@ class KernelBackend:
             return
         ip = ipaddress.ip_address(dst)
         mac = bytes.fromhex(lladdr.replace(":", "")) if lladdr else None
+        if not deleted and msg["state"] == NUD_PROBE:
+            # being asked (a probe_instead hand-over, or a re-check): no news until it answers,
+            # but a binding it already had stays fresh
+            held = self.switch.neighbors.get(vni, ip, Source.LOCAL)
+            if held is not None and held.mac == mac:
+                self.switch.bind_local(vni, ip, mac, now)
+            return
         if deleted or mac is None or not msg["state"] & NUD_VALID_LEARNED:
             self.switch.unbind_local(vni, ip)
             return

@@ -19,7 +19,8 @@ What overlayd owns, when it reads the kernel back (`read_owned`):
     routes      protocol `routing.route_protocol` in the main table
     neighbours  on overlayd's devices: permanent ones (the routed VXLAN
                 device), or extern_learn ones (a bridge of a kernel segment)
-    FDB         `self` entries with a remote (dst) on overlayd's VXLAN devices
+    FDB         `self` entries with a remote (dst) on overlayd's VXLAN devices, and
+                the bridge's extern_learn entries on them (`master`)
     addresses   every global address on overlayd's devices
 
 `Monitor` is a second socket subscribed to link, address, neighbour and
@@ -53,14 +54,14 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from overlayd.kernel.state import ZERO_MAC, Address, Entry, FdbEntry, KernelState, Neighbor, Op, Route
+from overlayd.kernel.state import ZERO_MAC, Address, BridgeFdbEntry, Entry, FdbEntry, KernelState, Neighbor, Op, Route
 
 AF_BRIDGE = 7
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
-NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NUD_REACHABLE, NUD_PROBE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x10, 0x40, 0x80
 NTF_SELF, NTF_MASTER, NTF_EXT_LEARNED = 0x02, 0x04, 0x10
 IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -105,6 +106,8 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
     entry = op.entry
     delete = op.action == "delete"
     flags = NLM_F_REQUEST | NLM_F_ACK
+    if op.action == "probe" and not isinstance(entry, Neighbor):
+        raise TypeError(f"only a neighbour can be probed: {op}")
     if isinstance(entry, Route):
         msg = rtmsg()
         msg["family"] = _family(entry.dst)
@@ -134,6 +137,8 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
         msg["ifindex"] = devices.index[entry.device]
         msg["state"] = NUD_NOARP if entry.extern_learn else NUD_PERMANENT
         msg["flags"] = NTF_EXT_LEARNED if entry.extern_learn else 0
+        if op.action == "probe":  # the host's own entry from now on: the kernel asks the MAC at once
+            msg["state"], msg["flags"] = NUD_PROBE, 0
         msg["attrs"] = [("NDA_DST", str(entry.ip))] + ([] if delete else [("NDA_LLADDR", _mac(entry.mac))])
         kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
         if not delete:
@@ -150,6 +155,16 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
             # The all-zeros MAC has one entry per flood-list member (append); a unicast MAC
             # has one remote, replaced when it moves.
             flags |= NLM_F_CREATE | (NLM_F_APPEND if entry.mac == ZERO_MAC else NLM_F_REPLACE)
+    elif isinstance(entry, BridgeFdbEntry):
+        msg = ndmsg()
+        msg["family"] = AF_BRIDGE
+        msg["ifindex"] = devices.index[entry.device]
+        msg["state"] = NUD_REACHABLE  # as zebra: the bridge wants one of REACHABLE, NOARP, PERMANENT
+        msg["flags"] = NTF_MASTER | NTF_EXT_LEARNED
+        msg["attrs"] = [("NDA_LLADDR", _mac(entry.mac))]
+        kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
+        if not delete:
+            flags |= NLM_F_CREATE | NLM_F_REPLACE
     elif isinstance(entry, Address):
         msg = ifaddrmsg()
         iface = entry.interface
@@ -188,19 +203,29 @@ def pack(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
     action = op.action
     delete = action == "delete"
     flags = NLM_F_REQUEST | NLM_F_ACK
+    if action == "probe" and not isinstance(entry, Neighbor):
+        raise TypeError(f"only a neighbour can be probed: {op}")
     if isinstance(entry, FdbEntry):
         kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
         if not delete:
             flags |= NLM_F_CREATE | (NLM_F_APPEND if entry.mac == ZERO_MAC else NLM_F_REPLACE)
         body = (_NDMSG.pack(AF_BRIDGE, 0, 0, devices.index[entry.device], NUD_PERMANENT, NTF_SELF, 0)
                 + _attr(2, entry.mac) + _attr(1, entry.vtep.packed))
+    elif isinstance(entry, BridgeFdbEntry):
+        kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
+        if not delete:
+            flags |= NLM_F_CREATE | NLM_F_REPLACE
+        body = (_NDMSG.pack(AF_BRIDGE, 0, 0, devices.index[entry.device], NUD_REACHABLE,
+                            NTF_MASTER | NTF_EXT_LEARNED, 0) + _attr(2, entry.mac))
     elif isinstance(entry, Neighbor):
         kind = RTM_DELNEIGH if delete else RTM_NEWNEIGH
         if not delete:
             flags |= NLM_F_CREATE | NLM_F_REPLACE
         ext = entry.extern_learn
-        body = (_NDMSG.pack(_FAMILY[entry.ip.version], 0, 0, devices.index[entry.device],
-                            NUD_NOARP if ext else NUD_PERMANENT, NTF_EXT_LEARNED if ext else 0, 0)
+        state, nflags = (NUD_NOARP, NTF_EXT_LEARNED) if ext else (NUD_PERMANENT, 0)
+        if action == "probe":  # handed to the host's own table: the kernel asks the MAC at once
+            state, nflags = NUD_PROBE, 0
+        body = (_NDMSG.pack(_FAMILY[entry.ip.version], 0, 0, devices.index[entry.device], state, nflags, 0)
                 + _attr(1, entry.ip.packed) + (b"" if delete else _attr(2, entry.mac)))
     elif isinstance(entry, Route):
         kind = RTM_DELROUTE if delete else RTM_NEWROUTE
@@ -344,20 +369,24 @@ def route_of(msg, devices: Devices) -> Route | None:
     )
 
 
-def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | None:
-    """A decoded ndmsg as a Neighbor or FdbEntry that overlayd would own, or None."""
+def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | BridgeFdbEntry | None:
+    """A decoded ndmsg as a Neighbor, FdbEntry or BridgeFdbEntry that overlayd would own, or None."""
     device = devices.owned_name(msg["ifindex"])
     if device is None:
         return None
     lladdr = msg.get_attr("NDA_LLADDR")
     dst = msg.get_attr("NDA_DST")
-    if lladdr is None or dst is None:
+    if lladdr is None:
         return None
     mac = bytes.fromhex(lladdr.replace(":", ""))
     if msg["family"] == AF_BRIDGE:
-        if not msg["flags"] & NTF_SELF:
-            return None
-        return FdbEntry(device, mac, ipaddress.ip_address(dst))
+        if msg["flags"] & NTF_SELF:
+            return FdbEntry(device, mac, ipaddress.ip_address(dst)) if dst is not None else None
+        if msg["flags"] & NTF_EXT_LEARNED and not msg.get_attr("NDA_VLAN"):
+            return BridgeFdbEntry(device, mac)  # the bridge's entry on our VXLAN port
+        return None
+    if dst is None:
+        return None
     if msg["flags"] & NTF_EXT_LEARNED:
         return Neighbor(device, ipaddress.ip_address(dst), mac, extern_learn=True)
     if msg["state"] & NUD_PERMANENT:
@@ -365,7 +394,7 @@ def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | None:
     return None
 
 
-def _owned_neighbor(body: memoryview, device: str) -> Neighbor | FdbEntry | None:
+def _owned_neighbor(body: memoryview, device: str) -> Neighbor | FdbEntry | BridgeFdbEntry | None:
     """`neighbor_of` for a raw ndmsg body on an owned device, read with struct (the monitor's
     hot path: overlayd's own FDB writes come back as notifications, one per entry)."""
     family, _, _, _, state, flags, _ = _NDMSG.unpack_from(body)
@@ -380,16 +409,34 @@ def _owned_neighbor(body: memoryview, device: str) -> Neighbor | FdbEntry | None
         elif kind == 2:
             lladdr = bytes(body[offset + 4 : offset + length])
         offset += (length + 3) & ~3
-    if dst is None or lladdr is None or len(lladdr) != 6 or len(dst) not in (4, 16):
+    if lladdr is None or len(lladdr) != 6:
+        return None
+    if family == AF_BRIDGE and not flags & NTF_SELF:
+        # the bridge's extern_learn entry on our VXLAN port (one without a VLAN)
+        vlan = _has_attr(body, 5)
+        return BridgeFdbEntry(device, lladdr) if flags & NTF_EXT_LEARNED and not vlan else None
+    if dst is None or len(dst) not in (4, 16):
         return None
     ip = ipaddress.ip_address(dst)
     if family == AF_BRIDGE:
-        return FdbEntry(device, lladdr, ip) if flags & NTF_SELF else None
+        return FdbEntry(device, lladdr, ip)
     if flags & NTF_EXT_LEARNED:
         return Neighbor(device, ip, lladdr, extern_learn=True)
     if state & NUD_PERMANENT:
         return Neighbor(device, ip, lladdr)
     return None
+
+
+def _has_attr(body: memoryview, kind: int) -> bool:
+    offset = _NDMSG.size
+    while offset + 4 <= len(body):
+        length, found = _RTATTR.unpack_from(body, offset)
+        if length < 4:
+            return False
+        if found == kind:
+            return True
+        offset += (length + 3) & ~3
+    return False
 
 
 def address_of(msg, devices: Devices) -> Address | None:

@@ -5,6 +5,7 @@ A `KernelState` maps each entry's key to the entry:
     routes      dst prefix             -> Route      (main table, `routing.route_protocol`)
     neighbors   (device, ip)           -> Neighbor   (`ip neigh`, permanent or extern_learn)
     fdb         (device, mac[, vtep])  -> FdbEntry   (`bridge fdb ... self dst VTEP`)
+                ("master", device, mac) -> BridgeFdbEntry (`bridge fdb ... master extern_learn`)
     addresses   (device, interface)    -> Address    (`ip addr` on a device overlayd created)
 
 One route per destination: overlayd never installs two routes to one
@@ -92,6 +93,31 @@ class FdbEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class BridgeFdbEntry:
+    """`bridge fdb replace MAC dev DEVICE master extern_learn`: the bridge's own FDB places a
+    remote MAC behind its VXLAN port.
+
+    The VXLAN device's entry (`FdbEntry`) says which VTEP; this one is what the
+    bridge's `neigh_suppress` looks up before it answers an ARP request or
+    neighbour solicitation for the MAC's IP. Without it the bridge answers only
+    while it happens to have learned the MAC from traffic (and forgets it after
+    its ageing time). An extern_learn entry does not age, and a frame from the
+    MAC on a local port takes it over (the host moved here). FRR's zebra
+    installs both (NTF_SELF | NTF_MASTER | NTF_EXT_LEARNED).
+    """
+
+    device: str  # the VXLAN device, a port of the bridge
+    mac: bytes
+
+    @property
+    def key(self) -> tuple[str, str, bytes]:
+        return ("master", self.device, self.mac)
+
+    def __str__(self) -> str:
+        return f"{self.mac.hex(':')} dev {self.device} master extern_learn"
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     """`ip addr add INTERFACE dev DEVICE` on a device overlayd created."""
 
@@ -106,7 +132,7 @@ class Address:
         return f"{self.interface} dev {self.device}"
 
 
-Entry = Union[Route, Neighbor, FdbEntry, Address]
+Entry = Union[Route, Neighbor, FdbEntry, BridgeFdbEntry, Address]
 Kind = Literal["addresses", "fdb", "neighbors", "routes"]
 KINDS: tuple[Kind, ...] = ("addresses", "fdb", "neighbors", "routes")  # bottom-up
 
@@ -156,19 +182,21 @@ def kind_of(entry: Entry) -> Kind:
         return "routes"
     if isinstance(entry, Neighbor):
         return "neighbors"
-    if isinstance(entry, FdbEntry):
+    if isinstance(entry, (FdbEntry, BridgeFdbEntry)):
         return "fdb"
     if isinstance(entry, Address):
         return "addresses"
     raise TypeError(f"not a kernel entry: {entry!r}")
 
 
-Action = Literal["add", "replace", "delete"]
+Action = Literal["add", "replace", "delete", "probe"]
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One change to the kernel: `entry` added, replacing `old`, or deleted."""
+    """One change to the kernel: `entry` added, replacing `old`, or deleted; or (a neighbour
+    only) `probe`d: handed over to the host's own table in PROBE state, where it is no longer
+    ours and the kernel asks the MAC at once (`segment.probe_instead`)."""
 
     action: Action
     entry: Entry

@@ -12,8 +12,8 @@ from overlayd.fabric.fdb import FdbEntry as TableMac, Source
 from overlayd.fabric.neighbors import Binding
 from overlayd.fabric.prefixes import PrefixEntry
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedSpec, plan_routed
-from overlayd.kernel.segment import SegmentSpec, plan_segment
-from overlayd.kernel.state import Address, FdbEntry, KernelState, Neighbor, Route
+from overlayd.kernel.segment import SegmentSpec, plan_segment, probe_instead
+from overlayd.kernel.state import Address, BridgeFdbEntry, FdbEntry, KernelState, Neighbor, Op, Route
 
 NETWORK = ip_network("10.244.0.0/16")
 NETWORK6 = ip_network("fd00:244::/48")
@@ -155,9 +155,23 @@ def test_segment_plan_is_remote_macs_flood_list_and_bindings():
     state = plan_segment(spec_, macs, ["10.0.0.2", "10.0.0.3"], bindings)
     assert state == KernelState.of([
         FdbEntry("vx100", MAC2, ip_address("10.0.0.2")),
+        BridgeFdbEntry("vx100", MAC2),  # what the bridge's neigh_suppress looks the MAC up in
         FdbEntry("vx100", bytes(6), ip_address("10.0.0.2")), FdbEntry("vx100", bytes(6), ip_address("10.0.0.3")),
         Neighbor("br-blue", ip_address("192.168.100.2"), MAC2, extern_learn=True),
     ])
+
+
+def test_our_neighbour_for_a_host_that_moved_here_is_handed_to_the_hosts_table_as_a_probe():
+    ip2, ip3 = ip_address("192.168.100.2"), ip_address("192.168.100.3")
+    moved = Neighbor("br-blue", ip2, MAC2, extern_learn=True)  # MAC2 is on a local port now
+    gone = Neighbor("br-blue", ip3, MAC3, extern_learn=True)  # MAC3 is not
+    kept = Neighbor("br-blue", ip3, MAC2, extern_learn=True)
+    ops = [Op("delete", moved), Op("delete", gone), Op("replace", kept, gone),
+           Op("delete", FdbEntry("vx100", MAC2, ip_address("10.0.0.2"))),
+           Op("delete", Neighbor("ovl0", ip2, MAC2))]  # a routed backend's permanent neighbour
+    out = probe_instead(ops, lambda bridge, mac: bridge == "br-blue" and mac == MAC2)
+    assert out == [Op("probe", moved)] + ops[1:]
+    assert str(out[0]) == "probe 192.168.100.2 lladdr 02:00:0a:00:00:02 dev br-blue"
 
 
 def hostgw_node(prefix: str, vtep: str) -> PrefixEntry:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from overlayd.kernel.state import (
     KINDS,
     Address,
+    BridgeFdbEntry,
     FdbEntry,
     KernelState,
     Neighbor,
@@ -27,7 +28,10 @@ routes = st.builds(Route, st.sampled_from(PREFIXES), st.sampled_from([None, *VTE
                    st.sampled_from([None, "ovl0", "eth0"]), st.booleans())
 neighbors = st.builds(Neighbor, st.sampled_from(["ovl0", "br0"]), st.sampled_from(VTEPS), st.sampled_from(MACS),
                       st.booleans())
-fdbs = st.builds(FdbEntry, st.sampled_from(["vx1", "vx2"]), st.sampled_from(MACS), st.sampled_from(VTEPS))
+fdbs = st.one_of(
+    st.builds(FdbEntry, st.sampled_from(["vx1", "vx2"]), st.sampled_from(MACS), st.sampled_from(VTEPS)),
+    st.builds(BridgeFdbEntry, st.sampled_from(["vx1", "vx2"]), st.sampled_from(MACS)),
+)
 addresses = st.builds(Address, st.sampled_from(["ovl0", "br0"]),
                       st.sampled_from([ipaddress.ip_interface(f"10.244.{n}.0/32") for n in range(3)]))
 states = st.lists(st.one_of(routes, neighbors, fdbs, addresses), max_size=20).map(KernelState.of)
@@ -109,3 +113,12 @@ def test_entries_print_as_iproute2_would_say_them():
     assert str(Route(PREFIXES[2], VTEPS[1], "ovl0", onlink=True)) == "10.244.2.0/24 via 10.0.0.2 dev ovl0 onlink"
     assert str(Route(PREFIXES[0], device="ovl0")) == "10.244.0.0/24 dev ovl0"
     assert str(FdbEntry("vx1", bytes(6), VTEPS[2])) == "00:00:00:00:00:00 dev vx1 dst 10.0.0.3"
+    assert str(BridgeFdbEntry("vx1", MACS[1])) == "02:00:00:00:00:01 dev vx1 master extern_learn"
+
+
+def test_the_bridges_entry_and_the_vxlan_devices_entry_for_one_mac_are_two_entries():
+    state = KernelState.of([FdbEntry("vx1", MACS[1], VTEPS[0]), BridgeFdbEntry("vx1", MACS[1])])
+    assert len(state.fdb) == 2
+    ops = diff(KernelState.of([FdbEntry("vx1", MACS[1], VTEPS[1])]), state)
+    assert [(op.action, op.entry) for op in ops] == [
+        ("replace", FdbEntry("vx1", MACS[1], VTEPS[1])), ("delete", BridgeFdbEntry("vx1", MACS[1]))]

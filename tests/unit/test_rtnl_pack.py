@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlayd.io.rtnl import Devices, encode, pack
-from overlayd.kernel.state import Address, FdbEntry, Neighbor, Op, Route
+from overlayd.kernel.state import Address, BridgeFdbEntry, FdbEntry, Neighbor, Op, Route
 
 DEVICES = Devices({"ovl0": 7, "vx100": 12, "br-blue": 65535, "eth0": 2}, owned={"ovl0", "vx100", "br-blue"})
 v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
@@ -37,6 +37,7 @@ entries = st.one_of(
     routes(),
     st.builds(Neighbor, devices, ips, macs, st.booleans()),
     st.builds(FdbEntry, devices, macs, ips),
+    st.builds(BridgeFdbEntry, devices, macs),
     addresses(),
 )
 
@@ -48,9 +49,16 @@ def test_pack_writes_what_pyroute2_encodes(action, entry, sequence, protocol):
     assert pack(op, DEVICES, protocol, sequence) == encode(op, DEVICES, protocol, sequence)
 
 
+@given(st.builds(Neighbor, devices, ips, macs, st.booleans()), st.integers(1, 2**31 - 1))
+def test_a_probe_is_packed_as_pyroute2_encodes_it(entry, sequence):
+    op = Op("probe", entry)
+    assert pack(op, DEVICES, 149, sequence) == encode(op, DEVICES, 149, sequence)
+
+
 @settings(max_examples=300)
 @given(st.one_of(st.builds(Neighbor, st.just("ovl0"), ips, st.binary(min_size=6, max_size=6), st.booleans()),
-                 st.builds(FdbEntry, st.just("vx100"), macs, ips)))
+                 st.builds(FdbEntry, st.just("vx100"), macs, ips),
+                 st.builds(BridgeFdbEntry, st.just("vx100"), st.binary(min_size=6, max_size=6))))
 def test_the_monitor_reads_back_what_was_written(entry):
     """A notification carries the request's body: the fast reader gives the same entry back."""
     from overlayd.io.rtnl import _HEADER, _owned_neighbor, neighbor_of
