@@ -3,11 +3,12 @@ PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap test unit demo bench wheels base-image clean
+.PHONY: help bootstrap test unit vm-test demo bench wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
+	@echo "make vm-test    bootstrap, then run the full-kernel tier tests/vm alone (root; Debian's kernel under qemu)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
 	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
 	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
@@ -23,6 +24,9 @@ test: bootstrap
 
 unit: bootstrap
 	$(PYTHON) -m pytest -ra tests/unit tests/sim $(PYTEST_ARGS)
+
+vm-test: bootstrap
+	$(PYTHON) -m pytest -ra tests/vm $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(PYTHON) tools/demo.py

@@ -28,6 +28,10 @@ lab.add_pod(node, name, bridge, v4, gateway=None, mtu=1500) -> Host
     other end ("p-<name>") a port of `bridge` there; `v4` (with length) on
     eth0, and a default route via `gateway` when given: a pod on a node's
     bridge, without CNI.
+lab.add_port(host, ifname, mtu=1500) -> str
+    One more link to br0: `ifname` in the host (down, no address), its peer
+    "v<N>-<name>" a port of br0 (N = 1, 2, ...); returns the port's name.
+    For bonds, VLANs and the like built in the host.
 lab.close()
     Stops every process started through the lab (SIGTERM to its process
     group, SIGKILL after 3 s, then SIGKILL to anything still inside a lab
@@ -189,6 +193,7 @@ class Lab:
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self._netns: list[str] = []
         self._procs: list[tuple[subprocess.Popen, Path | None]] = []
+        self._ports: dict[str, int] = {}
         self._closed = False
 
     def __enter__(self) -> Lab:
@@ -218,10 +223,7 @@ class Lab:
                     str(v6_if.ip) if v6_if else None)
         host.sysctl("net.ipv6.conf.all.accept_dad", 0)
         host.sysctl("net.ipv6.conf.default.accept_dad", 0)
-        port = f"v-{name}"
-        run("ip", "-n", self.underlay, "link", "add", port, "mtu", str(mtu), "type", "veth",
-            "peer", "name", "eth0", "mtu", str(mtu), "netns", netns)
-        run("ip", "-n", self.underlay, "link", "set", port, "master", "br0", "up")
+        self.add_port(host, "eth0", mtu)
         host.ip("link", "set", "lo", "up")
         if v4_if:
             host.ip("addr", "add", str(v4_if), "dev", "eth0")
@@ -246,6 +248,19 @@ class Lab:
         if gateway:
             pod.ip("route", "add", "default", "via", gateway)
         return pod
+
+    def add_port(self, host: Host, ifname: str, mtu: int = 1500) -> str:
+        """Another link from `host` to the underlay bridge: `ifname` in the host (left down,
+        without addresses), a veth whose other end is a port of br0; returns that port's name."""
+        index = self._ports.get(host.name, 0)
+        port = f"v-{host.name}" if index == 0 else f"v{index}-{host.name}"
+        if len(port) > 15:
+            raise ValueError(f"underlay port name {port!r} is too long: use a shorter host name")
+        run("ip", "-n", self.underlay, "link", "add", port, "mtu", str(mtu), "type", "veth",
+            "peer", "name", ifname, "mtu", str(mtu), "netns", host.netns)
+        run("ip", "-n", self.underlay, "link", "set", port, "master", "br0", "up")
+        self._ports[host.name] = index + 1
+        return port
 
     def close(self) -> None:
         if self._closed:

@@ -1,0 +1,115 @@
+"""Two overlayd nodes whose VTEP addresses sit on bond0.100: VLAN 100 on an active-backup bond.
+
+Each of hosts a and b has two links to the lab's underlay bridge (eth0 and
+eth1), enslaved to bond0 (active-backup, miimon 100 ms); bond0.100 carries
+the underlay address 10.0.0.{1,2}/24, and eth0, eth1 and bond0 have none, so
+VXLAN can only leave through the VLAN. The nodes run tests/netns/topology.py's
+static two-node config: network blue, VNI 100, TAP blue0 with
+192.168.100.{1,2}/24.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.netns.topology import DEVICE, node_config, overlay_ip
+from tests.support import require_netns
+from tests.vm.guest.guest import query, start_nodes, stop_nodes
+from tools.lab import Host, Lab, run, wait_for
+
+VLAN = 100
+PINGS = 5
+
+
+def add_bonded_host(lab: Lab, name: str, vtep: str) -> Host:
+    """A host whose only address, `vtep`/24, is on bond0.100 over eth0 + eth1."""
+    host = lab.add_host(name)
+    host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)  # no ND/MLD chatter in the counters
+    host.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+    lab.add_port(host, "eth1")
+    host.ip("link", "add", "bond0", "type", "bond", "mode", "active-backup", "miimon", "100")
+    for slave in ("eth0", "eth1"):
+        host.ip("link", "set", slave, "down")
+        host.ip("link", "set", slave, "master", "bond0")
+    host.ip("link", "set", "bond0", "up")
+    host.ip("link", "add", "link", "bond0", "name", f"bond0.{VLAN}", "type", "vlan", "id", str(VLAN))
+    host.ip("addr", "add", f"{vtep}/24", "dev", f"bond0.{VLAN}")
+    host.ip("link", "set", f"bond0.{VLAN}", "up")
+    return host
+
+
+def active_slave(host: Host) -> str:
+    return host.run("cat", "/sys/class/net/bond0/bonding/active_slave").stdout.strip()
+
+
+def link_stats(host: Host, device: str) -> dict[str, int]:
+    [link] = host.json_ip("-s", "link", "show", "dev", device)
+    return {"tx_packets": link["stats64"]["tx"]["packets"], "rx_packets": link["stats64"]["rx"]["packets"]}
+
+
+def ping_count(host: Host, addr: str, count: int = PINGS) -> str:
+    out = host.run("ping", "-4", "-n", "-c", str(count), "-i", "0.2", "-w", "30", addr, check=False).stdout
+    assert f"{count} received" in out, f"{host.name} -> {addr}:\n{out}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def bonded():
+    """Hosts a and b on bond0.100 with overlayd running; stopped cleanly after the module."""
+    require_netns()
+    with Lab() as lab:
+        hosts = [add_bonded_host(lab, name, f"10.0.0.{i + 1}") for i, name in enumerate(("a", "b"))]
+        wait_for(lambda: hosts[0].ping("10.0.0.2", timeout=2), timeout=30,
+                 what="the underlay over bond0.100 to answer a ping")
+        nodes = start_nodes([(host, node_config(i, 4, count=2)) for i, host in enumerate(hosts)])
+        yield hosts, nodes
+        codes = stop_nodes(nodes)
+        assert set(codes.values()) == {0}, f"overlayd exit codes {codes}"
+
+
+def test_the_underlay_is_the_vlan_on_the_bond(bonded):
+    hosts, _ = bonded
+    for i, host in enumerate(hosts):
+        [route] = host.json_ip("route", "get", f"10.0.0.{2 - i}")
+        assert route["dev"] == f"bond0.{VLAN}", route
+        [vlan] = host.json_ip("-d", "link", "show", "dev", f"bond0.{VLAN}")
+        assert vlan["linkinfo"]["info_data"]["id"] == VLAN, vlan
+        [bond] = host.json_ip("-d", "link", "show", "dev", "bond0")
+        assert bond["linkinfo"]["info_data"]["mode"] == "active-backup", bond
+        assert active_slave(host) in ("eth0", "eth1")
+
+
+def test_taps_ping_across_the_overlay_on_bond0_100(bonded):
+    hosts, nodes = bonded
+    for host in hosts:  # the TAP's default MTU: bond0.100's 1500 less VXLAN over IPv4's 50
+        [tap] = host.json_ip("link", "show", "dev", DEVICE)
+        assert tap["mtu"] == 1450, tap
+    counters = [query(n, "stats")["counters"] for n in nodes]
+    vlan = [link_stats(h, f"bond0.{VLAN}") for h in hosts]
+    for i, host in enumerate(hosts):
+        ping_count(host, overlay_ip(1 - i))
+    after = [query(n, "stats")["counters"] for n in nodes]
+    vlan_after = [link_stats(h, f"bond0.{VLAN}") for h in hosts]
+    for i in range(2):
+        moved = {k: after[i][k] - counters[i][k] for k in ("tx_datagrams", "rx_frames")}
+        # Each node sent its requests and the other's replies, and received as many.
+        assert moved["tx_datagrams"] >= 2 * PINGS and moved["rx_frames"] >= 2 * PINGS, (i, moved)
+        sent = vlan_after[i]["tx_packets"] - vlan[i]["tx_packets"]
+        received = vlan_after[i]["rx_packets"] - vlan[i]["rx_packets"]
+        assert sent >= 2 * PINGS and received >= 2 * PINGS, (hosts[i].name, sent, received)
+
+
+def test_the_overlay_survives_a_failover_of_the_bond(bonded):
+    """a's active link loses its carrier: the bond moves to the other one, the overlay keeps working."""
+    hosts, _ = bonded
+    a = hosts[0]
+    before = active_slave(a)
+    port = "v-a" if before == "eth0" else "v1-a"  # the underlay end of a's active link
+    run("ip", "-n", a.lab.underlay, "link", "set", port, "down")
+    try:
+        wait_for(lambda: active_slave(a) not in ("", before), timeout=10,
+                 what="a's bond to fail over to its other link")
+        for i, host in enumerate(hosts):
+            ping_count(host, overlay_ip(1 - i))
+    finally:
+        run("ip", "-n", a.lab.underlay, "link", "set", port, "up")
