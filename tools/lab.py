@@ -23,11 +23,11 @@ lab.add_host(name, v4=None, v6=None, mtu=1500) -> Host
     bridge "br0" (multicast snooping off, so it floods like a hub for
     multicast) in the underlay namespace "<prefix>-ul" (lab.underlay),
     created with the first host. Every host can reach every other host.
-lab.add_pod(node, name, bridge, v4, gateway=None, mtu=1500) -> Host
+lab.add_pod(node, name, bridge, v4=None, gateway=None, mtu=1500, v6=None, gateway6=None) -> Host
     A namespace "<prefix>-<node>-<name>" whose eth0 is a veth into `node`, its
-    other end ("p-<name>") a port of `bridge` there; `v4` (with length) on
-    eth0, and a default route via `gateway` when given: a pod on a node's
-    bridge, without CNI.
+    other end ("p-<name>") a port of `bridge` there; `v4` and `v6` (with
+    length) on eth0, and default routes via `gateway`, `gateway6` when given:
+    a pod on a node's bridge, without CNI.
 lab.add_port(host, ifname, mtu=1500) -> str
     One more link to br0: `ifname` in the host (down, no address), its peer
     "v<N>-<name>" a port of br0 (N = 1, 2, ...); returns the port's name.
@@ -233,20 +233,26 @@ class Lab:
         self.hosts[name] = host
         return host
 
-    def add_pod(self, node: Host, name: str, bridge: str, v4: str, gateway: str | None = None,
-                mtu: int = 1500) -> Host:
+    def add_pod(self, node: Host, name: str, bridge: str, v4: str | None = None, gateway: str | None = None,
+                mtu: int = 1500, v6: str | None = None, gateway6: str | None = None) -> Host:
         netns = f"{self.prefix}-{node.name}-{name}"
         self._add_netns(netns)
-        pod = Host(self, f"{node.name}-{name}", netns, str(ipaddress.IPv4Interface(v4).ip), None)
+        pod = Host(self, f"{node.name}-{name}", netns, str(ipaddress.IPv4Interface(v4).ip) if v4 else None,
+                   str(ipaddress.IPv6Interface(v6).ip) if v6 else None)
         port = f"p-{name}"[:15]
         node.ip("link", "add", port, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "mtu", str(mtu),
                 "netns", netns)
         node.ip("link", "set", port, "master", bridge, "up")
         pod.ip("link", "set", "lo", "up")
-        pod.ip("addr", "add", v4, "dev", "eth0")
+        if v4:
+            pod.ip("addr", "add", v4, "dev", "eth0")
+        if v6:
+            pod.ip("-6", "addr", "add", v6, "dev", "eth0", "nodad")
         pod.ip("link", "set", "eth0", "up")
         if gateway:
             pod.ip("route", "add", "default", "via", gateway)
+        if gateway6:
+            pod.ip("-6", "route", "add", "default", "via", gateway6)
         return pod
 
     def add_port(self, host: Host, ifname: str, mtu: int = 1500) -> str:

@@ -135,8 +135,10 @@ class KernelBackend:
                 specs.append(dev.DeviceSpec(r.device, "vxlan", mtu, mac=mac, vni=r.vni, local=node.vtep,
                                             port=node.vxlan_port))
             else:
-                kind = "ipip" if node.vtep.version == 4 else "ip6tnl"
-                specs.append(dev.DeviceSpec(r.device, kind, mtu, local=node.vtep))
+                if node.vtep.version == 4:
+                    specs.append(dev.DeviceSpec(r.device, "ipip", mtu, local=node.vtep))
+                else:
+                    specs.append(dev.DeviceSpec(r.device, "ip6tnl", mtu))
         for net in self.segments:
             mtu = cfg.mtu_for(net, underlay_mtu)
             specs.append(dev.DeviceSpec(net.device, "bridge", mtu, mac=net.mac))

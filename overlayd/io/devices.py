@@ -11,7 +11,8 @@ the config is deleted and made again.
     DeviceSpec("ovl0", "vxlan", mtu=1450, mac=..., vni=1, local=10.0.0.1, port=4789)
     DeviceSpec("br-blue", "bridge", mtu=1450, address=192.168.100.1/24)
     DeviceSpec("vx100", "vxlan", ..., master="br-blue", neigh_suppress=True)
-    DeviceSpec("ovl0", "ipip", mtu=1480, local=10.0.0.1)      # ip6tnl for an IPv6 local address
+    DeviceSpec("ovl0", "ipip", mtu=1480, local=10.0.0.1)
+    DeviceSpec("ovl0", "ip6tnl", mtu=1460)                    # external: routes name the remote
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Literal
 log = logging.getLogger("overlayd.kernel")
 
 OWNER_ALIAS = "overlayd"
+IP6_TNL_F_IGN_ENCAP_LIMIT = 0x1
 IFA_F_NODAD = 0x02
 
 Kind = Literal["vxlan", "bridge", "ipip", "ip6tnl"]
@@ -58,7 +60,9 @@ class DeviceSpec:
         elif self.kind == "ipip":
             args["ipip_local"] = str(self.local)
         elif self.kind == "ip6tnl":
-            args.update(ip6tnl_local=str(self.local), ip6tnl_proto=0)  # any: IPv4 and IPv6 inside
+            # external (collect_md): each route names its remote (`encap ip6 dst`); any inner
+            # family (proto 0); no encapsulation limit option, so the overhead is 40 octets
+            args.update(ip6tnl_collect_metadata=True, ip6tnl_proto=0, ip6tnl_flags=IP6_TNL_F_IGN_ENCAP_LIMIT)
         return args
 
 
@@ -80,9 +84,11 @@ def same_identity(spec: DeviceSpec, link) -> bool:
         local = data.get("IFLA_VXLAN_LOCAL") or data.get("IFLA_VXLAN_LOCAL6")
         return (data.get("IFLA_VXLAN_ID") == spec.vni and data.get("IFLA_VXLAN_PORT") == spec.port
                 and local is not None and ipaddress.ip_address(local) == spec.local)
-    if spec.kind in ("ipip", "ip6tnl"):
+    if spec.kind == "ipip":
         local = data.get("IFLA_IPTUN_LOCAL")
         return local is not None and ipaddress.ip_address(local) == spec.local
+    if spec.kind == "ip6tnl":
+        return "IFLA_IP6TNL_COLLECT_METADATA" in data
     return True
 
 

@@ -125,6 +125,9 @@ def encode(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
                 attrs.append(("RTA_VIA", {"family": _family(entry.gateway), "addr": str(entry.gateway)}))
         if entry.device is not None and not delete:
             attrs.append(("RTA_OIF", devices.index[entry.device]))
+        if entry.encap is not None and not delete:
+            attrs.append(("RTA_ENCAP_TYPE", _LWT_TYPE[entry.encap.version]))
+            attrs.append(("RTA_ENCAP", _lwt_dst(entry.encap)))  # pyroute2 has no class for it: raw
         msg["attrs"] = attrs
         kind = RTM_DELROUTE if delete else RTM_NEWROUTE
         if op.action == "add":
@@ -192,6 +195,15 @@ _RTATTR = struct.Struct("=HH")
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
+_LWT_TYPE = {4: 2, 6: 4}  # LWTUNNEL_ENCAP_IP, LWTUNNEL_ENCAP_IP6
+_LWT_DST = 2  # LWTUNNEL_IP_DST and LWTUNNEL_IP6_DST
+
+
+def _lwt_dst(remote) -> bytes:
+    """RTA_ENCAP's nested attributes for `encap ip[6] dst REMOTE`."""
+    return _attr(_LWT_DST, remote.packed)
+
+
 def _attr(kind: int, value: bytes) -> bytes:
     length = 4 + len(value)
     return _RTATTR.pack(length, kind) + value + bytes(-length % 4)
@@ -246,6 +258,8 @@ def pack(op: Op, devices: Devices, protocol: int, sequence: int) -> bytes:
                 body += _attr(18, struct.pack("=H", _FAMILY[gw.version]) + gw.packed)
         if entry.device is not None and not delete:
             body += _attr(4, struct.pack("=I", devices.index[entry.device]))
+        if entry.encap is not None and not delete:
+            body += _attr(21, struct.pack("=H", _LWT_TYPE[entry.encap.version])) + _attr(22, _lwt_dst(entry.encap))
     elif isinstance(entry, Address):
         kind = RTM_DELADDR if delete else RTM_NEWADDR
         if not delete:
@@ -366,7 +380,26 @@ def route_of(msg, devices: Devices) -> Route | None:
         ipaddress.ip_address(gateway) if gateway else None,
         devices.name(oif) if oif is not None else None,
         bool(msg["flags"] & RTNH_F_ONLINK),
+        _encap_of(msg),
     )
+
+
+def _encap_of(msg):
+    """The remote of an `encap ip[6] dst X` route, or None (pyroute2 leaves RTA_ENCAP raw)."""
+    if msg.get_attr("RTA_ENCAP_TYPE") not in _LWT_TYPE.values():
+        return None
+    raw = msg.get_attr("RTA_ENCAP")
+    if isinstance(raw, str):
+        raw = bytes.fromhex(raw.replace(":", ""))
+    offset = 0
+    while raw and offset + 4 <= len(raw):
+        length, kind = _RTATTR.unpack_from(raw, offset)
+        if length < 4:
+            break
+        if kind == _LWT_DST and length - 4 in (4, 16):
+            return ipaddress.ip_address(bytes(raw[offset + 4 : offset + length]))
+        offset += (length + 3) & ~3
+    return None
 
 
 def neighbor_of(msg, devices: Devices) -> Neighbor | FdbEntry | BridgeFdbEntry | None:

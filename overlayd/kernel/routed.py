@@ -17,8 +17,11 @@ Per remote subnet, by backend (flannel's and cilium's backends):
              network>, only when the node's VTEP is on a directly connected
              network of this host (flannel's rule); otherwise no route, and
              the way says why
-  ipip       route SUBNET via VTEP dev DEVICE onlink (an IPIP device, or
-             ip6tnl over IPv6): only subnets of the underlay's family
+  ipip       over IPv4: route SUBNET via VTEP dev DEVICE onlink (an IPIP
+             device, IPv4 subnets only); over IPv6: route SUBNET encap ip6
+             dst VTEP dev DEVICE (an ip6tnl device in external mode, which
+             carries IPv4 and IPv6 subnets alike: an IPv6 onlink next hop on
+             the tunnel is refused when the VTEP's network is connected)
   native     no per-node route: the cluster network goes to the default
              gateway (`network via GW`), which learns the pod subnets from
              BGP unicast; with `install_routes`, every learned unicast
@@ -171,8 +174,8 @@ def plan_routed(spec: RoutedSpec, table: Iterable[TableEntry], host: Host) -> Ro
 
 
 def _carries(spec: RoutedSpec, prefix: Prefix) -> bool:
-    """Whether the backend's device carries subnets of this family (ipip: only the underlay's)."""
-    return spec.backend == "kernel" or prefix.version == spec.vtep.version
+    """Whether the backend's device carries subnets of this family (IPIP over IPv4: IPv4 only)."""
+    return spec.backend == "kernel" or spec.vtep.version == 6 or prefix.version == 4
 
 
 def _direct(spec: RoutedSpec, prefix: Prefix, vtep: IpAddress, host: Host) -> RouteWay | None:
@@ -214,10 +217,12 @@ def _tunnel(spec: RoutedSpec, entry: TableEntry, vtep: IpAddress, host: Host, st
     if vtep.version != spec.vtep.version:
         return RouteWay("none", reason=f"VTEP {vtep} is not of our underlay's family")
     if b == "ipip":
-        if prefix.version != vtep.version:
-            return RouteWay("none", reason=f"{'IPIP' if vtep.version == 4 else 'ip6tnl'} here carries only "
-                                           f"IPv{vtep.version} subnets")
-        route = Route(prefix, vtep, spec.device, onlink=True)
+        if vtep.version == 6:  # ip6tnl in external mode: any family, the remote per route
+            route = Route(prefix, None, spec.device, encap=vtep)
+        elif prefix.version != 4:
+            return RouteWay("none", reason="IPIP carries only IPv4 subnets (an IPv6 underlay carries both)")
+        else:
+            route = Route(prefix, vtep, spec.device, onlink=True)
         state.add(route)
         return RouteWay("ipip", route)
     # kernel VXLAN

@@ -38,25 +38,29 @@ ZERO_MAC = b"\x00" * 6
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """`ip route add DST [via GATEWAY] [dev DEVICE] [onlink] proto <ours>` in the main table.
+    """`ip route add DST [encap ip6 dst X] [via GATEWAY] [dev DEVICE] [onlink] proto <ours>`
+    in the main table.
 
     A route with no gateway is a device route (scope link); a gateway of the
-    other family than `dst` is an RFC 5549-style `via inet6` next hop.
+    other family than `dst` is an RFC 5549-style `via inet6` next hop; `encap`
+    sends through a tunnel device in `external` mode to that remote.
     """
 
     dst: Prefix
     gateway: IpAddress | None = None
     device: str | None = None
     onlink: bool = False
+    encap: IpAddress | None = None  # a lightweight tunnel's remote: `encap ip[6] dst ENCAP`
 
     @property
     def key(self) -> Prefix:
         return self.dst
 
     def __str__(self) -> str:
+        encap = f" encap ip{'6' if self.encap.version == 6 else ''} dst {self.encap}" if self.encap else ""
         via = f" via {self.gateway}" if self.gateway is not None else ""
         dev = f" dev {self.device}" if self.device else ""
-        return f"{self.dst}{via}{dev}{' onlink' if self.onlink else ''}"
+        return f"{self.dst}{encap}{via}{dev}{' onlink' if self.onlink else ''}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,7 @@ def test_ipip_routes_each_node_onlink_and_carries_only_the_underlays_family():
         Route(ip_network("10.244.2.0/24"), ip_address("10.0.0.2"), "ovl0", onlink=True),
         Route(ip_network("10.244.3.0/24"), ip_address("10.1.0.3"), "ovl0", onlink=True),
     ])
-    assert plan.ways[ip_network("fd00:244:0:2::/64")].reason == "IPIP here carries only IPv4 subnets"
+    assert plan.ways[ip_network("fd00:244:0:2::/64")].reason == "IPIP carries only IPv4 subnets (an IPv6 underlay carries both)"
 
 
 def test_native_sends_the_cluster_network_to_the_default_gateway():

@@ -24,7 +24,7 @@ def routes(draw):
     length = draw(st.integers(0, 32 if version == 4 else 128))
     address = draw(v4 if version == 4 else v6)
     dst = ipaddress.ip_network((address, length), strict=False)
-    return Route(dst, draw(st.none() | ips), draw(st.none() | devices), draw(st.booleans()))
+    return Route(dst, draw(st.none() | ips), draw(st.none() | devices), draw(st.booleans()), draw(st.none() | ips))
 
 
 @st.composite
@@ -70,3 +70,16 @@ def test_the_monitor_reads_back_what_was_written(entry):
     msg = ndmsg(data)
     msg.decode()
     assert neighbor_of(msg, DEVICES) == entry
+
+
+@settings(max_examples=300)
+@given(routes())
+def test_a_route_reads_back_as_written(route):
+    """What `route_of` makes of a route message is the route (the dump repeats the request's fields)."""
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    from overlayd.io.rtnl import route_of
+
+    msg = rtmsg(pack(Op("add", route), DEVICES, 149, 1))
+    msg.decode()
+    assert route_of(msg, DEVICES) == route
