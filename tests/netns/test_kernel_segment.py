@@ -650,9 +650,7 @@ def test_entries_deleted_by_hand_come_back(cluster: Cluster):
     host.run("bridge", "fdb", "del", pod.mac, "dev", VXLAN, "master")
     host.ip("neigh", "del", pod.ip, "dev", BRIDGE)
     start = time.monotonic()
-    have = kernel_tables(host)
-    assert (pod.mac, vtep(pod.node)) not in have.fdb and pod.mac not in have.bridge, have
-    assert (pod.ip, pod.mac) not in have.neigh, have
+    # (no look at the tables in between: overlayd may have put the entries back already)
     wait_tables(cluster, [i], "the deleted entries to come back", timeout=5, interval=TIMED)
     cluster.report("drift_s", time.monotonic() - start, "FDB entries and neighbour deleted by hand: back after")
     assert cluster.query(i, "status")["kernel"]["drift_repairs"] > repairs
