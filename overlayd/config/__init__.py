@@ -15,17 +15,24 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from overlayd.config.fields import (
+    ConfigError,
+    Frozen,
+    IFNAME,
+    IpAddress,
+    IpInterface,
+    IpNetwork,
+    UnicastMac,
+)
+from overlayd.config.services import ServiceConfig, check_services, check_services_network
 from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
-from overlayd.wire.ethernet import is_multicast, parse_mac
 from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
 
 # Outer headers added to every inner frame: IP + UDP + VXLAN + inner Ethernet.
@@ -48,57 +55,7 @@ TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
 
 
-def _ip_address(v: Any) -> Any:
-    if isinstance(v, str):
-        try:
-            return ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
-    return v
-
-
-def _ip_interface(v: Any) -> Any:
-    if isinstance(v, str):
-        try:
-            return ipaddress.ip_interface(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an address with prefix length, like 192.168.100.1/24") from None
-    return v
-
-
-IpAddress = Annotated[
-    ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip_address)
-]
-IpInterface = Annotated[
-    ipaddress.IPv4Interface | ipaddress.IPv6Interface, BeforeValidator(_ip_interface)
-]
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-
-
-def _unicast_mac(v: Any) -> Any:
-    """'02-00-00-00-00-01' or '02:00:00:00:00:01' -> '02:00:00:00:00:01'; unicast, not all zeros."""
-    if isinstance(v, int):  # unquoted in YAML, 12:34:56:00:00:01 reads as a base-60 number
-        raise ValueError(f'write the MAC in quotes, like "02:00:00:00:00:01" (YAML read a number, {v})')
-    if not isinstance(v, str):
-        return v  # the str type refuses it
-    raw = parse_mac(v)
-    if is_multicast(raw) or raw == bytes(6):
-        raise ValueError(f"{v} is not a unicast MAC address")
-    return raw.hex(":")
-
-
-UnicastMac = Annotated[str, BeforeValidator(_unicast_mac)]
-
-
-class ConfigError(Exception):
-    """The config file cannot be used; the message lists every problem, one per line."""
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
-
-
-class NodeConfig(_Frozen):
+class NodeConfig(Frozen):
     name: str = Field(default_factory=platform.node, min_length=1)
     vtep: IpAddress
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
@@ -119,7 +76,7 @@ class NodeConfig(_Frozen):
         return self.vtep.version
 
 
-class StaticFdbEntry(_Frozen):
+class StaticFdbEntry(Frozen):
     mac: UnicastMac
     vtep: IpAddress
 
@@ -128,7 +85,7 @@ class StaticFdbEntry(_Frozen):
         return bytes.fromhex(self.mac.replace(":", ""))
 
 
-class NetworkConfig(_Frozen):
+class NetworkConfig(Frozen):
     name: str = Field(min_length=1)
     vni: int = Field(ge=1, le=VNI_MAX)
     device: str
@@ -148,7 +105,7 @@ class NetworkConfig(_Frozen):
     @field_validator("device")
     @classmethod
     def _ifname(cls, v: str) -> str:
-        if not _IFNAME.match(v):
+        if not IFNAME.match(v):
             raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
         return v
 
@@ -188,7 +145,7 @@ def _route_target(v: Any) -> Any:
 RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
 
 
-class NeighborConfig(_Frozen):
+class NeighborConfig(Frozen):
     address: IpAddress
     asn: int = Field(ge=1, le=0xFFFFFFFF)
     passive: bool = False
@@ -206,13 +163,13 @@ class NeighborConfig(_Frozen):
         return v
 
 
-class MacMobilityConfig(_Frozen):
+class MacMobilityConfig(Frozen):
     max_moves: int = Field(default=5, ge=1)
     window: float = Field(default=180.0, gt=0, description="seconds")
     freeze: float = Field(default=180.0, gt=0, description="seconds a duplicate MAC stays frozen")
 
 
-class BgpConfig(_Frozen):
+class BgpConfig(Frozen):
     asn: int = Field(ge=1, le=0xFFFFFFFF)
     router_id: ipaddress.IPv4Address | None = None
     listen: IpAddress | None = None
@@ -230,21 +187,7 @@ class BgpConfig(_Frozen):
         return v
 
 
-def _network(v: Any) -> Any:
-    if isinstance(v, str) and v != "auto":
-        try:
-            return ipaddress.ip_network(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a network like 10.244.0.0/16 (host bits must be zero)") from None
-    return v
-
-
-IpNetwork = Annotated[
-    ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)
-]
-
-
-class RoutingConfig(_Frozen):
+class RoutingConfig(Frozen):
     """The routed (L3) overlay: this node's pod subnet(s), announced as EVPN type-5 routes."""
 
     vni: int = Field(ge=1, le=VNI_MAX)
@@ -327,11 +270,26 @@ class RoutingConfig(_Frozen):
         return 24 if self.network.version == 4 else 64
 
 
-class Config(_Frozen):
+class ConntrackConfig(Frozen):
+    """The userspace service path's connection tracking (`conntrack:`)."""
+
+    max_entries: int = Field(default=65536, ge=16, le=10_000_000)
+
+
+def _networks(v: Any) -> Any:
+    """`services_network`: one CIDR or a list of them."""
+    return [v] if isinstance(v, str) else v
+
+
+class Config(Frozen):
     node: NodeConfig
     networks: tuple[NetworkConfig, ...] = ()
     bgp: BgpConfig | None = None
     routing: RoutingConfig | None = None
+    services_network: Annotated[tuple[IpNetwork, ...], BeforeValidator(_networks)] = ()
+    services: tuple[ServiceConfig, ...] = ()
+    services_file: str | None = None
+    conntrack: ConntrackConfig = ConntrackConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -377,6 +335,7 @@ class Config(_Frozen):
                     )
                 if addr == self.node.vtep:
                     raise ValueError(f"networks[{i}].{field}: {addr} is this node's own VTEP")
+        self._check_services()
         if self.bgp is not None:
             if self.bgp.router_id is None and self.node.vtep.version != 4:
                 raise ValueError("bgp.router_id: required when node.vtep is not IPv4")
@@ -386,6 +345,24 @@ class Config(_Frozen):
                     raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is listed twice")
                 seen_peers.add(nb.address)
         return self
+
+    @property
+    def cluster_networks(self) -> tuple:
+        """routing.network and routing.network6 (the pods' addresses), or none."""
+        r = self.routing
+        return () if r is None else tuple(n for n in (r.network, r.network6) if n is not None)
+
+    def _check_services(self) -> None:
+        wanted = self.services or self.services_file or self.services_network
+        if not wanted:
+            return
+        if self.routing is None:
+            raise ValueError("services: need `routing:` (the VIPs are routed into overlayd's routing device "
+                             "or the kernel's NAT on the pods' path)")
+        if not self.services_network:
+            raise ValueError("services_network: required with services (the VIPs' range)")
+        check_services_network(self.services_network, self.cluster_networks)
+        check_services(self.services, self.services_network, self.cluster_networks)
 
     def _check_backends(self) -> None:
         r = self.routing
@@ -458,7 +435,9 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "config"
 
 
-_NAMES_ITS_FIELD = re.compile(r"^(node|networks|bgp|routing)(\[\d+\])?(\.\w+(\[\d+\])?)*: ")
+_NAMES_ITS_FIELD = re.compile(
+    r"^(node|networks|bgp|routing|services|services_network|services_file|conntrack)(\[\d+\])?(\.\w+(\[\d+\])?)*: ")
+_A_FIELD_INSIDE = re.compile(r"^\w+(\[\d+\])?(\.\w+(\[\d+\])?)*: ")  # "backends[0]: ...", "health.port: ..."
 
 
 def _explain(err: ValidationError) -> str:
@@ -481,6 +460,8 @@ def _explain(err: ValidationError) -> str:
             lines.append(f"{where}: required but missing")
         elif e["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key")
+        elif e["type"] == "value_error" and where != "config" and _A_FIELD_INSIDE.match(msg):
+            lines.append(f"{where}.{msg}")  # a model's own check naming one of its fields
         elif e["type"] == "value_error":
             lines.append(f"{where}: {msg}")
         else:
