@@ -142,7 +142,7 @@ class Flow:
     bytes_reply: int = 0
     client_next_seq: int | None = None  # TCP: seq + length of the furthest client segment seen
     server_next_seq: int | None = None  # TCP: the same from the server: the client's RCV.NXT
-    _fins: int = field(default=0, repr=False)  # 1: FIN from the client, 2: from the server
+    _fins: int = field(default=0, repr=False)  # _CLIENT | _SERVER: who sent a FIN
     _last_fin: int = field(default=0, repr=False)  # which one came last
     _ticket: int = field(default=0, repr=False)  # of the flow's live heap entry; -1: out of the table
     _queued: float = field(default=0.0, repr=False)  # that entry's deadline
@@ -198,6 +198,29 @@ class FlowRemoved:
     """`flow` left the table because the caller removed it (its backend failed, say)."""
 
     flow: Flow
+
+
+_CLIENT, _SERVER = 1, 2  # who sent a packet; Flow._fins has a bit for each
+
+
+def _tcp_next(flow: Flow, side: int, flags: int) -> FlowState:
+    """The state of an open TCP `flow` after a packet from `side` with `flags` (records its FIN)."""
+    if flags & RST:
+        return FlowState.CLOSED
+    if flags & FIN:
+        flow._fins |= side
+        flow._last_fin = side
+        return FlowState.CLOSING
+    if flow._fins == _CLIENT | _SERVER and flow._last_fin != side and flags & ACK:
+        return FlowState.CLOSED  # the last FIN is acknowledged
+    if side == _SERVER and flow.state is FlowState.NEW:
+        return FlowState.ESTABLISHED
+    return flow.state
+
+
+def _segment_end(seq: int, payload: int, flags: int) -> int:
+    """The sequence number after a segment: SYN and FIN take one each."""
+    return seq + payload + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
 
 
 def _advance(current: int | None, end: int) -> int:
@@ -361,18 +384,10 @@ class Conntrack:
             flow._fins = 0
             flow.client_next_seq = flow.server_next_seq = None
             new = FlowState.NEW
-        elif flags & RST:
-            new = FlowState.CLOSED
-        elif flags & FIN:
-            flow._fins |= 1
-            flow._last_fin = 1
-            new = FlowState.CLOSING
-        elif flow._fins == 3 and flow._last_fin == 2 and flags & ACK:
-            new = FlowState.CLOSED  # the client acknowledged the server's FIN, the last one
         else:
-            new = old
+            new = _tcp_next(flow, _CLIENT, flags)
         if seq is not None:
-            flow.client_next_seq = _advance(flow.client_next_seq, seq + payload + (flags & SYN) // SYN + (flags & FIN))
+            flow.client_next_seq = _advance(flow.client_next_seq, _segment_end(seq, payload, flags))
         return self._moved(flow, old, new, now)
 
     def reply(
@@ -391,20 +406,9 @@ class Conntrack:
             return self._moved(flow, old, FlowState.ESTABLISHED, now) if old is FlowState.NEW else None
         if old is FlowState.CLOSED:
             return None
-        if flags & RST:
-            new = FlowState.CLOSED
-        elif flags & FIN:
-            flow._fins |= 2
-            flow._last_fin = 2
-            new = FlowState.CLOSING
-        elif flow._fins == 3 and flow._last_fin == 1 and flags & ACK:
-            new = FlowState.CLOSED  # the server acknowledged the client's FIN, the last one
-        elif old is FlowState.NEW:
-            new = FlowState.ESTABLISHED
-        else:
-            new = old
+        new = _tcp_next(flow, _SERVER, flags)
         if seq is not None:
-            flow.server_next_seq = _advance(flow.server_next_seq, seq + payload + (flags & SYN) // SYN + (flags & FIN))
+            flow.server_next_seq = _advance(flow.server_next_seq, _segment_end(seq, payload, flags))
         return self._moved(flow, old, new, now)
 
     def remove(self, flow: Flow) -> FlowRemoved | None:
@@ -418,7 +422,7 @@ class Conntrack:
         """Remove the flows whose time is up (`expires` <= now); return them, by deadline."""
         heap, gone = self._heap, []
         while heap and heap[0][0] <= now:
-            deadline, serial, ticket, flow = heapq.heappop(heap)
+            deadline, _, ticket, flow = heapq.heappop(heap)
             if flow._ticket != ticket:
                 continue  # stale: superseded, or the flow left
             if flow.expires > deadline:

@@ -130,7 +130,7 @@ class BackendHealth:
 
 
 class _Target:
-    __slots__ = ("backend", "address", "port", "healthy", "failures", "successes", "next_due", "probe")
+    __slots__ = ("address", "backend", "failures", "healthy", "next_due", "port", "probe", "successes")
 
     def __init__(self, backend: str, address: str, port: int, next_due: float | None):
         self.backend, self.address, self.port = backend, address, port

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from hashlib import blake2b
+from itertools import pairwise
 
 DEFAULT_SIZE = 16381  # DECISIONS "Services": maglev_table_size, a prime
 
@@ -75,13 +76,13 @@ def offset_skip(name: str, size: int) -> tuple[int, int]:
 class MaglevTable:
     """The lookup table of one service: `lookup(flow_hash)` names a backend, or None when there is none."""
 
-    __slots__ = ("size", "backends", "slots")
+    __slots__ = ("backends", "size", "slots")
 
     def __init__(self, backends: Sequence[str], size: int = DEFAULT_SIZE):
         if not is_prime(size):
             raise ValueError(f"maglev table size {size} is not a prime")
         names = sorted(backends)
-        for a, b in zip(names, names[1:]):
+        for a, b in pairwise(names):
             if a == b:
                 raise ValueError(f"backend {a} is listed twice")
         if len(names) > size:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overlayd.fabric.health import BackendDown, BackendHealth, BackendUp, HealthChecker, HealthConfig, Probe
+from overlayd.fabric.health import (
+    BackendDown,
+    BackendHealth,
+    BackendUp,
+    HealthChecker,
+    HealthConfig,
+    Probe,
+)
 
 A, B = "10.244.1.5:8080", "10.244.2.7:8080"
 CFG = HealthConfig(type="tcp", interval_s=1.0, timeout_s=0.5, fall=2, rise=2)
@@ -69,7 +76,7 @@ def test_results_of_removed_or_re_added_backends_are_ignored():
     hc.result(old, False, 0.3)
     new = hc.due(0.3)[0]
     assert new.serial != old.serial
-    assert hc.result(old, False, 0.31) == [] and list(hc)[0].failures == 0
+    assert hc.result(old, False, 0.31) == [] and next(iter(hc)).failures == 0
 
 
 def test_type_none_never_probes_and_is_always_healthy():
