@@ -116,25 +116,30 @@ def _flatten(node: Any, out: Seen) -> None:
                 out.setdefault(key, []).append(item)
 
 
-def dissect(frames: list[bytes]) -> list[Seen]:
-    """Run tshark over `frames`; return, per frame, every field it decoded."""
+def layers(frames: list[bytes], *options: str) -> list[dict[str, Any]]:
+    """Run tshark (with extra command line `options`) over `frames`; its layers of each frame, as nested JSON."""
     with tempfile.TemporaryDirectory(prefix="overlayd-vectors-") as tmp:
         pcap = Path(tmp) / "vectors.pcap"
         write_pcap(pcap, frames)
         run = subprocess.run(
-            ["tshark", "-n", "-r", str(pcap), "-T", "json", "--no-duplicate-keys"],
+            ["tshark", "-n", "-r", str(pcap), *options, "-T", "json", "--no-duplicate-keys"],
             capture_output=True, text=True, timeout=120,
         )
     if run.returncode != 0:
         raise RuntimeError(f"tshark failed ({run.returncode}): {run.stderr.strip()}")
     packets = json.loads(run.stdout)
+    if len(packets) != len(frames):
+        raise RuntimeError(f"tshark decoded {len(packets)} packets out of {len(frames)}")
+    return [packet["_source"]["layers"] for packet in packets]
+
+
+def dissect(frames: list[bytes]) -> list[Seen]:
+    """Run tshark over `frames`; return, per frame, every field it decoded."""
     seen = []
-    for packet in packets:
+    for tree in layers(frames):
         fields: Seen = {}
-        _flatten(packet["_source"]["layers"], fields)
+        _flatten(tree, fields)
         seen.append(fields)
-    if len(seen) != len(frames):
-        raise RuntimeError(f"tshark decoded {len(seen)} packets out of {len(frames)}")
     return seen
 
 
