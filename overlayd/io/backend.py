@@ -64,7 +64,7 @@ from overlayd.io.rtnl import (
 )
 from overlayd.io.subnet_env import remove as remove_file
 from overlayd.io.subnet_env import write_subnet_files
-from overlayd.kernel import masq
+from overlayd.kernel import masq, nft
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedPlan, RoutedSpec, RouteWay, plan_routed
 from overlayd.kernel.segment import SegmentSpec, plan_segment, probe_instead
 from overlayd.kernel.state import Address, KernelState, Op, diff, kind_of
@@ -114,7 +114,7 @@ class KernelBackend:
         self._retry_at = 0.0
         self._next_full = 0.0
         self._versions: tuple = ()
-        self._masq: str | None = None
+        self._nft_table: nft.Table | None = None  # `inet overlayd` as last applied
         self._bridge_vni: dict[int, int] = {}  # bridge index -> VNI of its kernel segment
         self._vxlan_of: dict[int, int] = {}  # bridge index -> index of its VXLAN port
 
@@ -205,9 +205,9 @@ class KernelBackend:
                     log.error("cleanup: %s", outcome.describe())
                 log.info("removed %d route(s) of protocol %d", len(ops) - len(bad), self.protocol)
         finally:
-            if self._masq is not None:
-                self._nft(masq.delete(), "remove the ipmasq table")
-                self._masq = None
+            if self._nft_table is not None:
+                self._nft(nft.delete(), "remove the ipmasq table")
+                self._nft_table = None
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
@@ -352,12 +352,12 @@ class KernelBackend:
             return
         subnets = self.speaker.routed.subnets
         keep = [n for n in (r.network, r.network6) if n is not None]
-        doc = masq.ruleset(subnets, keep)
-        text = json.dumps(doc, sort_keys=True)
-        if text == self._masq:
+        desired = nft.merge(masq.table(subnets, keep))
+        commands = nft.diff(self._nft_table, desired)
+        if not commands:
             return
-        if self._nft(doc, "apply the ipmasq table"):
-            self._masq = text
+        if self._nft(nft.document(commands), "apply the ipmasq table"):
+            self._nft_table = desired
             log.info("ipmasq: masquerading %s to outside %s", ", ".join(map(str, subnets)) or "nothing",
                      ", ".join(map(str, keep)))
 
@@ -558,7 +558,7 @@ class KernelBackend:
             "drift_repairs": self.counters["drift_repairs"],
             "resyncs": self.counters["resyncs"],
             "adopted_pending_sweep": len(self.adopted) if self.adopted is not None else 0,
-            "ipmasq": self._masq is not None,
+            "ipmasq": self._nft_table is not None,
             "last_errors": list(self.last_errors),
             "monitor_overruns": self.monitor.overruns if self.monitor is not None else 0,
         }
