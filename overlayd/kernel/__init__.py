@@ -13,5 +13,7 @@ never in what the tables mean.
     state.py    the entries, KernelState, diff
     routed.py   routed subnets: kernel VXLAN, host-gw, direct routing, ipip, native, userspace
     segment.py  an L2 segment on the kernel's bridge + VXLAN device
-    masq.py     the nftables table of `ipmasq` (nftables' JSON)
+    nft.py      overlayd's nftables table (`inet overlayd`) as a value, and the diff of two
+    masq.py     its part for `ipmasq`
+    services.py its part for the services' VIPs (kube-proxy's nftables layout)
 """
