@@ -16,13 +16,13 @@ from overlayd.kernel import masq, nft
 from overlayd.kernel import services as sv
 from tests.support import unmet
 
-NODE = [ip_network("10.244.1.0/24"), ip_network("fd00:244:1::/64")]
+NODE = [ip_network("10.244.1.0/24"), ip_network("fd00:244:0:1::/64")]
 CLUSTER = [ip_network("10.244.0.0/16"), ip_network("fd00:244::/48")]
 
 WEB = sv.Service("web", "10.96.0.10", 80, "tcp", [("10.244.2.7", 8080), ("10.244.1.5", 8080), ("10.244.3.9", 8080)])
 DNS = sv.Service("dns", "10.96.0.10", 53, "udp", [("10.244.1.5", 53), ("10.244.2.7", 53)],
                  affinity="client-ip", affinity_timeout_s=600)
-WEB6 = sv.Service("web6", "fd00:96::10", 80, "tcp", [("fd00:244:1::5", 8080), ("fd00:244:2::7", 8080)])
+WEB6 = sv.Service("web6", "fd00:96::10", 80, "tcp", [("fd00:244:0:1::5", 8080), ("fd00:244:0:2::7", 8080)])
 EMPTY = sv.Service("gone", "10.96.0.30", 80, "tcp", [])
 EMPTY6 = sv.Service("gone6", "fd00:96::30", 53, "udp", [])
 ALL = [WEB, DNS, WEB6, EMPTY, EMPTY6]
@@ -97,8 +97,8 @@ def test_an_endpoint_chain_dnats_and_marks_hairpin_traffic_for_masquerade():
     assert remote[0][0]["match"]["right"] == "10.244.2.7"  # kube-proxy's hairpin rule
     assert local[-1] == [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
                          {"dnat": {"family": "ip", "addr": "10.244.1.5", "port": 8080}}]
-    six = rules_of(t, "endpoint-web6/tcp/80__fd00.244.1..5/8080")
-    assert six[-1][-1] == {"dnat": {"family": "ip6", "addr": "fd00:244:1::5", "port": 8080}}
+    six = rules_of(t, "endpoint-web6/tcp/80__fd00.244.0.1..5/8080")
+    assert six[-1][-1] == {"dnat": {"family": "ip6", "addr": "fd00:244:0:1::5", "port": 8080}}
     assert six[0][0]["match"]["left"]["payload"]["protocol"] == "ip6"
 
 
@@ -142,8 +142,8 @@ def test_client_ip_affinity_uses_a_set_of_clients_per_backend_with_the_timeout()
     assert update == [{"set": {"op": "update", "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
                                "set": f"@{names[0]}"}}]
     assert plan([WEB]).sets == {}
-    odd = sv.Service("x", "fd00:96::1", 80, "tcp", [("fd00:244:1::5", 80)], "client-ip", 0.2)
-    assert plan([odd]).sets["affinity-x/tcp/80__fd00.244.1..5/80"] == nft.Set("ipv6_addr", ("timeout",), 1)
+    odd = sv.Service("x", "fd00:96::1", 80, "tcp", [("fd00:244:0:1::5", 80)], "client-ip", 0.2)
+    assert plan([odd]).sets["affinity-x/tcp/80__fd00.244.0.1..5/80"] == nft.Set("ipv6_addr", ("timeout",), 1)
 
 
 def test_no_services_is_no_part_of_the_table():
