@@ -277,7 +277,8 @@ def canonical(table: Table) -> Table:
     """`table` as the kernel lists it back (see `parse`): comparable with a parsed listing."""
     return Table(
         chains={n: Chain(tuple(tuple(_canonical(list(r))) for r in c.rules), c.hook) for n, c in table.chains.items()},
-        # `nft -j list` (1.0.6) leaves out the "dynamic" flag that `nft list` shows
+        # the kernel adds "dynamic" to a set that `update` writes to; `nft list` shows it,
+        # `nft -j list` (1.0.6) does not, and its JSON parser refuses it: never compared
         sets={n: Set(s.type, tuple(f for f in s.flags if f != "dynamic"), s.timeout_s) for n, s in table.sets.items()},
         maps=dict(table.maps),
     )

@@ -286,6 +286,7 @@ def table(services: Iterable[Service], node_subnets: Iterable[Prefix] = (),
         for b in s.backends:
             chains[endpoint_chain(s, b)] = _endpoint_chain(s, b, local)
             if s.affinity == "client-ip":
+                # ("dynamic", which the kernel adds itself, is refused by nft 1.0.6's JSON)
                 sets[affinity_set(s, b)] = Set(f"ipv{v}_addr", ("timeout",),
                                                max(1, math.ceil(s.affinity_timeout_s)))
     maps = {name: Map((f"ipv{4 if name.endswith('4') else 6}_addr", "inet_proto", "inet_service"), elements[name])
