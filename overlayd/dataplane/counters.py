@@ -57,6 +57,17 @@ COUNTERS: dict[str, str] = {
     "rx_route_drop_not_ip": "routed datagrams whose inner ethertype is neither IPv4 nor IPv6",
     "rx_route_drop_bad_version": "routed datagrams whose IP version disagrees with the inner ethertype",
     "rx_route_drop_not_local": "routed packets for a destination outside this node's subnets (no transit)",
+    # Services in the userspace path (dataplane/services.py).
+    "svc_new_flows": "new flows to a VIP that got a backend (service hits)",
+    "svc_packets_to_backend": "packets to a VIP rewritten to their flow's backend",
+    "svc_packets_from_backend": "backends' replies rewritten to come from the VIP",
+    "svc_reject_no_backend": "new flows to a service with no healthy backend, refused (TCP reset / ICMP)",
+    "svc_reject_no_service": "packets to a VIP and port no service has, refused (TCP reset / ICMP)",
+    "svc_drop_conntrack_full": "new flows dropped: the connection-tracking table is full of live flows",
+    "svc_drop_no_snat_port": "new flows to a same-node backend dropped: no source port left on the VIP",
+    "svc_drop_not_tcp_udp": "packets to a VIP that are not unfragmented TCP or UDP (a VIP takes only those)",
+    "svc_drop_malformed": "packets to a VIP whose IP or TCP/UDP header is malformed",
+    "svc_reset_backend_down": "TCP resets sent to clients whose backend failed its health checks",
 }
 
 

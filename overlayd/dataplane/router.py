@@ -71,6 +71,7 @@ from zlib import crc32
 
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.egress import ND_MIN_FRAME, Egress
+from overlayd.dataplane.services import DROP, LOCAL, ServicePath
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
 from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, is_multicast
@@ -189,13 +190,28 @@ class Router:
         self._device_macs = macs
         self._device_headers = (macs + ETHERTYPE_IPV4.to_bytes(2, "big"), macs + ETHERTYPE_IPV6.to_bytes(2, "big"))
         self._next_hops: dict[tuple[str, bytes, int], tuple[bytes, bytes, tuple[tuple[str, int], ...]]] = {}
+        self.services: ServicePath | None = None  # `attach_services`
         self.from_device = self._from_tap if mode == "tap" else self._from_tun
+
+    def attach_services(self, path: ServicePath) -> None:
+        """Send packets to VIPs through `path` (`dataplane.services`); its own packets come back as replies."""
+        self.services = path
+        path.emit = self._emit
+        path.set_local_subnets(self.local_subnets)
+
+    def _emit(self, packet: bytes) -> None:
+        """Queue an IP packet for the device (tap: in an Ethernet frame from the router MAC)."""
+        if self.payload_offset:
+            packet = self._device_headers[packet[0] >> 4 == 6] + packet
+        self.replies.append((self.vni, packet))
 
     def set_local_subnets(self, subnets: Iterable[Network | str]) -> None:
         """This node's subnets changed (`subnet: auto` picked again): what we deliver and do not answer for."""
         self.local_subnets = tuple(ipaddress.ip_network(n) for n in subnets)
         self._local4 = _masks(self.local_subnets, 4)
         self._local6 = _masks(self.local_subnets, 6)
+        if getattr(self, "services", None) is not None:
+            self.services.set_local_subnets(self.local_subnets)
 
     def pop_replies(self) -> list[tuple[int, bytes]]:
         """The ARP/ND answers queued since the last call; empties `replies` in place."""
@@ -231,7 +247,7 @@ class Router:
         else:
             c.tx_route_drop_not_ip += 1
             return None
-        return self._route(packet, version, dst, size)
+        return self._route(packet, version, dst, size, now)
 
     def _from_tap(self, frame: bytes | memoryview, now: float) -> Egress | None:
         c = self.counters
@@ -256,7 +272,7 @@ class Router:
             if frame[14] >> 4 != 4:
                 c.tx_route_drop_bad_version += 1
                 return None
-            return self._route(_after_ethernet(frame), 4, frame[30:34], size - ETH_HEADER_LEN)
+            return self._route(_after_ethernet(frame), 4, frame[30:34], size - ETH_HEADER_LEN, now)
         if hi == 0x86 and lo == 0xDD:
             if size < ETH_HEADER_LEN + IPV6_HEADER_LEN:
                 c.tx_route_drop_runt += 1
@@ -264,14 +280,24 @@ class Router:
             if frame[14] >> 4 != 6:
                 c.tx_route_drop_bad_version += 1
                 return None
-            return self._route(_after_ethernet(frame), 6, frame[38:54], size - ETH_HEADER_LEN)
+            return self._route(_after_ethernet(frame), 6, frame[38:54], size - ETH_HEADER_LEN, now)
         c.tx_route_drop_not_ip += 1
         return None
 
     def _route(
-        self, packet: bytes | memoryview, version: int, dst: bytes | memoryview, size: int
+        self, packet: bytes | memoryview, version: int, dst: bytes | memoryview, size: int, now: float
     ) -> Egress | None:
         c = self.counters
+        services = self.services
+        if services is not None:
+            verdict = services.from_pods(packet, now)  # rewrites a flow to a VIP in place
+            if verdict is not None:
+                if verdict == DROP:
+                    return None
+                if verdict == LOCAL:  # a backend (or, replied to, a client) on this node
+                    self._emit(bytes(packet))
+                    return None
+                dst = packet[16:20] if version == 4 else packet[24:40]
         entry = self.table.lookup(dst)
         if entry is None:
             # Multicast (an IPv6 MLD report from the device's link-local address, say) is
@@ -405,6 +431,8 @@ class Router:
         c.rx_routed_packets += 1
         c.rx_routed_bytes += size - _INNER
         view = data if type(data) is memoryview else memoryview(data)
+        if self.services is not None and not view.readonly:
+            self.services.to_pods(view[_INNER:], now)  # a backend's reply: from the VIP again
         if self.payload_offset == 0:
             return view[_INNER:]
         if not view.readonly:

@@ -65,11 +65,25 @@ from overlayd.io.rtnl import (
 from overlayd.io.subnet_env import remove as remove_file
 from overlayd.io.subnet_env import write_subnet_files
 from overlayd.kernel import masq, nft
+from overlayd.kernel import services as nft_services
 from overlayd.kernel.routed import Connected, Gateway, Host, RoutedPlan, RoutedSpec, RouteWay, plan_routed
 from overlayd.kernel.segment import SegmentSpec, plan_segment, probe_instead
 from overlayd.kernel.state import Address, KernelState, Op, diff, kind_of
 
 log = logging.getLogger("overlayd.kernel")
+
+
+def kernel_services(table) -> list[nft_services.Service]:
+    """The service table as the nftables planner takes it: healthy backends only."""
+    out = []
+    for s in table:
+        backends = tuple(s.endpoints[b] for b in s.backends if b in s.healthy)
+        out.append(nft_services.Service(
+            s.name, s.vip_text, s.port, "tcp" if s.proto == 6 else "udp",
+            tuple((ipaddress.ip_address(ip), port) for ip, port in backends),
+            "client-ip" if s.affinity_timeout_s is not None else "none",
+            s.affinity_timeout_s or nft_services.DEFAULT_AFFINITY_TIMEOUT_S))
+    return out
 
 CHUNK = 2000  # operations per batch before the event loop gets a turn
 MIN_PLAN_INTERVAL_S = 0.05  # while the tables move, plan at most this often ...
@@ -115,6 +129,7 @@ class KernelBackend:
         self._next_full = 0.0
         self._versions: tuple = ()
         self._nft_table: nft.Table | None = None  # `inet overlayd` as last applied
+        self.services = None  # fabric.services.ServiceTable, when services are configured
         self._bridge_vni: dict[int, int] = {}  # bridge index -> VNI of its kernel segment
         self._vxlan_of: dict[int, int] = {}  # bridge index -> index of its VXLAN port
 
@@ -274,7 +289,7 @@ class KernelBackend:
         desired = KernelState()
         for part in self._parts.values():
             desired.update(part)
-        self._apply_masq()
+        self._apply_nft()
         ops = diff(desired, self.programmed, keep=self.adopted)
         if self.segments:
             ops = probe_instead(ops, self._local_mac)
@@ -285,7 +300,8 @@ class KernelBackend:
 
     def _table_versions(self) -> tuple:
         unicast = self.speaker.unicast_version if self.speaker is not None else 0
-        return (self.prefixes.version if self.prefixes is not None else 0, unicast)
+        services = self.services.version if self.services is not None else 0
+        return (self.prefixes.version if self.prefixes is not None else 0, unicast, services)
 
     def _first_table_in(self, now: float) -> bool:
         if now - self._started >= SWEEP_AFTER_S:
@@ -303,7 +319,7 @@ class KernelBackend:
         if r is not None and "routed" in stale:
             spec = RoutedSpec(r.backend, r.device, self.config.node.vtep, r.vni,
                               tuple(n for n in (r.network, r.network6) if n is not None),
-                              r.direct_routing, r.install_routes)
+                              r.direct_routing, r.install_routes, self.config.services_network)
             unicast = self.speaker.unicast_routes() if r.install_routes else {}
             self.plan = plan_routed(spec, self.prefixes, dataclasses.replace(self.host, unicast=unicast))
             self._parts["routed"] = self.plan.state
@@ -346,20 +362,28 @@ class KernelBackend:
 
     # -- ipmasq -----------------------------------------------------------------------------
 
-    def _apply_masq(self) -> None:
+    def _apply_nft(self) -> None:
+        """`inet overlayd`: ipmasq's chain and the services' rules, applied as a diff."""
         r = self.routing
-        if r is None or not r.ipmasq:
+        parts = []
+        subnets = self.speaker.routed.subnets if self.speaker is not None and self.speaker.routed else ()
+        if r is not None and r.ipmasq:
+            keep = [*self.config.cluster_networks, *self.config.services_network]
+            parts.append(masq.table(subnets, keep))
+        if self.services is not None and r is not None and r.backend != "userspace":
+            parts.append(nft_services.table(kernel_services(self.services), subnets, self.config.cluster_networks))
+        if not parts and self._nft_table is None:
             return
-        subnets = self.speaker.routed.subnets
-        keep = [n for n in (r.network, r.network6) if n is not None]
-        desired = nft.merge(masq.table(subnets, keep))
+        desired = nft.merge(*parts)
         commands = nft.diff(self._nft_table, desired)
         if not commands:
             return
-        if self._nft(nft.document(commands), "apply the ipmasq table"):
+        if self._nft(nft.document(commands), "apply the nftables table"):
+            first = self._nft_table is None
             self._nft_table = desired
-            log.info("ipmasq: masquerading %s to outside %s", ", ".join(map(str, subnets)) or "nothing",
-                     ", ".join(map(str, keep)))
+            if first and r is not None and r.ipmasq:
+                log.info("ipmasq: masquerading %s to outside %s", ", ".join(map(str, subnets)) or "nothing",
+                         ", ".join(map(str, [*self.config.cluster_networks, *self.config.services_network])))
 
     def _nft(self, doc: dict, what: str) -> bool:
         try:

@@ -29,6 +29,8 @@ from overlayd.io.backend import KernelBackend
 from overlayd.io.bgp import BgpService
 from overlayd.io.devices import DeviceTaken
 from overlayd.io.routing import RoutedDevice
+from overlayd.io.services import Services
+from overlayd.dataplane.services import ServicePath
 from overlayd.io.netlink import Netlink
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
@@ -102,6 +104,7 @@ class Daemon:
         self.fds: dict[int, int] = {}  # VNI -> the device its frames (or packets) are written to
         self.bgp: BgpService | None = None
         self.kernel: KernelBackend | None = None  # what overlayd programs into the kernel
+        self.services: Services | None = None  # `services:`, `services_file`
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -205,9 +208,19 @@ class Daemon:
             self.fds[cfg.routing.vni] = self.routed.fd
             if self.fastpath is not None:
                 self.fastpath.fds[cfg.routing.vni] = self.routed.fd
+        if cfg.services or cfg.services_file:
+            self.services = Services(cfg, self.clock)
+            if self.routed is not None:  # the userspace path rewrites packets to VIPs itself
+                path = ServicePath(self.services.table, self.services.conntrack, cfg.services_network, (),
+                                   self.switch.counters, emit=lambda packet: None)
+                self.routed.router.attach_services(path)
+                self.services.path = path
+            self.services.load()
         kernel = KernelBackend(cfg, self.switch, self.speaker, self.prefixes, self.clock)
         if kernel.needed:
             self.kernel = kernel
+            if self.services is not None:
+                kernel.services = self.services.table
             try:
                 await kernel.setup(underlay_mtu)
             except DeviceTaken as err:
@@ -260,7 +273,7 @@ class Daemon:
         try:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
-                              self.speaker, self.routed, self.kernel)
+                              self.speaker, self.routed, self.kernel, self.services)
             self.status = StatusServer(self.config.node.status_socket, view, self.clock)
             try:
                 await self.status.start()
@@ -290,8 +303,12 @@ class Daemon:
                 loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
             tick = loop.create_task(self._tick())
+            services = loop.create_task(self.services.run()) if self.services is not None else None
             await self._stopping.wait()
             tick.cancel()
+            if services is not None:
+                services.cancel()
+                await self.services.close()
             log.info("stopping")
         finally:
             # A second SIGTERM/SIGINT while cleaning up only sets the event again: the
@@ -336,6 +353,8 @@ class Daemon:
             if self.kernel is not None:
                 self.kernel.follow_moves()
                 await self.kernel.step()
+            if self.routed is not None and self.routed.router is not None and self.routed.router.replies:
+                self.routed.flush_replies()  # resets the service path sent outside a read
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()

@@ -71,7 +71,8 @@ class RoutedDevice:
             self._addresses.append(addr)
         self.router = Router(
             r.vni, self.routed.router_mac, r.device_type, self.routed.table, self.config.node.vxlan_port,
-            subnets, device_mac=mac or None, networks=[n for n in (r.network, r.network6) if n],
+            subnets, device_mac=mac or None,
+            networks=[*(n for n in (r.network, r.network6) if n), *self.config.services_network],
         )
         self.switch.add_router(self.router)
         self._write_env()
@@ -136,6 +137,13 @@ class RoutedDevice:
                         f"routing: {whose} {entry.prefix} overlaps the local route {dst} dev {dev}: "
                         f"traffic for the overlap stays on this host"
                     )
+
+    def flush_replies(self) -> None:
+        """Write what the Router queued for the device outside `readable` (service resets)."""
+        assert self.router is not None
+        for _, packet in self.router.pop_replies():
+            with contextlib.suppress(OSError):
+                os.writev(self.fd, [bytes(VNET_HDR_LEN), packet] if self.vnet_hdr else [packet])
 
     # -- the hot path: device -> VXLAN ---------------------------------------------------
 

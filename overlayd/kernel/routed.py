@@ -28,7 +28,7 @@ Per remote subnet, by backend (flannel's and cilium's backends):
              route instead (`PREFIX via NEXT_HOP`, when the next hop is on
              a connected network)
   userspace  no per-node route: `network dev DEVICE` hands the cluster to
-             overlayd's own TUN/TAP device
+             overlayd's own TUN/TAP device (and `services_network`: the VIPs)
 
 `direct_routing` (tunnel backends): a node whose VTEP is on a directly
 connected network gets the host-gw route instead of the tunnel.
@@ -113,6 +113,7 @@ class RoutedSpec:
     networks: tuple[Prefix, ...]  # routing.network and network6
     direct_routing: bool = False
     install_routes: bool = False
+    services_networks: tuple[Prefix, ...] = ()  # userspace: VIPs go to the device too
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ def plan_routed(spec: RoutedSpec, table: Iterable[TableEntry], host: Host) -> Ro
             state.add(way.route)
         ways[entry.prefix] = way
     if spec.backend == "userspace":
-        for network in spec.networks:
+        for network in (*spec.networks, *spec.services_networks):
             state.add(Route(network, device=spec.device))
     elif spec.backend == "native" and not spec.install_routes:
         for network in spec.networks:

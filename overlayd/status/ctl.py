@@ -65,6 +65,15 @@ def render_status(s: dict[str, Any]) -> str:
         )
         for alarm in routing["alarms"]:
             head += f"\nALARM: {alarm}"
+    svc = s.get("services")
+    if svc:
+        head += (
+            f"\nservices: {svc['services']} in {', '.join(svc['services_network'])} ({svc['path']}); conntrack "
+            f"{svc['conntrack_entries']}/{svc['conntrack_max']} flows, {svc['conntrack_refused_full']} refused full, "
+            f"{svc['conntrack_evicted']} half-open evicted"
+        )
+        if svc.get("services_file_error"):
+            head += f"\nservices file refused (running services kept): {svc['services_file_error']}"
     kernel = s.get("kernel")
     if kernel:
         p = kernel["programmed"]
@@ -147,6 +156,33 @@ def _kernel_cell(row: dict[str, Any]) -> str | None:
     return f"{route.split(' ', 1)[1] if ' ' in route else route} ({state})"
 
 
+def render_services(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no services)"
+    cells = []
+    for s in rows:
+        head = (s["name"], f"{s['vip']}:{s['port']}/{s['protocol']}", s["affinity"], s["hits"], s["rejected"])
+        if not s["backends"]:
+            cells.append(head + ("(no backends)", "-", "-", "-"))
+        for i, b in enumerate(s["backends"]):
+            state = "up" if b["healthy"] else f"DOWN ({b['failures']} failed)"
+            if b["check"] == "none":
+                state = "up (not checked)"
+            cells.append((head if i == 0 else ("", "", "", "", "")) + (b["backend"], state, b["flows"], b["hits"]))
+    return table(("SERVICE", "VIP", "AFFINITY", "HITS", "REJECTED", "BACKEND", "HEALTH", "FLOWS", "BACKEND HITS"),
+                 cells)
+
+
+def render_conntrack(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no flows)"
+    return table(
+        ("SERVICE", "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "AGE", "EXPIRES", "PACKETS", "BYTES"),
+        [(r["service"], r["protocol"], r["client"], r["vip"], r["backend"], r["snat"], r["state"],
+          f"{r['age_s']:.0f}s", f"{r['expires_in_s']:.0f}s", r["packets"], r["bytes"]) for r in rows],
+    )
+
+
 RENDER = {
     "status": render_status,
     "fdb": render_fdb,
@@ -154,6 +190,8 @@ RENDER = {
     "peers": render_peers,
     "rib": render_rib,
     "routes": render_routes,
+    "services": render_services,
+    "conntrack": render_conntrack,
 }
 
 
@@ -175,12 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
         if name == "fdb":
             cmd.add_argument("-n", "--network", help="only this network")
+        if name == "conntrack":
+            cmd.add_argument("--service", help="only the flows of this service (its name)")
+            cmd.add_argument("--client", help="only this client: an address, or address:port")
+            cmd.add_argument("--backend", help="only this backend: an address, or address:port")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    extra = {"network": args.network} if getattr(args, "network", None) else {}
+    extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend")
+             if getattr(args, key, None)}
     try:
         result = request(args.socket, args.command, **extra)
     except StatusError as err:

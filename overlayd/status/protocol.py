@@ -29,6 +29,9 @@ class NodeView(Protocol):
     def peers(self, now: float) -> list[dict[str, Any]]: ...
     def rib(self, now: float) -> list[dict[str, Any]]: ...
     def routes(self, now: float) -> list[dict[str, Any]]: ...
+    def services(self, now: float) -> list[dict[str, Any]]: ...
+    def conntrack(self, now: float, service: str | None = None, client: str | None = None,
+                  backend: str | None = None) -> list[dict[str, Any]]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -40,7 +43,10 @@ COMMANDS: dict[str, str] = {
     "rib": "BGP routes, EVPN and unicast: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
     "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer, the way the "
               "kernel routes it and whether it holds that route",
+    "services": "each service: VIP, port, protocol, its backends with health, active flows and hits",
+    "conntrack": "the tracked flows of the service path (args: service, client, backend)",
 }
+CONNTRACK_FILTERS = ("service", "client", "backend")
 
 
 class StatusError(Exception):
@@ -74,10 +80,16 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "peers": lambda: view.peers(now),
         "rib": lambda: view.rib(now),
         "routes": lambda: view.routes(now),
+        "services": lambda: view.services(now),
+        "conntrack": lambda: view.conntrack(now, **{k: args[k] for k in CONNTRACK_FILTERS if k in args}),
     }
-    unknown = set(args) - {"network"} if command == "fdb" else set(args)
+    allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS)}.get(command, set())
+    unknown = set(args) - allowed
     if unknown:
         raise StatusError("bad_request", f"command {command!r} takes no argument {sorted(unknown)[0]!r}")
+    bad = sorted(k for k, v in args.items() if not isinstance(v, str))
+    if bad:
+        raise StatusError("bad_request", f"argument {bad[0]!r} must be a string")
     return handlers[command]()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from overlayd.config import Config
 from overlayd.dataplane.counters import COUNTERS
 from overlayd.dataplane.switch import Switch
+from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
 from overlayd.status.protocol import StatusError
@@ -18,7 +19,8 @@ class SwitchView:
     """Implements `protocol.NodeView` over a config, a Switch and per-network device facts."""
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
-                 offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None):
+                 offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None,
+                 services: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
@@ -27,6 +29,7 @@ class SwitchView:
         self.speaker = speaker  # control.speaker.Speaker, when BGP is configured
         self.routed = routed  # io.routing.RoutedDevice, when the routed backend is userspace
         self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
+        self.services_runtime = services  # io.services.Services, when services are configured
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -57,7 +60,78 @@ class SwitchView:
             "bgp": self._bgp_summary(now),
             "routing": self._routing_summary(),
             "kernel": self.kernel.summary() if self.kernel is not None else None,
+            "services": self._services_summary(now),
         }
+
+    def _services_summary(self, now: float) -> dict[str, Any] | None:
+        rt = self.services_runtime
+        if rt is None:
+            return None
+        r = self.config.routing
+        return {
+            "services": len(rt.table),
+            "path": "userspace" if rt.path is not None else "nftables",
+            "services_network": [str(n) for n in self.config.services_network],
+            "services_file": self.config.services_file,
+            "services_file_error": rt.file_error or None,
+            "conntrack_entries": len(rt.conntrack),
+            "conntrack_max": rt.conntrack.max_flows,
+            "conntrack_refused_full": rt.conntrack.refused_full,
+            "conntrack_evicted": rt.conntrack.evicted,
+            "backend": r.backend if r is not None else None,
+        }
+
+    def _require_services(self):
+        if self.services_runtime is None:
+            raise StatusError("not_configured", "no services are configured on this node (no `services:` "
+                                                "or `services_file`)")
+        return self.services_runtime
+
+    def services(self, now: float) -> list[dict[str, Any]]:
+        rt = self._require_services()
+        flows: dict[str, dict[str, int]] = {}
+        for f in rt.conntrack:
+            per = flows.setdefault(f.service, {})
+            name = format_endpoint(f.backend)
+            per[name] = per.get(name, 0) + 1
+        rows = []
+        for s in rt.table:
+            checker = rt.checkers.get(s.name)
+            health = {h.backend: h for h in checker} if checker is not None else {}
+            rows.append({
+                "name": s.name, "vip": s.vip_text, "port": s.port, "protocol": "tcp" if s.proto == 6 else "udp",
+                "affinity": "client-ip" if s.affinity_timeout_s is not None else "none",
+                "hits": s.hits, "rejected": s.rejected,
+                "backends": [{
+                    "backend": b,
+                    "healthy": b in s.healthy,
+                    "check": checker.config.type if checker is not None else "none",
+                    "failures": health[b].failures if b in health else 0,
+                    "flows": flows.get(s.name, {}).get(b, 0),
+                    "hits": s.backend_hits.get(b, 0),
+                } for b in s.backends],
+            })
+        return rows
+
+    def conntrack(self, now: float, service: str | None = None, client: str | None = None,
+                  backend: str | None = None) -> list[dict[str, Any]]:
+        rt = self._require_services()
+        try:
+            want_client = _address_or_endpoint(client)
+            want_backend = _address_or_endpoint(backend)
+        except ValueError as err:
+            raise StatusError("bad_request", str(err)) from None
+        rows = []
+        for f in rt.conntrack.flows(service=service, client=want_client, backend=want_backend):
+            rows.append({
+                "service": f.service, "protocol": "tcp" if f.proto == 6 else "udp",
+                "client": format_endpoint(f.client), "vip": format_endpoint(f.vip),
+                "backend": format_endpoint(f.backend), "snat": format_endpoint(f.snat) if f.snat else None,
+                "state": f.state.name.lower(), "age_s": round(now - f.created, 1),
+                "expires_in_s": round(max(0.0, f.expires - now), 1),
+                "packets": f.packets_original + f.packets_reply, "bytes": f.bytes_original + f.bytes_reply,
+            })
+        return rows
 
     def _routing_summary(self) -> dict[str, Any] | None:
         r = self.config.routing
@@ -191,3 +265,13 @@ class SwitchView:
 
     def stats(self, now: float) -> dict[str, Any]:
         return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}
+
+
+def _address_or_endpoint(text: str | None):
+    """A filter of `overlayctl conntrack`: "10.244.1.5" (any port) or "10.244.1.5:8080"."""
+    if text is None:
+        return None
+    try:
+        return ipaddress.ip_address(text.strip("[]")).packed
+    except ValueError:
+        return parse_endpoint(text)

@@ -60,7 +60,7 @@ IDS = [relative(p) for p in SOURCES]
 
 def test_the_walk_finds_the_package():
     names = set(IDS)
-    assert {"overlayd/config.py", "overlayd/wire/vxlan.py", "overlayd/io/daemon.py"} <= names
+    assert {"overlayd/config/__init__.py", "overlayd/wire/vxlan.py", "overlayd/io/daemon.py"} <= names
     # and the import finder sees what is there
     assert "asyncio" in imports(PACKAGE / "io" / "daemon.py")
     assert "overlayd.fabric.fdb" in imports(PACKAGE / "dataplane" / "switch.py")
