@@ -52,7 +52,11 @@ pod to pod on the routed path, each backend against the same thing done by
 hand (kernel / a hand-made kernel VXLAN, host-gw / hand-made static routes,
 userspace beside them), and the programming rate: --backend-macs type-2 and
 --backend-subnets type-5 routes from a synthetic speaker into the kernel,
-and their withdrawal.
+and their withdrawal. Services (`--only services`; tools/bench_services.py):
+one TCP stream through a VIP against the pod's own address, on the
+userspace path and as the kernel backend's nftables rules, and new TCP
+connections per second through the userspace VIP against a hand-written
+nftables DNAT on the same path.
 To add a benchmark, add a function to CONTROL_BENCHES.
 
 Results go to bench-results/bench-<time>.json (and .png when matplotlib is
@@ -253,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulators, "
                         "10k/5k EVPN routes")
-    p.add_argument("--only", choices=("data", "control", "backends", "all"), default="all")
+    p.add_argument("--only", choices=("data", "control", "backends", "services", "all"), default="all")
     p.add_argument("--backend-macs", type=int, default=10_000,
                    help="type-2 routes for the kernel programming rate (default 10000)")
     p.add_argument("--backend-subnets", type=int, default=1_000,
@@ -641,11 +645,23 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.only in ("services", "all"):
+        if os.geteuid() != 0:
+            print("bench: the services benchmark needs root (network namespaces)", file=sys.stderr)
+            return 2
+        from tools import bench_services
+
+        log("services: through a VIP against the pod directly and against the kernel's DNAT")
+        results["services"] = bench_services.run(args.runs, args.seconds, 300, log)
     print(render_table(results))
     if results.get("backends"):
         from tools import bench_backends
 
         print("\n" + bench_backends.render(results["backends"]))
+    if results.get("services"):
+        from tools import bench_services
+
+        print("\n" + bench_services.render(results["services"]))
     print(f"\nwrote {stem.with_suffix('.json')}")
     if results["runs"] and render_chart(results, stem.with_suffix(".png")):
         print(f"wrote {stem.with_suffix('.png')}")

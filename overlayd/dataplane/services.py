@@ -70,11 +70,15 @@ class ServicePath:
     def set_local_subnets(self, subnets: Iterable[Network]) -> None:
         subnets = list(subnets)
         self._local = {4: _masks(subnets, 4), 6: _masks(subnets, 6)}
+        self._local_backend: dict[int, bool] = {}  # flow serial -> its backend is on this node
 
     @staticmethod
-    def _inside(address: bytes, masks: tuple[tuple[int, int], ...]) -> bool:
-        n = int.from_bytes(address, "big")
-        return any(n & mask == net for mask, net in masks)
+    def _inside(address: bytes | memoryview, masks: tuple[tuple[int, int], ...], _int=int.from_bytes) -> bool:
+        n = _int(address, "big")
+        for mask, net in masks:
+            if n & mask == net:
+                return True
+        return False
 
     def from_pods(self, packet: memoryview, now: float) -> str | None:
         version = packet[0] >> 4
@@ -97,6 +101,15 @@ class ServicePath:
         ct = self.conntrack
         tracked = ct.lookup(key)
         if tracked is not None:
+            local = self._local_backend.get(tracked.serial)
+            if local is not None:  # the flow's steady state: no second look at where it goes
+                backend = tracked.backend
+                nat.rewrite_dst(packet, flow, backend[0], backend[1])
+                if tracked.snat is not None:
+                    nat.rewrite_src(packet, flow, tracked.snat[0], tracked.snat[1])
+                ct.original(tracked, flow.ip_len, now, flow.tcp_flags, flow.seq, flow.payload_len)
+                self.counters.svc_packets_to_backend += 1
+                return LOCAL if local else ROUTE
             return self._forward(packet, flow, tracked, now)
         tracked = ct.lookup_reply(key)
         if tracked is not None:  # a same-node backend answering the VIP its flow's source became
@@ -135,7 +148,12 @@ class ServicePath:
             nat.rewrite_src(packet, flow, tracked.snat[0], tracked.snat[1])
         self.conntrack.original(tracked, flow.ip_len, now, flow.tcp_flags, flow.seq, flow.payload_len)
         self.counters.svc_packets_to_backend += 1
-        return LOCAL if self._inside(backend[0], self._local[flow.version]) else ROUTE
+        local = self._inside(backend[0], self._local[flow.version])
+        cache = self._local_backend
+        if len(cache) > 2 * len(self.conntrack) + 1024:  # flows that left: start over
+            cache.clear()
+        cache[tracked.serial] = local
+        return LOCAL if local else ROUTE
 
     def _reverse(self, packet: memoryview, flow, tracked, now: float) -> None:
         vip = tracked.vip

@@ -22,7 +22,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest

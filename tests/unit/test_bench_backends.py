@@ -42,3 +42,15 @@ def test_render_names_each_ratio_and_the_programming_rate():
 def test_bench_takes_the_backends_options():
     args = bench.parse_args(["--only", "backends", "--backend-macs", "500", "--backend-subnets", "50"])
     assert (args.only, args.backend_macs, args.backend_subnets) == ("backends", 500, 50)
+
+
+def test_services_render_names_each_ratio():
+    from tools import bench_services
+
+    runs = {m: [{"tcp_vip_gbit_s": 1.0, "tcp_direct_gbit_s": 1.25, "conn_per_s": 900.0}] * 2
+            for m in bench_services.MODES}
+    results = {"runs": runs, "ratios": {"userspace: vip/direct tcp": bench_services.spread([0.8, 0.8])}}
+    text = bench_services.render(results)
+    assert "userspace: vip/direct tcp: 0.800 (runs 0.800-0.800)" in text
+    assert "TCP to the VIP 1.00 Gbit/s, to the pod 1.25 Gbit/s; 900 new connections/s" in text
+    assert bench_services.spread([1.0, 2.0])["noisy"] and not bench_services.spread([1.0, 1.1])["noisy"]
