@@ -200,6 +200,7 @@ class RoutingConfig(Frozen):
     subnet6: IpNetwork | None = None
     route_target: RouteTargetText = None
     router_mac: UnicastMac | None = None
+    mac: UnicastMac | None = None  # the routing device's MAC (tap); default: the router MAC
     mtu: int | None = Field(default=None, ge=68, le=65535)
     ipmasq: bool = False
     backend: Literal["userspace", "kernel", "host-gw", "ipip", "native"] = "userspace"

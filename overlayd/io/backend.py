@@ -95,7 +95,7 @@ NUD_VALID_LEARNED = 0x02 | 0x04 | 0x08 | 0x10  # REACHABLE, STALE, DELAY, PROBE
 
 
 class KernelBackend:
-    def __init__(self, config: Config, switch, speaker, prefixes, clock: Callable[[], float]):
+    def __init__(self, config: Config, switch, speaker, prefixes, clock: Callable[[], float], macs=None):
         self.config = config
         self.switch = switch
         self.speaker = speaker
@@ -105,6 +105,7 @@ class KernelBackend:
         self.routing = r
         self.protocol = r.route_protocol if r is not None else 149
         self.segments = [n for n in config.networks if n.backend == "kernel"]
+        self.macs = macs or {}  # role -> fabric.macs.DeviceMac (the daemon's plan)
         self.writer: Writer | None = None
         self.monitor: Monitor | None = None
         self.devices = Devices()
@@ -156,10 +157,15 @@ class KernelBackend:
                     specs.append(dev.DeviceSpec(r.device, "ip6tnl", mtu))
         for net in self.segments:
             mtu = cfg.mtu_for(net, underlay_mtu)
-            specs.append(dev.DeviceSpec(net.device, "bridge", mtu, mac=net.mac))
+            specs.append(dev.DeviceSpec(net.device, "bridge", mtu, mac=self._mac(f"network {net.name}", net.mac)))
             specs.append(dev.DeviceSpec(net.vxlan_device, "vxlan", mtu, vni=net.vni, local=node.vtep,
-                                        port=node.vxlan_port, master=net.device, neigh_suppress=True))
+                                        port=node.vxlan_port, master=net.device, neigh_suppress=True,
+                                        mac=self._mac(f"vxlan {net.name}", None)))
         return specs
+
+    def _mac(self, role: str, configured: str | None) -> str | None:
+        planned = self.macs.get(role)
+        return planned.mac.hex(":") if planned is not None else configured
 
     async def setup(self, underlay_mtu: int) -> None:
         """Make the devices, read what we own, start watching; raises on failure (the caller

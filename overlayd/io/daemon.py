@@ -22,6 +22,7 @@ from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
+from overlayd.control.routed import default_router_mac
 from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
 from overlayd.fabric.prefixes import PrefixTable
@@ -37,7 +38,11 @@ from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
 from overlayd.status.server import SocketInUseError, StatusServer, claim_path
 from overlayd.status.view import SwitchView
-from overlayd.wire.ethernet import mac_str
+from overlayd.fabric.macs import DeviceMac
+from overlayd.fabric.macs import plan as plan_macs
+from overlayd.wire.arp import gratuitous_frame
+from overlayd.wire.ethernet import mac_str, parse_mac
+from overlayd.wire.ndp import unsolicited_advertisement_frame
 
 log = logging.getLogger("overlayd")
 
@@ -46,6 +51,7 @@ BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
 ROUTE_CHECK_S = 10.0  # how often the subnet table is compared with the host's own routes
 EVENTS_TICK_S = 0.05  # with BGP: how soon a MAC learned on a TAP is announced
+ANNOUNCE_DELAY_S = 0.2  # a flood list grew: announce our addresses once it has settled a moment
 
 
 class SetupError(Exception):
@@ -104,6 +110,8 @@ class Daemon:
         self.fds: dict[int, int] = {}  # VNI -> the device its frames (or packets) are written to
         self.bgp: BgpService | None = None
         self.kernel: KernelBackend | None = None  # what overlayd programs into the kernel
+        self.device_macs: dict = {}  # role -> fabric.macs.DeviceMac: every device's MAC and its source
+        self._announce: dict[int, float] = {}  # VNI -> when to announce its TAP's addresses (GARP / NA)
         self.services: Services | None = None  # `services:`, `services_file`
 
     # -- setup and teardown ---------------------------------------------------
@@ -120,6 +128,11 @@ class Daemon:
     async def _setup(self) -> None:
         cfg = self.config
         node = cfg.node
+        self.device_macs = device_macs(cfg)
+        for dm in self.device_macs.values():
+            for skipped in dm.skipped:
+                log.warning("%s: derived MAC %s is taken already: using the next derivation, %s",
+                            dm.role, mac_str(skipped), mac_str(dm.mac))
         async with Netlink() as nl:
             underlay = await nl.underlay_for(node.vtep)
             if underlay is None:
@@ -159,7 +172,7 @@ class Daemon:
                 try:
                     mac = await nl.configure(net.device, mtu, net.address,
                                              tso_max_bytes(mtu, node.vtep.version) if self.offloads.tso else None,
-                                             mac=net.mac)
+                                             mac=mac_str(self.device_macs[f"network {net.name}"].mac))
                 except Exception as err:  # pyroute2's NetlinkError and friends
                     raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
                 self.taps[net.vni] = tap
@@ -200,7 +213,9 @@ class Daemon:
             self.routed = RoutedDevice(cfg, self.switch, self.speaker, self.clock, self.offloads.vnet_hdr)
             async with Netlink() as nl:
                 try:
-                    await self.routed.setup(nl, underlay_mtu, self._stack)
+                    routing_mac = self.device_macs.get("routing")
+                    await self.routed.setup(nl, underlay_mtu, self._stack,
+                                            mac=mac_str(routing_mac.mac) if routing_mac else None)
                 except OSError as err:
                     raise SetupError(f"routing.device: {err.strerror or err}") from None
                 except Exception as err:  # pyroute2's NetlinkError and friends
@@ -216,7 +231,7 @@ class Daemon:
                 self.routed.router.attach_services(path)
                 self.services.path = path
             self.services.load()
-        kernel = KernelBackend(cfg, self.switch, self.speaker, self.prefixes, self.clock)
+        kernel = KernelBackend(cfg, self.switch, self.speaker, self.prefixes, self.clock, self.device_macs)
         if kernel.needed:
             self.kernel = kernel
             if self.services is not None:
@@ -273,7 +288,7 @@ class Daemon:
         try:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
-                              self.speaker, self.routed, self.kernel, self.services)
+                              self.speaker, self.routed, self.kernel, self.services, self.device_macs)
             self.status = StatusServer(self.config.node.status_socket, view, self.clock)
             try:
                 await self.status.start()
@@ -353,8 +368,32 @@ class Daemon:
             if self.kernel is not None:
                 self.kernel.follow_moves()
                 await self.kernel.step()
+            if self._announce:
+                self._announce_addresses()
             if self.routed is not None and self.routed.router is not None and self.routed.router.replies:
                 self.routed.flush_replies()  # resets the service path sent outside a read
+
+    def _announce_addresses(self) -> None:
+        """A gratuitous ARP and an unsolicited neighbour advertisement for each TAP address whose
+        network's flood list grew: its neighbours' caches get its (stable) MAC at once."""
+        now = self.clock()
+        for vni in [v for v, due in self._announce.items() if due <= now]:
+            del self._announce[vni]
+            net = next(n for n in self.config.networks if n.vni == vni)
+            if net.address is None or self.sockets is None:
+                continue
+            mac = self.device_macs[f"network {net.name}"].mac
+            ip = net.address.ip
+            frame = gratuitous_frame(mac, ip) if ip.version == 4 else unsolicited_advertisement_frame(mac, ip)
+            egress = self.switch.from_tap(vni, frame, now)
+            if egress is None:
+                continue
+            header, targets, flow = egress
+            tx = self.sockets.tx[flow % len(self.sockets.tx)]
+            for addr in targets:
+                with contextlib.suppress(OSError):
+                    tx.sendmsg((header, frame), (), 0, addr)
+            log.debug("network %s: announced %s at %s to %d VTEP(s)", net.name, ip, mac_str(mac), len(targets))
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()
@@ -363,6 +402,9 @@ class Daemon:
                 log.debug("%s", describe(event))
         if self.kernel is not None and events:
             self.kernel.segment_events(events)
+        for event in events:  # a VTEP joined a flood list: tell it where our TAP's addresses are
+            if isinstance(event, FloodMemberAdded) and event.vni in self.taps:
+                self._announce.setdefault(event.vni, self.clock() + ANNOUNCE_DELAY_S)
         if self.bgp is not None and events:
             self.bgp.local_events(events)
 
@@ -426,6 +468,24 @@ class Daemon:
                 write(fds[vni], inner)
             except OSError:
                 counters.rx_drop_write_error += 1
+
+
+def device_macs(cfg: Config) -> dict[str, DeviceMac]:
+    """Every device's MAC: configured, the router MAC (the routed tap), or derived from the node
+    name and the device's role so that it is the same at every start (fabric/macs.py)."""
+    devices: list[tuple[str, bytes | None, str]] = []
+    for net in cfg.networks:
+        devices.append((f"network {net.name}", parse_mac(net.mac) if net.mac else None, "config"))
+        if net.backend == "kernel":
+            devices.append((f"vxlan {net.name}", None, "derived"))
+    taken = [parse_mac(e.mac) for net in cfg.networks for e in net.fdb]
+    r = cfg.routing
+    if r is not None:
+        router = parse_mac(r.router_mac) if r.router_mac else default_router_mac(cfg.router_id)
+        taken.append(router)
+        if r.backend == "userspace" and r.device_type == "tap":
+            devices.append(("routing", parse_mac(r.mac) if r.mac else router, "config" if r.mac else "router"))
+    return plan_macs(cfg.node.name, devices, taken)
 
 
 def run(config: Config) -> None:

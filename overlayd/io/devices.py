@@ -22,6 +22,8 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from overlayd.io.netlink import announce_changes
+
 log = logging.getLogger("overlayd.kernel")
 
 OWNER_ALIAS = "overlayd"
@@ -122,6 +124,8 @@ async def ensure(ipr, spec: DeviceSpec) -> tuple[int, str]:
         link = await _link(ipr, spec.name)
         assert link is not None
     index = link["index"]
+    if spec.kind == "bridge":
+        announce_changes(spec.name)
     await ipr.link("set", index=index, ifalias=OWNER_ALIAS, mtu=spec.mtu)
     if spec.mac:
         await ipr.link("set", index=index, address=spec.mac)

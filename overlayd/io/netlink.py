@@ -20,6 +20,18 @@ class Underlay:
     mtu: int
 
 
+def announce_changes(name: str) -> None:
+    """Have the kernel announce `name`'s addresses when it comes up or its MAC or addresses
+    change: a gratuitous ARP (arp_notify) and an unsolicited neighbour advertisement
+    (ndisc_notify). Quietly skipped where the family is off."""
+    for path in (f"/proc/sys/net/ipv4/conf/{name}/arp_notify", f"/proc/sys/net/ipv6/conf/{name}/ndisc_notify"):
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+
+
 class Netlink:
     """An rtnetlink socket for the daemon's setup; use as `async with Netlink() as nl`."""
 
@@ -65,6 +77,7 @@ class Netlink:
     ) -> bytes:
         """Set MTU, address, MAC (and the largest TSO frame) on `name`, bring it up; return its MAC."""
         (index,) = await self._ipr.link_lookup(ifname=name)
+        announce_changes(name)
         await self._ipr.link("set", index=index, mtu=mtu)
         if mac is not None:
             await self._ipr.link("set", index=index, address=mac)

@@ -56,14 +56,14 @@ class RoutedDevice:
         self._buf = bytearray(VNET_HDR_LEN + 65536)
         self._mv = memoryview(self._buf)
 
-    async def setup(self, nl: Netlink, underlay_mtu: int, stack: contextlib.ExitStack) -> None:
+    async def setup(self, nl: Netlink, underlay_mtu: int, stack: contextlib.ExitStack, mac: str | None = None) -> None:
         r = self.routing
         self.tap = Tap(r.device, vnet_hdr=self.vnet_hdr, tun=r.device_type == "tun")
         stack.callback(self.tap.close)
         self.mtu = self.config.routing_mtu(underlay_mtu)
         subnets = self.routed.subnets
         first = device_address(subnets[0]) if subnets else None
-        mac = await nl.configure(r.device, self.mtu, first)
+        mac = await nl.configure(r.device, self.mtu, first, mac=mac if r.device_type == "tap" else None)
         self._addresses = [first] if first else []
         for subnet in subnets[1:]:
             addr = device_address(subnet)

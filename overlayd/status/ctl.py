@@ -38,7 +38,8 @@ def render_status(s: dict[str, Any]) -> str:
     rows = [
         (n["name"], n["vni"], n.get("backend", "userspace"),
          n["device"] + (f" + {n['vxlan_device']}" if n.get("vxlan_device") else ""),
-         n["mtu"], n["mac"], n["address"], ", ".join(n["flood_list"]) or "(none)")
+         n["mtu"], n["mac"] and n["mac"] + (f" ({n['mac_source']})" if n.get("mac_source") else ""), n["address"],
+         ", ".join(n["flood_list"]) or "(none)")
         for n in s["networks"]
     ]
     offloads = s.get("offloads")

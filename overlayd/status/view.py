@@ -20,7 +20,7 @@ class SwitchView:
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
                  offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None,
-                 services: Any = None):
+                 services: Any = None, device_macs: dict | None = None):
         self.config = config
         self.switch = switch
         self.started = started
@@ -30,6 +30,7 @@ class SwitchView:
         self.routed = routed  # io.routing.RoutedDevice, when the routed backend is userspace
         self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
         self.services_runtime = services  # io.services.Services, when services are configured
+        self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -46,6 +47,7 @@ class SwitchView:
                     "flood_list": list(self.switch.flood.targets(net.vni)),
                     "mac": mac_str(min(seg.own_macs)) if seg.own_macs else None,
                     "backend": net.backend,
+                    "mac_source": self._mac_source(f"network {net.name}"),
                     "vxlan_device": net.vxlan_device if net.backend == "kernel" else None,
                 }
             )
@@ -62,6 +64,11 @@ class SwitchView:
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
         }
+
+    def _mac_source(self, role: str) -> str | None:
+        """Where a device's MAC came from: config (its `mac:`), router (the router MAC), derived."""
+        planned = self.device_macs.get(role)
+        return planned.source if planned is not None else None
 
     def _services_summary(self, now: float) -> dict[str, Any] | None:
         rt = self.services_runtime
@@ -153,6 +160,8 @@ class SwitchView:
             "subnets": [str(s) for s in rs.subnets],
             "router_mac": mac_str(rs.router_mac),
             "route_target": str(rs.route_target),
+            "device_mac": mac_str(self.device_macs["routing"].mac) if "routing" in self.device_macs else None,
+            "device_mac_source": self._mac_source("routing"),
             "alarms": list(rs.alarms[-20:]),
         }
 

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 
 from overlayd.wire.errors import DecodeError
-from overlayd.wire.ethernet import ETHERTYPE_ARP, EthernetHeader
+from overlayd.wire.ethernet import BROADCAST, ETHERTYPE_ARP, ZERO_MAC, EthernetHeader
 
 ARP_LEN = 28
 HTYPE_ETHERNET = 1
@@ -64,3 +64,9 @@ def reply_frame(request: ArpPacket, mac: bytes) -> bytes:
     """
     reply = ArpPacket(OP_REPLY, mac, request.target_ip, request.sender_mac, request.sender_ip)
     return EthernetHeader(request.sender_mac, mac, ETHERTYPE_ARP).encode() + reply.encode()
+
+
+def gratuitous_frame(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """A gratuitous ARP request (RFC 5227 3): `ip` is at `mac`, broadcast, as Linux's arp_notify sends it."""
+    arp = ArpPacket(OP_REQUEST, mac, ip, ZERO_MAC, ip)
+    return EthernetHeader(BROADCAST, mac, ETHERTYPE_ARP).encode() + arp.encode()

@@ -199,3 +199,14 @@ def advertisement_reply_frame(
         target_lladdr=mac, router=router, solicited=True, override=True,
     )
     return EthernetHeader(asker_mac, mac, ETHERTYPE_IPV6).encode() + na.encode()
+
+
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+
+
+def unsolicited_advertisement_frame(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited neighbour advertisement (RFC 4861 7.2.6) to all nodes, override set:
+    `ip` is at `mac` (what Linux's ndisc_notify sends)."""
+    na = NeighborMessage(TYPE_NEIGHBOR_ADVERTISEMENT, ip, ALL_NODES, ip, target_lladdr=mac, override=True)
+    return EthernetHeader(ALL_NODES_MAC, mac, ETHERTYPE_IPV6).encode() + na.encode()
