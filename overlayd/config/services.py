@@ -29,23 +29,12 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from overlayd.config.fields import ConfigError, Frozen, IpAddress
+from overlayd.fabric.maglev import is_prime
 
 DEFAULT_MAGLEV_TABLE_SIZE = 16381
 DEFAULT_AFFINITY_TIMEOUT_S = 10800.0
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
-
-def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    f = 3
-    while f * f <= n:
-        if n % f == 0:
-            return False
-        f += 2
-    return True
 
 
 class Backend(Frozen):

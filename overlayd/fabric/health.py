@@ -33,7 +33,7 @@ backends are always healthy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from overlayd.fabric.endpoint import format_address, parse_endpoint
@@ -65,24 +65,6 @@ class HealthConfig:
                 raise ValueError(f"health.{name} must be a whole number, at least 1")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"health.port {self.port} is not in 1..65535")
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, object] | None, protocol: str = "tcp") -> HealthConfig:
-        """The config's `health:` of a service of `protocol` ("tcp" or "udp").
-
-        DECISIONS "Services": without `type`, TCP services are checked by TCP and UDP
-        services not at all; a UDP service checked by TCP needs `port`.
-        """
-        given = dict(mapping or {})
-        keys = {"type": "type", "interval": "interval_s", "timeout": "timeout_s",
-                "fall": "fall", "rise": "rise", "port": "port"}
-        unknown = sorted(set(given) - set(keys))
-        if unknown:
-            raise ValueError(f"health.{unknown[0]} is not a health setting ({', '.join(keys)})")
-        given.setdefault("type", "tcp" if protocol == "tcp" else "none")
-        if protocol == "udp" and given["type"] == "tcp" and given.get("port") is None:
-            raise ValueError("health.port is needed to check a UDP service by TCP")
-        return cls(**{keys[k]: v for k, v in given.items()})
 
 
 @dataclass(frozen=True, slots=True)

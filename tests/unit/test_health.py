@@ -91,17 +91,6 @@ def test_health_port_and_ipv6_backends():
     assert (probe.address, probe.port) == ("fd00::5", 9000)
 
 
-def test_from_mapping_and_the_defaults_of_decisions():
-    assert HealthConfig.from_mapping({"type": "tcp", "interval": 1, "timeout": 0.5, "fall": 2, "rise": 2}) == CFG
-    assert HealthConfig.from_mapping(None, "tcp").type == "tcp"
-    assert HealthConfig.from_mapping(None, "udp").type == "none"
-    assert HealthConfig.from_mapping({"type": "tcp", "port": 53}, "udp").port == 53
-    with pytest.raises(ValueError, match="health.port is needed"):
-        HealthConfig.from_mapping({"type": "tcp"}, "udp")
-    with pytest.raises(ValueError, match="health.every is not a health setting"):
-        HealthConfig.from_mapping({"every": 1})
-
-
 @pytest.mark.parametrize(
     "kw, said",
     [
