@@ -50,6 +50,13 @@ ASSIGNED_ROUTE_PROTOCOLS = {
 }
 DEFAULT_ROUTE_PROTOCOL = 149
 
+# Limits per network (README "Limits and security").
+DEFAULT_MAX_LOCAL_MACS = 8192  # local FDB entries (DECISIONS.md, issue 13)
+DEFAULT_MAC_LEARN_RATE_PER_S = 1000.0  # new local MACs a second (a token bucket per TAP)...
+DEFAULT_MAC_LEARN_BURST = 1000  # ... with this many at once
+DEFAULT_FLOOD_RATE_PPS = 2000.0  # frames flooded a second (a token bucket per network)...
+DEFAULT_FLOOD_BURST = 2000  # ... with this many at once
+
 Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
 TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
@@ -96,6 +103,13 @@ class NetworkConfig(Frozen):
     fdb: tuple[StaticFdbEntry, ...] = ()
     route_target: RouteTargetText = None
     backend: Literal["userspace", "kernel"] = "userspace"
+    # Limits (README "Limits and security"): local FDB entries and how fast they are learned,
+    # and how many frames a second are flooded (head-end replicated) to the flood list.
+    max_local_macs: int = Field(default=DEFAULT_MAX_LOCAL_MACS, ge=1, le=16_777_216)
+    mac_learn_rate_per_s: float = Field(default=DEFAULT_MAC_LEARN_RATE_PER_S, gt=0)
+    mac_learn_burst: int = Field(default=DEFAULT_MAC_LEARN_BURST, ge=1)
+    flood_rate_pps: float = Field(default=DEFAULT_FLOOD_RATE_PPS, gt=0)
+    flood_burst: int = Field(default=DEFAULT_FLOOD_BURST, ge=1)
 
     @property
     def vxlan_device(self) -> str:

@@ -90,9 +90,23 @@ def render_status(s: dict[str, Any]) -> str:
             head += f"\nkernel error: {error}"
     if not rows:
         return head
-    return head + "\n\n" + table(
+    out = head + "\n\n" + table(
         ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
     )
+    limits = [(n["name"], n["limits"]) for n in s["networks"] if n.get("limits")]
+    if limits:
+        out += "\n\n" + table(
+            ("NETWORK", "LOCAL MACS", "REFUSED FULL", "LEARN RATE", "REFUSED RATE", "FLOOD RATE", "FLOOD DROPPED"),
+            [(name, f"{x['local_macs']}/{x['max_local_macs']}", x["refused_fdb_full"],
+              _rate(x["mac_learn_rate_per_s"], x["mac_learn_burst"], "/s"), x["refused_rate"],
+              _rate(x["flood_rate_pps"], x["flood_burst"], " pps"), x["flood_dropped"]) for name, x in limits],
+        )
+    return out
+
+
+def _rate(rate: float | None, burst: float | None, unit: str) -> str:
+    """'1000/s burst 1000', or 'kernel' where the kernel does the work unbounded by overlayd."""
+    return "kernel" if rate is None else f"{rate:g}{unit} burst {burst:g}"
 
 
 def _duration(seconds: float | None) -> str:

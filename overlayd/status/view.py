@@ -49,6 +49,7 @@ class SwitchView:
                     "backend": net.backend,
                     "mac_source": self._mac_source(f"network {net.name}"),
                     "vxlan_device": net.vxlan_device if net.backend == "kernel" else None,
+                    "limits": self._limits(net.vni),
                 }
             )
         return {
@@ -63,6 +64,26 @@ class SwitchView:
             "routing": self._routing_summary(),
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
+        }
+
+    def _limits(self, vni: int) -> dict[str, Any] | None:
+        """The bounds a network runs with (README "Limits and security") and how often they bit;
+        a rate of None is not limited here (a kernel segment's bridge learns and floods)."""
+        sw = self.switch
+        limit = sw.fdb.local_limits.get(vni)
+        if limit is None:
+            return None
+        learn, flood = limit.bucket, sw.segment(vni).flood_bucket
+        return {
+            "max_local_macs": limit.max_macs,
+            "local_macs": sw.fdb.local_count(vni),
+            "refused_fdb_full": limit.refused_full,
+            "mac_learn_rate_per_s": learn.rate_per_s if learn else None,
+            "mac_learn_burst": learn.burst if learn else None,
+            "refused_rate": limit.refused_rate,
+            "flood_rate_pps": flood.rate_per_s if flood else None,
+            "flood_burst": flood.burst if flood else None,
+            "flood_dropped": flood.refused if flood else 0,
         }
 
     def _mac_source(self, role: str) -> str | None:
