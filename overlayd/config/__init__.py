@@ -56,6 +56,9 @@ DEFAULT_MAC_LEARN_RATE_PER_S = 1000.0  # new local MACs a second (a token bucket
 DEFAULT_MAC_LEARN_BURST = 1000  # ... with this many at once
 DEFAULT_FLOOD_RATE_PPS = 2000.0  # frames flooded a second (a token bucket per network)...
 DEFAULT_FLOOD_BURST = 2000  # ... with this many at once
+# Per BGP peer: routes accepted (DECISIONS.md, issue 13), and the idle time after a teardown.
+DEFAULT_MAX_PREFIXES = 200_000
+DEFAULT_MAX_PREFIXES_RESTART_S = 60.0
 
 Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
 TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
@@ -159,6 +162,26 @@ def _route_target(v: Any) -> Any:
 RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
 
 
+class MaxPrefixesConfig(Frozen):
+    """`bgp.neighbors[].max_prefixes`: how many routes one peer may have accepted at once.
+
+    At 90% of `limit` a warning is logged. A route beyond `limit` is refused
+    (counted); with `action: teardown` the session is closed with NOTIFICATION
+    Cease / Maximum Number of Prefixes Reached (RFC 4486 2) and the peer is
+    left Idle for `restart_s` (connections from it refused) before it may
+    connect again. Written as a mapping, or as a number (the limit alone).
+    """
+
+    limit: int = Field(default=DEFAULT_MAX_PREFIXES, ge=1)
+    action: Literal["warn", "teardown"] = "warn"
+    restart_s: float = Field(default=DEFAULT_MAX_PREFIXES_RESTART_S, gt=0, description="seconds")
+
+
+def _max_prefixes(v: Any) -> Any:
+    """`max_prefixes: 5000` is `max_prefixes: {limit: 5000}`."""
+    return {"limit": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class NeighborConfig(Frozen):
     address: IpAddress
     asn: int = Field(ge=1, le=0xFFFFFFFF)
@@ -166,6 +189,7 @@ class NeighborConfig(Frozen):
     port: int = Field(default=179, ge=1, le=65535)
     description: str = ""
     families: tuple[Family, ...] = ("evpn",)
+    max_prefixes: Annotated[MaxPrefixesConfig, BeforeValidator(_max_prefixes)] = MaxPrefixesConfig()
 
     @field_validator("families")
     @classmethod

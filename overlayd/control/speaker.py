@@ -23,6 +23,9 @@ through a `Fabric` (the Switch). Theory of operation:
   families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
+- Max-prefix (prefix_limit.py): a route that would be one more in a peer's
+  Adj-RIB-In than its `max_prefixes` allows is refused, and with `action:
+  teardown` the session closes with Cease/1 and stays Idle for `restart_s`.
 
 The I/O side drives it like this:
 
@@ -55,6 +58,7 @@ from overlayd.control.events import (
 )
 from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
+from overlayd.control.prefix_limit import PrefixLimit, Verdict
 from overlayd.control.routed import RoutedSubnets
 from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
@@ -69,6 +73,7 @@ from overlayd.fabric.mobility import (
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
+from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.attributes import PathAttributes
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
 from overlayd.wire.bgp.unicast import UnicastRoute
@@ -131,6 +136,7 @@ class Speaker:
         self.alarms: list[str] = []
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
+        self.prefix_limits: dict[str, PrefixLimit] = {}  # max-prefix per peer (prefix_limit.py)
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         for nb in bgp.neighbors:
             address = str(nb.address)
@@ -148,6 +154,7 @@ class Speaker:
             )
             self.peers[address] = Peer(cfg, now)
             self.stats[address] = PeerStats(nb.asn)
+            self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
         # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
@@ -210,6 +217,7 @@ class Speaker:
         times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
+        times += [lim.idle_until for lim in self.prefix_limits.values() if lim.idle_until is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -217,6 +225,10 @@ class Speaker:
             t = peer.get_timer()
             if t is not None and t <= now:
                 peer.handle_timer(now)
+        for address, limit in self.prefix_limits.items():
+            if limit.restart_due(now) and not self._stopped:  # idle after a max-prefix teardown: over
+                log.info("peer %s: restarting after the max-prefix idle time", address)
+                self.peers[address].start(now)
         self._mobility(self.mobility.expire(now), now)
         self.poll(now)
 
@@ -299,6 +311,8 @@ class Speaker:
                     stats.routes_rejected += 1
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
+                if not self._admit(address, route.key, now):
+                    continue
                 path = Path(
                     route, attrs, address,
                     peer_router_id=neg.remote_router_id if neg else ipaddress.IPv4Address(0),
@@ -308,6 +322,27 @@ class Speaker:
                 )
                 changes += self.rib.update(path, now)
         self._import(changes, now)
+
+    def _admit(self, address: str, key: tuple, now: float) -> bool:
+        """Max-prefix (prefix_limit.py): may this route from `address` go into the RIB?"""
+        if self.rib.holds(address, key):
+            return True  # replaces the peer's own path: not one more
+        limit = self.prefix_limits[address]
+        count = self.rib.count_from(address)
+        verdict = limit.admit(count, now)
+        if verdict is Verdict.ADMIT:
+            if limit.warning(count + 1):
+                log.warning("peer %s: %d routes accepted: 90%% of its max_prefixes (%d)",
+                            address, count + 1, limit.limit)
+            return True
+        if verdict is Verdict.TEARDOWN:
+            log.warning("peer %s: max_prefixes (%d) reached: closing the session (Cease/1), idle for %gs",
+                        address, limit.limit, limit.restart_s)
+            self.peers[address].stop(now, f"maximum number of prefixes reached ({limit.limit})",
+                                     E.CEASE_MAX_PREFIXES)
+        elif limit.refused_now == 1 and limit.idle_until is None:
+            log.warning("peer %s: max_prefixes (%d) reached: refusing its new routes", address, limit.limit)
+        return False
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
         if attrs.next_hop is None:

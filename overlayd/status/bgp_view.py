@@ -18,6 +18,7 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
     rows = []
     for address, peer in speaker.peers.items():
         stats = speaker.stats[address]
+        limit = speaker.prefix_limits[address]
         received = speaker.rib.paths_from(address)
         since = peer.established_since
         families = peer.negotiated.families if peer.negotiated else peer.config.families
@@ -37,6 +38,10 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "families": [family_name(f) for f in families],  # negotiated; configured while down
                 "end_of_rib_received": peer.negotiated is not None and stats.end_of_rib >= set(families),
                 "last_error": stats.last_error,
+                "max_prefixes": limit.limit,  # prefix_limit.py: routes_received is what it bounds
+                "max_prefixes_action": limit.action,
+                "prefixes_refused": limit.refused,
+                "max_prefix_teardowns": limit.teardowns,
             }
         )
     return rows

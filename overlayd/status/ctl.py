@@ -52,6 +52,11 @@ def render_status(s: dict[str, Any]) -> str:
             f"\nbgp: AS {bgp['asn']}  router ID {bgp['router_id']}  "
             f"peers {bgp['peers_established']}/{bgp['peers']} established  rib paths {bgp['rib_paths']}"
         )
+        caps = [f"{m['neighbor']} {m['routes_received']}/{m['max_prefixes']} {m['max_prefixes_action']}"
+                + (f" ({m['prefixes_refused']} refused, {m['max_prefix_teardowns']} teardowns)"
+                   if m["prefixes_refused"] else "") for m in bgp.get("max_prefixes", ())]
+        if caps:
+            head += "\nbgp max prefixes: " + ", ".join(caps)
         for d in bgp["duplicate_macs"]:
             head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
     routing = s.get("routing")

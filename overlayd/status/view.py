@@ -197,6 +197,8 @@ class SwitchView:
             "peers_established": sum(1 for p in peers if p["state"] == "Established"),
             "peers": len(peers),
             "rib_paths": sum(1 for _ in sp.rib),
+            "max_prefixes": [{k: p[k] for k in ("neighbor", "routes_received", "max_prefixes", "max_prefixes_action",
+                                                "prefixes_refused", "max_prefix_teardowns")} for p in peers],
             "duplicate_macs": alarm_rows(sp),
             "alarms": list(sp.alarms[-20:]),
         }

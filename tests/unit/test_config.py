@@ -178,6 +178,12 @@ CASES = [
     ("learn-burst-zero", _set(["networks", 0, "mac_learn_burst"], 0), r"^networks\[0\]\.mac_learn_burst: "),
     ("flood-rate-negative", _set(["networks", 0, "flood_rate_pps"], -5), r"^networks\[0\]\.flood_rate_pps: "),
     ("flood-burst-not-a-number", _set(["networks", 0, "flood_burst"], "lots"), r"^networks\[0\]\.flood_burst: "),
+    ("max-prefixes-action", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": {"limit": 10, "action": "drop"}}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.action: Input should be 'warn' or 'teardown'"),
+    ("max-prefixes-zero", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": 0}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.limit: .*greater than or equal to 1"),
     ("fdb-unknown-key", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02", "vtep": "10.0.0.2", "via": 1}]),
      r"^networks\[0\]\.fdb\[0\]\.via: unknown key$"),
 ]
