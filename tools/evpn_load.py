@@ -30,8 +30,12 @@ UPDATEs are written: {"established": t, "written": t, "routes": n,
 `macs` writes `--count` frames into device `--dev` through a packet socket:
 broadcast, ethertype 0x88B5 (IEEE local experimental), source MAC
 02:02:00:00:00:00 + i, so the daemon reading the TAP learns one local MAC per
-frame. JSON line: {"first_frame": t, "last_frame": t, "frames": n}. The
-kernel drops frames when the TAP's queue is full; raise its txqueuelen first.
+frame; with `--random SEED`, random locally administered unicast source MACs
+instead (a pod forging MACs), made as they are sent; with `--rate PPS`, at
+most that many frames a second (a reader slower than the writer otherwise
+loses what overflows the TAP's queue). JSON line:
+{"first_frame": t, "last_frame": t, "frames": n}. The kernel drops frames
+when the TAP's queue is full; raise its txqueuelen first.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import argparse
 import errno
 import ipaddress
 import json
+import random
 import select
 import signal
 import socket
@@ -190,14 +195,30 @@ def announce(args: argparse.Namespace) -> int:
             next_keepalive += interval
 
 
+def source_macs(count: int, first: int = 0, seed: int | None = None) -> Iterator[bytes]:
+    """02:02:00:00:00:00 + first, + first + 1, ...; or, with a seed, random locally
+    administered unicast MACs (the first octet's bit 1 set, bit 0 clear)."""
+    if seed is None:
+        for i in range(count):
+            yield mac_bytes(OUT_MAC_BASE, first + i)
+        return
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield ((rng.getrandbits(48) | 1 << 41) & ~(1 << 40)).to_bytes(6, "big")
+
+
 def send_macs(args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((args.dev, 0))
     head = b"\xff" * 6
     tail = HELLO.to_bytes(2, "big") + bytes(MIN_FRAME - 14)
-    frames = [head + mac_bytes(OUT_MAC_BASE, args.first + i) + tail for i in range(args.count)]
+    frames = (head + mac + tail for mac in source_macs(args.count, args.first, args.random))
     first = time.monotonic()
-    for frame in frames:
+    for i, frame in enumerate(frames):
+        if args.rate and i % 64 == 0:  # paced in batches of 64: on time, or asleep until it is
+            ahead = first + i / args.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         while True:
             try:
                 sock.send(frame)
@@ -233,6 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--dev", required=True)
     m.add_argument("--count", type=int, default=100_000)
     m.add_argument("--first", type=int, default=0, help="index of the first MAC")
+    m.add_argument("--random", type=int, default=None, metavar="SEED", help="random source MACs from this seed")
+    m.add_argument("--rate", type=float, default=0, metavar="PPS", help="at most this many frames a second")
     return p.parse_args(argv)
 
 

@@ -56,3 +56,13 @@ def test_gobgp_neighbors_take_their_families():
         Neighbor("10.0.0.3", 65000)]))
     names = [[f["config"]["afi-safi-name"] for f in nb["afi-safis"]] for nb in config["neighbors"]]
     assert names == [["ipv4-unicast"], ["l2vpn-evpn"]]
+
+
+def test_macs_are_sequential_or_random_unicast_locally_administered_and_reproducible():
+    from tools.evpn_load import OUT_MAC_BASE, source_macs
+
+    assert list(source_macs(3, first=5)) == [(OUT_MAC_BASE + i).to_bytes(6, "big") for i in (5, 6, 7)]
+    macs = list(source_macs(10_000, seed=1))
+    assert macs == list(source_macs(10_000, seed=1)) and macs != list(source_macs(10_000, seed=2))
+    assert all(m[0] & 0x03 == 0x02 for m in macs)  # unicast, locally administered
+    assert len(set(macs)) == len(macs)
