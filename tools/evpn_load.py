@@ -23,8 +23,9 @@ holds the session: a KEEPALIVE every third of the negotiated hold time, and
 whatever the peer sends is read and dropped without decoding, so that a
 benchmark's other measurements do not pay for it. It is not a BGP
 implementation (no FSM past Established, no NOTIFICATION handling): it stops
-when the peer closes or on SIGTERM. One JSON line on stdout when the
-UPDATEs are written: {"established": t, "written": t, "routes": n,
+on SIGTERM, or when the peer closes, printing {"closed": t, "notification":
+"cease/..."} (the last NOTIFICATION the peer sent, in words, or null). One
+JSON line on stdout when the UPDATEs are written: {"established": t, "written": t, "routes": n,
 "updates": n} (times from CLOCK_MONOTONIC, which every process shares).
 
 `macs` writes `--count` frames into device `--dev` through a packet socket:
@@ -144,6 +145,18 @@ def open_session(sock: socket.socket, config: SessionConfig) -> int:
                 return hold
 
 
+def last_notification(tail: bytes) -> str | None:
+    """The last NOTIFICATION in `tail` (the end of what the peer sent), in words, or None."""
+    found = None
+    at = tail.find(b"\xff" * 16)
+    while at >= 0 and at + 21 <= len(tail):
+        length = int.from_bytes(tail[at + 16 : at + 18], "big")
+        if tail[at + 18] == NOTIFICATION and at + length <= len(tail) and length >= 21:
+            found = describe_notification(tail[at + 19], tail[at + 20], bytes(tail[at + 21 : at + length]))
+        at = tail.find(b"\xff" * 16, at + max(length, 19))
+    return found
+
+
 def announce(args: argparse.Namespace) -> int:
     config = SessionConfig(local_asn=args.asn, peer_asn=args.asn, router_id=args.local,
                            peer_address=args.peer, hold_time_s=args.hold_time)
@@ -180,6 +193,7 @@ def announce(args: argparse.Namespace) -> int:
     interval = hold / 3 if hold else None
     next_keepalive = time.monotonic() + interval if interval else None
     buf = bytearray(1 << 20)
+    tail = b""  # the last bytes the peer sent: where its NOTIFICATION is when it closes
     while True:
         if withdraw.is_set():
             withdraw.clear()
@@ -187,9 +201,17 @@ def announce(args: argparse.Namespace) -> int:
             print(json.dumps({"withdrawn": time.monotonic()}), flush=True)
         timeout = 0.1 if next_keepalive is None else min(0.1, max(0.0, next_keepalive - time.monotonic()))
         ready, _, _ = select.select([sock], [], [], timeout)
-        if ready and sock.recv_into(buf) == 0:
-            print("evpn_load: the peer closed the session", file=sys.stderr)
-            return 0
+        if ready:
+            try:
+                n = sock.recv_into(buf)
+            except ConnectionResetError:  # closed with our UPDATEs unread: a reset after its NOTIFICATION
+                n = 0
+            if n == 0:
+                print("evpn_load: the peer closed the session", file=sys.stderr)
+                print(json.dumps({"closed": time.monotonic(), "notification": last_notification(tail)}),
+                      flush=True)
+                return 0
+            tail = (tail + buf[:n])[-4096:]
         if next_keepalive is not None and time.monotonic() >= next_keepalive:
             sock.sendall(keepalive)
             next_keepalive += interval
