@@ -212,8 +212,12 @@ class Fdb:
         if self._local.get(vni, 0) >= limit.max_macs:
             limit.refused_full += 1
             return MacRefused.FULL
-        if limit.bucket is not None and not limit.bucket.take(now):
-            return MacRefused.RATE
+        bucket = limit.bucket
+        if bucket is not None:
+            if bucket.stamp == now and bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0  # TokenBucket.take without the call: the same `now` earns nothing
+            elif not bucket.take(now):
+                return MacRefused.RATE
         return None
 
     def remove(self, vni: int, mac: bytes, source: Source) -> MacRemoved | None:

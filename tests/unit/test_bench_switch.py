@@ -18,3 +18,17 @@ def test_the_frames_go_where_the_case_says():
     _, flooded, _ = sw.from_tap(bench_switch.VNI, bench_switch.frame(bench_switch.UNKNOWN, bench_switch.H1), 0.0)
     assert len(unicast) == 1 and len(flooded) == 2
     assert len(bench_switch.frame(bench_switch.REMOTE, bench_switch.H1)) == 1500
+
+
+def test_against_another_tree_measures_both_sides(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import overlayd
+
+    shutil.copytree(Path(overlayd.__file__).parent, tmp_path / "overlayd")
+    table = bench_switch.compare(str(tmp_path), rounds=1, number=20)
+    assert set(table) == set(bench_switch.operations()) | {"from_tap, new source MAC"}
+    assert all(a > 0 and b > 0 for a, b in table.values())
+    import sys
+    assert sys.modules["overlayd"] is overlayd  # ours again afterwards
