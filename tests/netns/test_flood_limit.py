@@ -51,7 +51,7 @@ def nodes():
 
 
 def test_a_broadcast_storm_leaves_another_pods_unicast_lossless(nodes):
-    daemons, hosts, (stormer, pinger) = nodes
+    daemons, _, (stormer, pinger) = nodes
     target = overlay_ip(1)
     assert pinger.ping(target, count=3), "no unicast path before the storm"
     before = [d.counters() for d in daemons]

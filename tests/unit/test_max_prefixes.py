@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
-
 from overlayd.config import parse_config
 from overlayd.control.prefix_limit import PrefixLimit, Verdict
-from overlayd.control.speaker import Speaker
 from overlayd.control.session import State
+from overlayd.control.speaker import Speaker
 from overlayd.dataplane.switch import Switch
 from overlayd.sim.frames import mac
 from overlayd.wire.bgp import errors as E

@@ -33,8 +33,8 @@ def switch(**limits) -> Switch:
     sw.add_flood_vtep(VNI, A, Source.STATIC)
     sw.add_flood_vtep(VNI, B, Source.STATIC)
     sw.install_mac(VNI, REMOTE, A, Source.STATIC, 0.0)
-    args = dict(max_local_macs=8192, learn_rate_per_s=None, learn_burst=None, flood_rate_pps=None,
-                flood_burst=None, now=0.0)
+    args = {"max_local_macs": 8192, "learn_rate_per_s": None, "learn_burst": None, "flood_rate_pps": None,
+            "flood_burst": None, "now": 0.0}
     sw.set_limits(VNI, **{**args, **limits})
     sw.pop_events()
     return sw
