@@ -52,6 +52,7 @@ DEFAULT_ROUTE_PROTOCOL = 149
 
 # Limits per network (README "Limits and security").
 DEFAULT_MAX_LOCAL_MACS = 8192  # local FDB entries (DECISIONS.md, issue 13)
+DEFAULT_MAX_LOCAL_IPS = 16384  # local IP bindings (type-2 routes with an IP): two per MAC
 DEFAULT_MAC_LEARN_RATE_PER_S = 1000.0  # new local MACs a second (a token bucket per TAP)...
 DEFAULT_MAC_LEARN_BURST = 1000  # ... with this many at once
 DEFAULT_FLOOD_RATE_PPS = 2000.0  # frames flooded a second (a token bucket per network)...
@@ -109,6 +110,7 @@ class NetworkConfig(Frozen):
     # Limits (README "Limits and security"): local FDB entries and how fast they are learned,
     # and how many frames a second are flooded (head-end replicated) to the flood list.
     max_local_macs: int = Field(default=DEFAULT_MAX_LOCAL_MACS, ge=1, le=16_777_216)
+    max_local_ips: int = Field(default=DEFAULT_MAX_LOCAL_IPS, ge=1, le=16_777_216)
     mac_learn_rate_per_s: float = Field(default=DEFAULT_MAC_LEARN_RATE_PER_S, gt=0)
     mac_learn_burst: int = Field(default=DEFAULT_MAC_LEARN_BURST, ge=1)
     flood_rate_pps: float = Field(default=DEFAULT_FLOOD_RATE_PPS, gt=0)

@@ -24,6 +24,8 @@ COUNTERS: dict[str, str] = {
     "entries are at max_local_macs (the frames are forwarded)",
     "learn_refused_rate": "local source MACs not learned yet: more new MACs a second on the network than "
     "mac_learn_rate_per_s allows (learned once the rate allows, if they still send)",
+    "learn_refused_ips": "local IP bindings (snooped ARP / neighbour discovery, or the kernel bridge's) not "
+    "made nor announced: the network holds max_local_ips",
     "tx_arp_suppressed": "ARP requests and IPv6 neighbour solicitations answered locally from a remote binding",
     "tx_arp_flooded": "ARP requests and neighbour solicitations suppression could not answer, forwarded as usual",
     "tx_tso_superframes": "TCP super-frames (TSO) read from TAP devices and cut into the frames counted above",

@@ -39,7 +39,9 @@ an 802.1Q tag are not looked into.
 Limits (`set_limits`, from `networks[]`; none until set): a network's local
 FDB entries are capped and their learning rate-limited (see fabric/fdb.py:
 a source MAC refused is counted `learn_refused_fdb_full` or
-`learn_refused_rate`, and its frame is forwarded all the same), and the
+`learn_refused_rate`, and its frame is forwarded all the same; a refused
+MAC gets no IP binding either), its local IP bindings are capped (see
+fabric/neighbors.py; `learn_refused_ips`), and the
 frames it floods (broadcast, multicast, unknown unicast, each sent to every
 VTEP of the flood list) go through a token bucket of `flood_rate_pps`:
 beyond it they are dropped and counted `tx_drop_flood_rate`. Both cost
@@ -59,7 +61,7 @@ from overlayd.dataplane.egress import ND_MIN_FRAME, Address, Egress, RoutedVni
 from overlayd.dataplane.flowhash import flow_hash
 from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, MacRefused, MacRemoved, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
-from overlayd.fabric.neighbors import IP, NeighborChange, Neighbors
+from overlayd.fabric.neighbors import IP, LOCAL_FULL, NeighborChange, Neighbors
 from overlayd.fabric.ratelimit import TokenBucket
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
 from overlayd.wire.errors import DecodeError
@@ -144,13 +146,15 @@ class Switch:
 
     def set_limits(self, vni: int, *, max_local_macs: int, learn_rate_per_s: float | None,
                    learn_burst: float | None, flood_rate_pps: float | None, flood_burst: float | None,
-                   now: float) -> None:
+                   now: float, max_local_ips: int | None = None) -> None:
         """Bound network `vni` (see the module docstring): its local FDB entries (at most
         `max_local_macs`, new ones at `learn_rate_per_s` with `learn_burst`; the segment's own
-        MACs exempt) and its flooding (`flood_rate_pps` frames with `flood_burst`). A rate of
-        None is no rate limit; a burst of None is one second's worth."""
+        MACs exempt), its local IP bindings (`max_local_ips`; None: twice `max_local_macs`)
+        and its flooding (`flood_rate_pps` frames with `flood_burst`). A rate of None is no
+        rate limit; a burst of None is one second's worth."""
         seg = self._segments[vni]
         self.fdb.limit_local(vni, max_local_macs, learn_rate_per_s, learn_burst, now, seg.own_macs)
+        self.neighbors.limit_local(vni, max_local_ips or 2 * max_local_macs)
         seg.flood_bucket = (TokenBucket(flood_rate_pps, flood_burst or flood_rate_pps, now)
                             if flood_rate_pps else None)
 
@@ -456,8 +460,13 @@ class Switch:
         return True
 
     def _learn_local(self, vni: int, ip: IP, mac: bytes, now: float) -> None:
+        entry = self.fdb.get(vni, mac)
+        if entry is None or entry.vtep is not None:  # a MAC not learned here (refused): no address for it
+            return
         change = self.neighbors.learn(vni, ip, mac, Source.LOCAL, now)
-        if change is not None:
+        if change is LOCAL_FULL:
+            self.counters.learn_refused_ips += 1
+        elif change is not None:
             self.events.append(change)
 
     def _answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:

@@ -190,7 +190,7 @@ class KernelBackend:
                 # from the bridge into its FDB, and so announces.
                 self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs, learn_rate_per_s=None,
                                        learn_burst=None, flood_rate_pps=None, flood_burst=None,
-                                       now=self.clock())
+                                       now=self.clock(), max_local_ips=net.max_local_ips)
                 self.switch.learn_local(net.vni, mac, self.clock())
                 if net.address is not None:  # the bridge's own address, as a TAP's is snooped
                     self.switch.bind_local(net.vni, net.address.ip, mac, self.clock())

@@ -182,7 +182,7 @@ class Daemon:
                 self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs,
                                        learn_rate_per_s=net.mac_learn_rate_per_s, learn_burst=net.mac_learn_burst,
                                        flood_rate_pps=net.flood_rate_pps, flood_burst=net.flood_burst,
-                                       now=self.clock())
+                                       now=self.clock(), max_local_ips=net.max_local_ips)
         if cfg.routing is not None:
             # Routed datagrams are decided one by one (destination subnet, TAP MAC rewrite),
             # which the GRO batch path does not do.

@@ -101,9 +101,11 @@ def render_status(s: dict[str, Any]) -> str:
     limits = [(n["name"], n["limits"]) for n in s["networks"] if n.get("limits")]
     if limits:
         out += "\n\n" + table(
-            ("NETWORK", "LOCAL MACS", "REFUSED FULL", "LEARN RATE", "REFUSED RATE", "FLOOD RATE", "FLOOD DROPPED"),
+            ("NETWORK", "LOCAL MACS", "REFUSED FULL", "LEARN RATE", "REFUSED RATE", "LOCAL IPS", "REFUSED IPS",
+             "FLOOD RATE", "FLOOD DROPPED"),
             [(name, f"{x['local_macs']}/{x['max_local_macs']}", x["refused_fdb_full"],
               _rate(x["mac_learn_rate_per_s"], x["mac_learn_burst"], "/s"), x["refused_rate"],
+              f"{x.get('local_ips', 0)}/{x.get('max_local_ips')}", x.get("refused_ips", 0),
               _rate(x["flood_rate_pps"], x["flood_burst"], " pps"), x["flood_dropped"]) for name, x in limits],
         )
     return out

@@ -49,10 +49,11 @@ def test_minimal_config_gets_the_documented_defaults():
     (net,) = cfg.networks
     assert (net.name, net.vni, net.device) == ("blue", 100, "blue0")
     assert (net.address, net.mac, net.mtu, net.vteps, net.fdb) == (None, None, None, (), ())
-    limits = (net.max_local_macs, net.mac_learn_rate_per_s, net.mac_learn_burst, net.flood_rate_pps, net.flood_burst)
+    limits = (net.max_local_macs, net.mac_learn_rate_per_s, net.mac_learn_burst, net.flood_rate_pps, net.flood_burst,
+              net.max_local_ips)
     print(f"\nnetwork limits by default: max_local_macs {limits[0]}, mac_learn_rate_per_s {limits[1]:g} "
-          f"burst {limits[2]}, flood_rate_pps {limits[3]:g} burst {limits[4]}")
-    assert limits == (8192, 1000, 1000, 2000, 2000)
+          f"burst {limits[2]}, flood_rate_pps {limits[3]:g} burst {limits[4]}, max_local_ips {limits[5]}")
+    assert limits == (8192, 1000, 1000, 2000, 2000, 16384)
 
 
 @pytest.mark.parametrize(
@@ -174,6 +175,7 @@ CASES = [
      r"^networks\[0\]\.fdb\[0\]\.vtep: required but missing$"),
     ("max-local-macs-zero", _set(["networks", 0, "max_local_macs"], 0),
      r"^networks\[0\]\.max_local_macs: .*greater than or equal to 1"),
+    ("max-local-ips-zero", _set(["networks", 0, "max_local_ips"], 0), r"^networks\[0\]\.max_local_ips: "),
     ("learn-rate-zero", _set(["networks", 0, "mac_learn_rate_per_s"], 0), r"^networks\[0\]\.mac_learn_rate_per_s: "),
     ("learn-burst-zero", _set(["networks", 0, "mac_learn_burst"], 0), r"^networks\[0\]\.mac_learn_burst: "),
     ("flood-rate-negative", _set(["networks", 0, "flood_rate_pps"], -5), r"^networks\[0\]\.flood_rate_pps: "),

@@ -134,3 +134,36 @@ def test_the_fast_path_asks_the_switch_for_every_flooded_frame_and_reuses_unicas
     assert sum(1 for data, _ in tx.sent if data[8:14] == REMOTE) == 10
     assert sw.counters.tx_unicast_frames == 10 and sw.counters.tx_flood_frames == 3
     assert all(data.startswith(encode_header(VNI)) for data, _ in tx.sent)
+
+
+def arp_claim(mac: bytes, ip: str) -> bytes:
+    """A gratuitous ARP: `mac` says it has `ip`."""
+    from overlayd.sim.frames import ethernet
+    from overlayd.wire.arp import OP_REQUEST, ArpPacket
+    from overlayd.wire.ethernet import ETHERTYPE_ARP
+
+    import ipaddress
+    a = ipaddress.IPv4Address(ip)
+    return ethernet(BROADCAST, mac, ETHERTYPE_ARP, ArpPacket(OP_REQUEST, mac, a, bytes(6), a).encode())
+
+
+def test_a_host_claiming_address_after_address_binds_no_more_than_the_networks_max_local_ips():
+    sw = switch(max_local_ips=5)
+    sw.neighbor_snooping = True
+    for i in range(50):  # one MAC, fifty addresses (gratuitous ARP for each)
+        sw.from_tap(VNI, arp_claim(src(1), f"192.168.100.{100 + i}"), 1.0)
+    bindings = [e for e in sw.pop_events() if type(e).__name__ == "NeighborLearned"]
+    print(f"\none MAC claiming 50 addresses, max_local_ips 5: {len(bindings)} bound, "
+          f"{sw.counters.learn_refused_ips} refused")
+    assert len(bindings) == 5 and sw.neighbors.local_count(VNI) == 5 and sw.counters.learn_refused_ips == 45
+    sw.from_tap(VNI, arp_claim(src(2), "192.168.100.100"), 2.0)  # an address moving to another MAC: not one more
+    assert sw.neighbors.lookup(VNI, __import__("ipaddress").IPv4Address("192.168.100.100")).mac == src(2)
+    assert sw.neighbors.local_count(VNI) == 5
+
+
+def test_a_mac_that_was_not_learned_gets_no_address_either():
+    sw = switch(max_local_macs=1)
+    sw.neighbor_snooping = True
+    sw.from_tap(VNI, frame(REMOTE, src(1)), 1.0)
+    sw.from_tap(VNI, arp_claim(src(2), "192.168.100.7"), 1.0)  # src(2) refused: the table is full
+    assert sw.fdb.get(VNI, src(2)) is None and sw.neighbors.local_count(VNI) == 0
