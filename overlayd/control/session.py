@@ -170,7 +170,8 @@ class Session:
     """RFC 4271 8 for one neighbor, one TCP connection at a time; see the module docstring.
 
     Public state, for status and tests: `state`, `inbound` (direction of the
-    current or last connection), `established_since`, `last_error`,
+    current or last connection), `connected_since` (when its TCP connection came
+    up), `established_since`, `last_error`,
     `counters`, `negotiated` (while past OpenSent), `remote_open`.
     """
 
@@ -191,6 +192,7 @@ class Session:
         self.config = config
         self.state = State.IDLE
         self.inbound: bool | None = None
+        self.connected_since: float | None = None
         self.established_since: float | None = None
         self.last_error = ""
         self.counters = counters if counters is not None else SessionCounters()
@@ -281,6 +283,7 @@ class Session:
         self._attempt = False
         self._retry_at = None
         self.inbound = inbound
+        self.connected_since = now
         self._reader = MessageReader()
         self._out.clear()
         self._close = False
