@@ -117,6 +117,7 @@ class Peer:
         self.backoff = Backoff.for_config(config)
         self.counters = SessionCounters()
         self.last_error = ""
+        self.restarting = False  # RFC 4724: the R bit in the OPENs we send (the speaker sets it)
         self._stopped = not start
         self._next_id = 1
         self._conns: dict[int, Session] = {}  # conn_id -> session, for connections and connects under way
@@ -177,6 +178,8 @@ class Peer:
     def connection_made(self, conn_id: int, now: float) -> None:
         """The outbound connect for `conn_id` succeeded."""
         session = self._conns.get(conn_id)
+        if session is not None:
+            session.restarting = self.restarting
         if conn_id in self._abandoned or session is None:
             self._abandoned.discard(conn_id)
             self._queue(conn_id, b"", True)
@@ -275,10 +278,12 @@ class Peer:
     # -- inside --------------------------------------------------------------------
 
     def _session(self, config: SessionConfig, now: float, *, start: bool, auto_restart: bool) -> Session:
-        return Session(
+        session = Session(
             config, now, start=start, auto_restart=auto_restart, backoff=self.backoff,
             counters=self.counters, collision_check=self._collision_check,
         )
+        session.restarting = self.restarting
+        return session
 
     def _new_id(self) -> int:
         conn_id = self._next_id

@@ -200,6 +200,7 @@ class Session:
         self.remote_open: Open | None = None
         self.backoff = backoff if backoff is not None else Backoff.for_config(config)
         self.auto_restart = auto_restart
+        self.restarting = False  # the R bit of the OPENs it sends (RFC 4724 3), set by the Peer
         self._collision_check = collision_check
         self._started = False
         self._attempt = False  # an outbound TCP connect is under way
@@ -288,7 +289,7 @@ class Session:
         self._out.clear()
         self._close = False
         self.state = State.OPEN_SENT
-        self._send(local_open(self.config))
+        self._send(local_open(self.config, self.restarting))
         self._hold_at = now + self.config.open_hold_time_s
         return True
 

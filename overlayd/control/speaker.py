@@ -23,6 +23,18 @@ through a `Fabric` (the Switch). Theory of operation:
   families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
+- Graceful restart (RFC 4724, only with `bgp.graceful_restart`). Helper: a
+  peer that advertised the capability and whose connection ends without a
+  NOTIFICATION either way (closed, reset, or replaced by its new OPEN) keeps
+  its paths of the families it listed, marked stale, so forwarding goes on.
+  A stale path the peer announces again is fresh; when the peer sends
+  End-of-RIB for a family, or its restart time has passed since the session
+  went down, the stale paths left are withdrawn. A new OPEN without the
+  capability, or without the F bit for a family, withdraws that family's
+  stale paths at once (4.2). Restarting side: every start may be a restart
+  (nothing tells a first start from a crash), so the OPENs carry the R bit
+  until End-of-RIB has gone to that peer; the F bit is 0 (see
+  SessionConfig.forwarding_preserved).
 
 The I/O side drives it like this:
 
@@ -71,6 +83,7 @@ from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp.attributes import PathAttributes
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
+from overlayd.wire.bgp.messages import GracefulRestart
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import Family, Route, Update, family_name, route_family
 from overlayd.wire.ethernet import mac_str
@@ -100,6 +113,9 @@ class PeerStats:
     treated_as_withdraw: int = 0
     attribute_errors: int = 0
     routes_rejected: int = 0  # loops (our AS, our ORIGINATOR_ID), no next hop, VTEP of the other family
+    graceful_restart_s: int | None = None  # the restart time in the peer's last OPEN (None: no capability)
+    graceful_restarts: int = 0  # sessions that went down with its paths kept as stale (helper)
+    stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
@@ -132,6 +148,8 @@ class Speaker:
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
+        gr = bgp.graceful_restart
+        self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
         for nb in bgp.neighbors:
             address = str(nb.address)
             cfg = SessionConfig(
@@ -145,8 +163,10 @@ class Speaker:
                 connect_retry_s=bgp.connect_retry,
                 connect_retry_max_s=max(60.0, bgp.connect_retry),
                 families=families_named(nb.families),
+                graceful_restart_time_s=self.restart_time_s,
             )
             self.peers[address] = Peer(cfg, now)
+            self.peers[address].restarting = self.restart_time_s is not None  # until our End-of-RIB
             self.stats[address] = PeerStats(nb.asn)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
@@ -156,6 +176,9 @@ class Speaker:
         self._originated: dict[tuple, Path] = {}  # our routes, by key
         self._pending: dict[str, dict[tuple, Path | None]] = {}  # per peer: to announce / None: withdraw
         self._eor: set[str] = set()  # peers that get End-of-RIB after their next flush
+        self._stale: dict[str, dict[tuple, Family]] = {}  # per peer: its stale paths' keys -> family
+        self._stale_until: dict[str, float] = {}  # per peer: when its stale paths go (restart time)
+        self._gr_families: dict[str, set[Family]] = {}  # per peer: the families its capability listed
         self._stopped = False
         self._moving = False
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
@@ -210,6 +233,7 @@ class Speaker:
         times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
+        times.extend(self._stale_until.values())
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -218,7 +242,14 @@ class Speaker:
             if t is not None and t <= now:
                 peer.handle_timer(now)
         self._mobility(self.mobility.expire(now), now)
+        for address, until in list(self._stale_until.items()):
+            if until <= now:
+                self._sweep_stale(address, None, now, "its restart time passed")
         self.poll(now)
+
+    def stale_keys(self, address: str) -> set[tuple]:
+        """The keys of `address`'s paths kept as stale across its restart (graceful restart)."""
+        return set(self._stale.get(address, ()))
 
     def stop(self, now: float) -> None:
         """Close every session with Cease / administrative shutdown."""
@@ -237,6 +268,12 @@ class Speaker:
                 stats.adj_out = {}
                 stats.end_of_rib = set()
                 stats.last_error = ""
+                cap = next((c for c in event.capabilities if isinstance(c, GracefulRestart)), None)
+                stats.graceful_restart_s = cap.restart_time_s if cap is not None else None
+                self._gr_families[address] = {(afi, safi) for afi, safi, _ in cap.families} if cap else set()
+                for family in sorted({f for f in self._stale.get(address, {}).values()}):
+                    if cap is None or (*family, True) not in cap.families:  # RFC 4724 4.2
+                        self._sweep_stale(address, family, now, "its new OPEN does not say forwarding was kept")
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
                     pending[key] = path
@@ -252,8 +289,12 @@ class Speaker:
                 stats.adj_out = {}
                 self._pending.pop(address, None)
                 self._eor.discard(address)
-                if event.was_established:
+                if event.was_established and self._helps(address, event):
+                    self._keep_stale(address, event.reason, now)
+                elif event.was_established:
                     log.warning("peer %s: down: %s", address, event.reason)
+                    self._stale.pop(address, None)
+                    self._stale_until.pop(address, None)
                     self._import(self.rib.drop_peer(address, now), now)
                 else:
                     log.info("peer %s: session attempt failed: %s", address, event.reason)
@@ -263,12 +304,62 @@ class Speaker:
             case EndOfRibReceived(afi=afi, safi=safi):
                 stats.end_of_rib.add((afi, safi))
                 log.info("peer %s: end of RIB (%s)", address, family_name((afi, safi)))
+                self._sweep_stale(address, (afi, safi), now, "End-of-RIB")
             case RouteRefreshReceived(afi=afi, safi=safi):  # RFC 2918 4: send that family's routes again
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
                     if route_family(path.route) == (afi, safi):
                         stats.adj_out.pop(key, None)
                         pending[key] = path
+
+    # -- graceful restart, the helper's side (RFC 4724 4.2) ------------------------------
+
+    def _helps(self, address: str, event: SessionDown) -> bool:
+        """Keep the peer's paths across its restart? Both sides advertised the capability and
+        the connection ended without a NOTIFICATION (RFC 4724: a NOTIFICATION ends it all)."""
+        restart_s = self.stats[address].graceful_restart_s
+        return (self.restart_time_s is not None and bool(restart_s)
+                and event.notification_sent is None and event.notification_received is None)
+
+    def _keep_stale(self, address: str, reason: str, now: float) -> None:
+        stats = self.stats[address]
+        assert stats.graceful_restart_s
+        negotiated = self._peer_families(address)
+        stale = self._stale.setdefault(address, {})
+        changes: list = []
+        for path in self.rib.paths_from(address):
+            family = route_family(path.route)
+            if family in negotiated:
+                stale[path.key] = family
+            else:
+                changes += self.rib.withdraw(address, path.key, now)
+        self._stale_until[address] = now + stats.graceful_restart_s
+        stats.graceful_restarts += 1
+        log.warning("peer %s: down: %s; graceful restart: its %d path(s) kept as stale for up to %d s",
+                    address, reason, len(stale), stats.graceful_restart_s)
+        self._import(changes, now)
+
+    def _peer_families(self, address: str) -> set[Family]:
+        """The families the peer's last capability listed (those whose paths a helper keeps)."""
+        return self._gr_families.get(address, set())
+
+    def _sweep_stale(self, address: str, family: Family | None, now: float, why: str) -> None:
+        """Withdraw `address`'s stale paths of `family` (None: all of them)."""
+        stale = self._stale.get(address)
+        if not stale:
+            return
+        keys = [k for k, f in stale.items() if family is None or f == family]
+        changes: list = []
+        for key in keys:
+            del stale[key]
+            changes += self.rib.withdraw(address, key, now)
+        if not stale:
+            self._stale.pop(address, None)
+            self._stale_until.pop(address, None)
+        if keys:
+            self.stats[address].stale_removed += len(keys)
+            log.info("peer %s: %d stale path(s) withdrawn: %s", address, len(keys), why)
+        self._import(changes, now)
 
     def _receive(self, address: str, update: Update, now: float) -> None:
         stats = self.stats[address]
@@ -284,6 +375,11 @@ class Speaker:
         if update.treat_as_withdraw:
             stats.treated_as_withdraw += 1
             withdrawn += update.announced
+        stale = self._stale.get(address)
+        if stale:  # announced again (fresh) or withdrawn: no longer stale either way
+            for route in (*update.announced, *update.withdrawn):
+                if not isinstance(route, UnknownRoute):
+                    stale.pop(route.key, None)
         for route in withdrawn:
             if not isinstance(route, UnknownRoute):
                 changes += self.rib.withdraw(address, route.key, now)
@@ -522,4 +618,5 @@ class Speaker:
             if peer.established is not None and neg is not None:
                 for family in neg.families:
                     peer.send_update(Update(end_of_rib=True, end_of_rib_family=family), now)
+                peer.restarting = False  # RFC 4724: our restart is over for this peer
             self._eor.discard(address)

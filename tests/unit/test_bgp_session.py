@@ -729,6 +729,24 @@ def test_our_open_advertises_what_the_issue_asks():
     assert FourOctetAs(65000) not in local_open(config(four_octet_as=False)).capabilities
 
 
+def test_graceful_restart_is_advertised_only_when_configured():
+    # DECISIONS (issue 13): off unless `bgp.graceful_restart` says so; then the R bit while we
+    # are restarting and the F bit where our forwarding state survives the restart
+    assert not any(isinstance(c, GracefulRestart) for c in local_open(config()).capabilities)
+    on = local_open(config(graceful_restart_time_s=30, forwarding_preserved=True), restarting=True)
+    assert on.capabilities[-1] == GracefulRestart(30, True, ((25, 70, True),))
+
+
+def test_the_session_sends_the_r_bit_it_is_given():
+    clock = Clock()
+    a, b = pair_configs(graceful_restart_time_s=30)
+    w = Wire(Session(a, clock.now), Session(b, clock.now), clock)
+    w.a.session.restarting = True
+    w.connect()
+    [opened] = [m for m in w.a.sent if isinstance(m, Open)]
+    assert opened.capabilities[-1] == GracefulRestart(30, True, ((25, 70, False),))
+
+
 def test_start_is_idempotent_and_connection_failed_without_an_attempt_is_ignored():
     clock = Clock()
     s = Session(config(), clock.now)
