@@ -33,7 +33,8 @@ from overlayd.wire.bgp.messages import (
 from overlayd.wire.bgp.unicast import IPV4_UNICAST
 from overlayd.wire.bgp.update import FAMILY_NAMES, L2VPN_EVPN, Family
 
-OPEN_HOLD_TIME_S = 240.0  # RFC 4271 8.2.2: "a large value", 4 minutes, until the OPEN arrives
+OPEN_HOLD_TIME_S = 30.0  # until the peer's OPEN arrives; RFC 4271 8.2.2 suggests 4 minutes, but a
+# connection that says nothing for 30 s is a stranger or a broken peer, not worth a socket (issue 13)
 FAMILIES_BY_NAME: dict[str, Family] = {name: family for family, name in FAMILY_NAMES.items()}
 """A neighbor's `families` in the config ("evpn", "ipv4-unicast", "ipv6-unicast") -> (AFI, SAFI)."""
 

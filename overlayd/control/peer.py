@@ -164,6 +164,11 @@ class Peer:
     def peer(self) -> str:
         return self.config.peer_address
 
+    @property
+    def pending(self) -> int:
+        """Its TCP connections still in the OPEN exchange (connected, not Established)."""
+        return sum(1 for s in set(self._conns.values()) if s.connected and s.state is not State.ESTABLISHED)
+
     # -- driving from the I/O side -----------------------------------------------------
 
     def connect_due(self, now: float) -> int | None:

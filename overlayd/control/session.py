@@ -38,10 +38,10 @@ state emits SessionDown)
 state        input                              action                       next
 Idle         start(now) / idle hold expires     -                            Connect (Active if passive)
 Connect      wants_connection() -> True         the I/O connects             Connect
-Connect      connection_made                    send OPEN, hold = 240 s      OpenSent
+Connect      connection_made                    send OPEN, hold = 30 s       OpenSent
 Connect      connection_failed                  backoff                      Active
 Active       connect retry timer (not passive)  -                            Connect
-Active       connection_made(inbound=True)      send OPEN, hold = 240 s      OpenSent
+Active       connection_made(inbound=True)      send OPEN, hold = 30 s       OpenSent
 OpenSent     OPEN, acceptable                   send KEEPALIVE, hold = agreed OpenConfirm
 OpenSent     OPEN, unacceptable                 N 2/x (negotiation.py)       restart
 OpenSent     OPEN, lost collision               N 6/7 (backoff not grown)    restart

@@ -40,6 +40,7 @@ The I/O side drives it like this:
 
     speaker.peers[address]            # connect/accept/data/timers on a Peer (see peer.py)
     speaker.peer_for(address)         # the Peer an inbound connection from `address` belongs to
+    speaker.accept(address, now)      # an inbound connection: (Peer, conn_id), or why it is refused
     speaker.local_events(events, now) # what the Switch learned (Switch.pop_events())
     speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
     speaker.get_timer(), speaker.handle_timer(now)
@@ -86,10 +87,16 @@ from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, 
 from overlayd.wire.bgp.messages import GracefulRestart
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import Family, Route, Update, family_name, route_family
-from overlayd.wire.ethernet import mac_str
+from overlayd.wire.ethernet import is_multicast, mac_str
 
 log = logging.getLogger("overlayd.bgp")
 
+ETHERNET_TAG_MAX = (1 << 24) - 1  # with VXLAN the Ethernet tag is 0 or a VNI (RFC 8365 5.1.3)
+ZERO_MAC = bytes(6)
+MAX_PENDING_CONNECTIONS = 64
+"""TCP connections in the OPEN exchange (not yet Established), all neighbors together: an inbound
+one past it is closed at once. Each neighbor has at most two (one each way: a newer inbound one
+replaces an older one), and strangers are refused before any state, so it binds past 32 neighbors."""
 ROUTES_PER_UPDATE = 32  # type-2 NLRI with an IPv6 address are 61 octets: 32 fit in 4096
 
 
@@ -116,6 +123,8 @@ class PeerStats:
     graceful_restart_s: int | None = None  # the restart time in the peer's last OPEN (None: no capability)
     graceful_restarts: int = 0  # sessions that went down with its paths kept as stale (helper)
     stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
+    unknown_routes: int = 0  # EVPN routes of a type we do not speak, discarded (RFC 7606 5.4)
+    session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
@@ -181,6 +190,8 @@ class Speaker:
         self._gr_families: dict[str, set[Family]] = {}  # per peer: the families its capability listed
         self._stopped = False
         self._moving = False
+        self.max_pending_connections = MAX_PENDING_CONNECTIONS
+        self.refused_pending = 0  # inbound connections closed because of that cap
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
@@ -204,6 +215,21 @@ class Speaker:
 
     def peer_for(self, address: str) -> Peer | None:
         return self.peers.get(str(ipaddress.ip_address(address.split("%")[0])))
+
+    def pending_connections(self) -> int:
+        """Connections in the OPEN exchange, all neighbors together."""
+        return sum(p.pending for p in self.peers.values())
+
+    def accept(self, address: str, now: float) -> tuple[Peer, int] | str:
+        """A TCP connection from `address` came in: its (Peer, conn_id), or why it must be closed."""
+        peer = self.peer_for(address)
+        if peer is None:
+            return "not a configured neighbor"
+        if self.pending_connections() >= self.max_pending_connections:
+            self.refused_pending += 1
+            return f"{self.max_pending_connections} connections are in the OPEN exchange already (the cap)"
+        conn_id = peer.accept(now)
+        return (peer, conn_id) if conn_id is not None else "not accepting now"
 
     def local_events(self, events: Iterable[object], now: float) -> None:
         """Feed what the Switch learned or forgot locally (its `pop_events()`)."""
@@ -280,6 +306,8 @@ class Speaker:
                 self._eor.add(address)
             case SessionDown():
                 stats.last_error = event.reason
+                if event.notification_sent is not None and event.notification_sent[0] in (1, 3):
+                    stats.session_resets += 1  # message header or UPDATE message error
                 if not event.was_established and self.peers[address].established is not None:
                     # Another connection to this peer failed (a crossing or late connect the
                     # peer closed): the Established session carries on with what it has
@@ -366,6 +394,7 @@ class Speaker:
         peer = self.peers[address]
         if update.ignored:
             log.debug("peer %s: UPDATE: %s", address, "; ".join(update.ignored))
+        stats.unknown_routes += update.unknown_routes
         if update.errors:
             stats.attribute_errors += len(update.errors)
             stats.last_error = "; ".join(update.errors)
@@ -393,6 +422,8 @@ class Speaker:
                 reason = self._reject(route, attrs, neg is not None and neg.remote_asn != self.asn)
                 if reason:
                     stats.routes_rejected += 1
+                    stats.last_error = f"route rejected (treat-as-withdraw): {reason}"
+                    log.info("peer %s: %s", address, stats.last_error)
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
                 path = Path(
@@ -406,8 +437,21 @@ class Speaker:
         self._import(changes, now)
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
+        """Why a received route must not be used (it is then treated as withdrawn), or ""."""
         if attrs.next_hop is None:
             return "no next hop"
+        for what, address in (("next hop", attrs.next_hop),
+                              ("PMSI tunnel endpoint", attrs.pmsi_tunnel.tunnel_id if attrs.pmsi_tunnel else None)):
+            if address is None:
+                continue
+            if address == self.vtep:
+                return f"{what} {address} is our own VTEP"
+            if address.is_loopback or address.is_multicast or address.is_unspecified:
+                return f"{what} {address} is not a unicast address of another host"
+        if isinstance(route, (MacIpRoute, ImetRoute, PrefixRoute)) and route.ethernet_tag > ETHERNET_TAG_MAX:
+            return f"Ethernet tag {route.ethernet_tag} does not fit in 24 bits (RFC 8365 5.1.3)"
+        if isinstance(route, MacIpRoute) and (route.mac == ZERO_MAC or is_multicast(route.mac)):
+            return f"MAC {mac_str(route.mac)} is not a unicast host address"
         # Our one VTEP sends VXLAN from one address family: a VTEP of the other
         # cannot be reached (as README says of static config), so do not install it.
         # A unicast route's next hop is a router's, kept as received whatever its family.

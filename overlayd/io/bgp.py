@@ -36,14 +36,12 @@ class _Connection(asyncio.Protocol):
         now = self.service.clock()
         if self.peer is None:  # inbound
             host = transport.get_extra_info("peername")[0]
-            peer = self.service.speaker.peer_for(host)
-            conn_id = peer.accept(now) if peer is not None else None
-            if peer is None or conn_id is None:
-                log.info("refused BGP connection from %s: %s", host,
-                         "not a configured neighbor" if peer is None else "not accepting now")
+            accepted = self.service.speaker.accept(host, now)
+            if isinstance(accepted, str):
+                log.info("refused BGP connection from %s: %s", host, accepted)
                 transport.close()
                 return
-            self.peer, self.conn_id = peer, conn_id
+            self.peer, self.conn_id = accepted
         else:
             self.peer.connection_made(self.conn_id, now)
         self.service.connections[(self.peer.peer, self.conn_id)] = self

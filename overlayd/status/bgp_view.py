@@ -34,6 +34,8 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "treated_as_withdraw": stats.treated_as_withdraw,
                 "attribute_errors": stats.attribute_errors,
                 "routes_rejected": stats.routes_rejected,
+                "unknown_routes": stats.unknown_routes,
+                "session_resets": stats.session_resets,
                 "graceful_restart_s": stats.graceful_restart_s,  # the peer's restart time; None: not advertised
                 "graceful_restarts": stats.graceful_restarts,
                 "stale_routes": len(speaker.stale_keys(address)),
