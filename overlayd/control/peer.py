@@ -236,6 +236,25 @@ class Peer:
         self._output.pop(conn_id, None)
         self._after(now)
 
+    def send_progress(self, conn_id: int, now: float, unacked_bytes: int) -> None:
+        """The I/O side's report for the send hold timer (Session.send_progress)."""
+        session = self._conns.get(conn_id)
+        if session is not None:
+            session.send_progress(now, unacked_bytes)
+            self._after(now)
+
+    def set_paused(self, conn_id: int, paused: bool) -> None:
+        """The I/O side's buffer for `conn_id` went above (True) or back below its high-water mark."""
+        session = self._conns.get(conn_id)
+        if session is not None:
+            session.paused = paused
+
+    @property
+    def send_room(self) -> int:
+        """Bytes of UPDATEs the Established connection can take now (0: none, or paused)."""
+        s = self.established
+        return s.send_room if s is not None else 0
+
     def data_to_send(self) -> list[tuple[int, bytes, bool]]:
         """(conn_id, bytes to write, close after writing) for each connection with something to do."""
         out = [(conn_id, bytes(data), close) for conn_id, (data, close) in self._output.items()]

@@ -53,6 +53,7 @@ whenever `speaker.unicast_version` has changed.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ MAX_PENDING_CONNECTIONS = 64
 one past it is closed at once. Each neighbor has at most two (one each way: a newer inbound one
 replaces an older one), and strangers are refused before any state, so it binds past 32 neighbors."""
 ROUTES_PER_UPDATE = 32  # type-2 NLRI with an IPv6 address are 61 octets: 32 fit in 4096
+BYTES_PER_ROUTE = 128  # a generous size of one route in an UPDATE, to spend a session's send_room
 
 
 class Fabric(Protocol):
@@ -272,6 +274,11 @@ class Speaker:
             if until <= now:
                 self._sweep_stale(address, None, now, "its restart time passed")
         self.poll(now)
+
+    def backlog(self) -> bool:
+        """Some route changes wait for a connection's room (flush again once it has some)."""
+        return any(pending and self.peers[a].established is not None and self.peers[a].send_room > 0
+                   for a, pending in self._pending.items())
 
     def stale_keys(self, address: str) -> set[tuple]:
         """The keys of `address`'s paths kept as stale across its restart (graceful restart)."""
@@ -633,13 +640,19 @@ class Speaker:
             peer = self.peers[address]
             if not pending or peer.established is None:
                 continue
+            # Flow control: what the connection cannot take now stays in `pending` (one entry
+            # per route key, so bounded by the table) until the I/O side has room again.
+            budget = peer.send_room // BYTES_PER_ROUTE
+            if budget <= 0:
+                continue
+            batch = list(itertools.islice(pending.items(), budget))
             neg = peer.negotiated
             assert neg is not None
             ebgp = neg.remote_asn != self.asn
             adj_out = self.stats[address].adj_out
             withdraw: dict[Family, list[Route]] = {}
             announce: dict[tuple[Family, PathAttributes], list[Route]] = {}
-            for key, path in pending.items():
+            for key, path in batch:
                 if path is None:
                     old = adj_out.pop(key, None)
                     if old is not None:
@@ -648,7 +661,8 @@ class Speaker:
                     adj_out[key] = path
                     attrs = self.factory.for_peer(path.attributes, ebgp)
                     announce.setdefault((route_family(path.route), attrs), []).append(path.route)
-            pending.clear()
+            for key, _ in batch:
+                del pending[key]
             for routes in withdraw.values():  # one family per UPDATE (RFC 7606 5.1)
                 for i in range(0, len(routes), ROUTES_PER_UPDATE):
                     peer.send_update(Update(withdrawn=tuple(routes[i : i + ROUTES_PER_UPDATE])), now)
@@ -658,6 +672,8 @@ class Speaker:
                     peer.send_update(Update(announced=chunk, attributes=attrs), now)
         for address in list(self._eor):
             peer = self.peers[address]
+            if self._pending.get(address) and peer.established is not None:
+                continue  # End-of-RIB goes after the whole initial table
             neg = peer.negotiated
             if peer.established is not None and neg is not None:
                 for family in neg.families:
