@@ -9,7 +9,12 @@ import pytest
 
 from overlayd.control.session import State
 from overlayd.sim.frames import mac
-from overlayd.wire.bgp.messages import GracefulRestart, Notification, Open, encode_message
+from overlayd.wire.bgp.messages import (
+    GracefulRestart,
+    Notification,
+    Open,
+    encode_message,
+)
 from overlayd.wire.bgp.update import decode_update
 from tests.unit.bgp_scripted import PEER, Scripted, peer_caps
 
