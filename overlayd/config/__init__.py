@@ -169,6 +169,13 @@ class MacMobilityConfig(Frozen):
     freeze: float = Field(default=180.0, gt=0, description="seconds a duplicate MAC stays frozen")
 
 
+class GracefulRestartConfig(Frozen):
+    """RFC 4724, both roles: advertised with this restart time, and a peer that advertised it
+    keeps its routes (stale) across its restart."""
+
+    restart_time_s: int = Field(ge=1, le=4095, description="seconds (12 bits in the capability)")
+
+
 class BgpConfig(Frozen):
     asn: int = Field(ge=1, le=0xFFFFFFFF)
     router_id: ipaddress.IPv4Address | None = None
@@ -178,6 +185,7 @@ class BgpConfig(Frozen):
     connect_retry: float = Field(default=5.0, gt=0, description="seconds")
     neighbors: tuple[NeighborConfig, ...] = ()
     mac_mobility: MacMobilityConfig = MacMobilityConfig()
+    graceful_restart: GracefulRestartConfig | None = None  # default: not advertised, no helper
 
     @field_validator("hold_time")
     @classmethod

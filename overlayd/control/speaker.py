@@ -23,11 +23,24 @@ through a `Fabric` (the Switch). Theory of operation:
   families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
+- Graceful restart (RFC 4724, only with `bgp.graceful_restart`). Helper: a
+  peer that advertised the capability and whose connection ends without a
+  NOTIFICATION either way (closed, reset, or replaced by its new OPEN) keeps
+  its paths of the families it listed, marked stale, so forwarding goes on.
+  A stale path the peer announces again is fresh; when the peer sends
+  End-of-RIB for a family, or its restart time has passed since the session
+  went down, the stale paths left are withdrawn. A new OPEN without the
+  capability, or without the F bit for a family, withdraws that family's
+  stale paths at once (4.2). Restarting side: every start may be a restart
+  (nothing tells a first start from a crash), so the OPENs carry the R bit
+  until End-of-RIB has gone to that peer; the F bit is 0 (see
+  SessionConfig.forwarding_preserved).
 
 The I/O side drives it like this:
 
     speaker.peers[address]            # connect/accept/data/timers on a Peer (see peer.py)
     speaker.peer_for(address)         # the Peer an inbound connection from `address` belongs to
+    speaker.accept(address, now)      # an inbound connection: (Peer, conn_id), or why it is refused
     speaker.local_events(events, now) # what the Switch learned (Switch.pop_events())
     speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
     speaker.get_timer(), speaker.handle_timer(now)
@@ -40,6 +53,7 @@ whenever `speaker.unicast_version` has changed.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -71,13 +85,21 @@ from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp.attributes import PathAttributes
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
+from overlayd.wire.bgp.messages import GracefulRestart
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import Family, Route, Update, family_name, route_family
-from overlayd.wire.ethernet import mac_str
+from overlayd.wire.ethernet import is_multicast, mac_str
 
 log = logging.getLogger("overlayd.bgp")
 
+ETHERNET_TAG_MAX = (1 << 24) - 1  # with VXLAN the Ethernet tag is 0 or a VNI (RFC 8365 5.1.3)
+ZERO_MAC = bytes(6)
+MAX_PENDING_CONNECTIONS = 64
+"""TCP connections in the OPEN exchange (not yet Established), all neighbors together: an inbound
+one past it is closed at once. Each neighbor has at most two (one each way: a newer inbound one
+replaces an older one), and strangers are refused before any state, so it binds past 32 neighbors."""
 ROUTES_PER_UPDATE = 32  # type-2 NLRI with an IPv6 address are 61 octets: 32 fit in 4096
+BYTES_PER_ROUTE = 128  # a generous size of one route in an UPDATE, to spend a session's send_room
 
 
 class Fabric(Protocol):
@@ -100,6 +122,11 @@ class PeerStats:
     treated_as_withdraw: int = 0
     attribute_errors: int = 0
     routes_rejected: int = 0  # loops (our AS, our ORIGINATOR_ID), no next hop, VTEP of the other family
+    graceful_restart_s: int | None = None  # the restart time in the peer's last OPEN (None: no capability)
+    graceful_restarts: int = 0  # sessions that went down with its paths kept as stale (helper)
+    stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
+    unknown_routes: int = 0  # EVPN routes of a type we do not speak, discarded (RFC 7606 5.4)
+    session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
@@ -132,6 +159,8 @@ class Speaker:
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
+        gr = bgp.graceful_restart
+        self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
         for nb in bgp.neighbors:
             address = str(nb.address)
             cfg = SessionConfig(
@@ -145,8 +174,10 @@ class Speaker:
                 connect_retry_s=bgp.connect_retry,
                 connect_retry_max_s=max(60.0, bgp.connect_retry),
                 families=families_named(nb.families),
+                graceful_restart_time_s=self.restart_time_s,
             )
             self.peers[address] = Peer(cfg, now)
+            self.peers[address].restarting = self.restart_time_s is not None  # until our End-of-RIB
             self.stats[address] = PeerStats(nb.asn)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
@@ -156,8 +187,13 @@ class Speaker:
         self._originated: dict[tuple, Path] = {}  # our routes, by key
         self._pending: dict[str, dict[tuple, Path | None]] = {}  # per peer: to announce / None: withdraw
         self._eor: set[str] = set()  # peers that get End-of-RIB after their next flush
+        self._stale: dict[str, dict[tuple, Family]] = {}  # per peer: its stale paths' keys -> family
+        self._stale_until: dict[str, float] = {}  # per peer: when its stale paths go (restart time)
+        self._gr_families: dict[str, set[Family]] = {}  # per peer: the families its capability listed
         self._stopped = False
         self._moving = False
+        self.max_pending_connections = MAX_PENDING_CONNECTIONS
+        self.refused_pending = 0  # inbound connections closed because of that cap
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
@@ -181,6 +217,21 @@ class Speaker:
 
     def peer_for(self, address: str) -> Peer | None:
         return self.peers.get(str(ipaddress.ip_address(address.split("%")[0])))
+
+    def pending_connections(self) -> int:
+        """Connections in the OPEN exchange, all neighbors together."""
+        return sum(p.pending for p in self.peers.values())
+
+    def accept(self, address: str, now: float) -> tuple[Peer, int] | str:
+        """A TCP connection from `address` came in: its (Peer, conn_id), or why it must be closed."""
+        peer = self.peer_for(address)
+        if peer is None:
+            return "not a configured neighbor"
+        if self.pending_connections() >= self.max_pending_connections:
+            self.refused_pending += 1
+            return f"{self.max_pending_connections} connections are in the OPEN exchange already (the cap)"
+        conn_id = peer.accept(now)
+        return (peer, conn_id) if conn_id is not None else "not accepting now"
 
     def local_events(self, events: Iterable[object], now: float) -> None:
         """Feed what the Switch learned or forgot locally (its `pop_events()`)."""
@@ -210,6 +261,7 @@ class Speaker:
         times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
+        times.extend(self._stale_until.values())
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -218,7 +270,19 @@ class Speaker:
             if t is not None and t <= now:
                 peer.handle_timer(now)
         self._mobility(self.mobility.expire(now), now)
+        for address, until in list(self._stale_until.items()):
+            if until <= now:
+                self._sweep_stale(address, None, now, "its restart time passed")
         self.poll(now)
+
+    def backlog(self) -> bool:
+        """Some route changes wait for a connection's room (flush again once it has some)."""
+        return any(pending and self.peers[a].established is not None and self.peers[a].send_room > 0
+                   for a, pending in self._pending.items())
+
+    def stale_keys(self, address: str) -> set[tuple]:
+        """The keys of `address`'s paths kept as stale across its restart (graceful restart)."""
+        return set(self._stale.get(address, ()))
 
     def stop(self, now: float) -> None:
         """Close every session with Cease / administrative shutdown."""
@@ -237,12 +301,20 @@ class Speaker:
                 stats.adj_out = {}
                 stats.end_of_rib = set()
                 stats.last_error = ""
+                cap = next((c for c in event.capabilities if isinstance(c, GracefulRestart)), None)
+                stats.graceful_restart_s = cap.restart_time_s if cap is not None else None
+                self._gr_families[address] = {(afi, safi) for afi, safi, _ in cap.families} if cap else set()
+                for family in sorted({f for f in self._stale.get(address, {}).values()}):
+                    if cap is None or (*family, True) not in cap.families:  # RFC 4724 4.2
+                        self._sweep_stale(address, family, now, "its new OPEN does not say forwarding was kept")
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
                     pending[key] = path
                 self._eor.add(address)
             case SessionDown():
                 stats.last_error = event.reason
+                if event.notification_sent is not None and event.notification_sent[0] in (1, 3):
+                    stats.session_resets += 1  # message header or UPDATE message error
                 if not event.was_established and self.peers[address].established is not None:
                     # Another connection to this peer failed (a crossing or late connect the
                     # peer closed): the Established session carries on with what it has
@@ -252,8 +324,12 @@ class Speaker:
                 stats.adj_out = {}
                 self._pending.pop(address, None)
                 self._eor.discard(address)
-                if event.was_established:
+                if event.was_established and self._helps(address, event):
+                    self._keep_stale(address, event.reason, now)
+                elif event.was_established:
                     log.warning("peer %s: down: %s", address, event.reason)
+                    self._stale.pop(address, None)
+                    self._stale_until.pop(address, None)
                     self._import(self.rib.drop_peer(address, now), now)
                 else:
                     log.info("peer %s: session attempt failed: %s", address, event.reason)
@@ -263,6 +339,7 @@ class Speaker:
             case EndOfRibReceived(afi=afi, safi=safi):
                 stats.end_of_rib.add((afi, safi))
                 log.info("peer %s: end of RIB (%s)", address, family_name((afi, safi)))
+                self._sweep_stale(address, (afi, safi), now, "End-of-RIB")
             case RouteRefreshReceived(afi=afi, safi=safi):  # RFC 2918 4: send that family's routes again
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
@@ -270,11 +347,61 @@ class Speaker:
                         stats.adj_out.pop(key, None)
                         pending[key] = path
 
+    # -- graceful restart, the helper's side (RFC 4724 4.2) ------------------------------
+
+    def _helps(self, address: str, event: SessionDown) -> bool:
+        """Keep the peer's paths across its restart? Both sides advertised the capability and
+        the connection ended without a NOTIFICATION (RFC 4724: a NOTIFICATION ends it all)."""
+        restart_s = self.stats[address].graceful_restart_s
+        return (self.restart_time_s is not None and bool(restart_s)
+                and event.notification_sent is None and event.notification_received is None)
+
+    def _keep_stale(self, address: str, reason: str, now: float) -> None:
+        stats = self.stats[address]
+        assert stats.graceful_restart_s
+        negotiated = self._peer_families(address)
+        stale = self._stale.setdefault(address, {})
+        changes: list = []
+        for path in self.rib.paths_from(address):
+            family = route_family(path.route)
+            if family in negotiated:
+                stale[path.key] = family
+            else:
+                changes += self.rib.withdraw(address, path.key, now)
+        self._stale_until[address] = now + stats.graceful_restart_s
+        stats.graceful_restarts += 1
+        log.warning("peer %s: down: %s; graceful restart: its %d path(s) kept as stale for up to %d s",
+                    address, reason, len(stale), stats.graceful_restart_s)
+        self._import(changes, now)
+
+    def _peer_families(self, address: str) -> set[Family]:
+        """The families the peer's last capability listed (those whose paths a helper keeps)."""
+        return self._gr_families.get(address, set())
+
+    def _sweep_stale(self, address: str, family: Family | None, now: float, why: str) -> None:
+        """Withdraw `address`'s stale paths of `family` (None: all of them)."""
+        stale = self._stale.get(address)
+        if not stale:
+            return
+        keys = [k for k, f in stale.items() if family is None or f == family]
+        changes: list = []
+        for key in keys:
+            del stale[key]
+            changes += self.rib.withdraw(address, key, now)
+        if not stale:
+            self._stale.pop(address, None)
+            self._stale_until.pop(address, None)
+        if keys:
+            self.stats[address].stale_removed += len(keys)
+            log.info("peer %s: %d stale path(s) withdrawn: %s", address, len(keys), why)
+        self._import(changes, now)
+
     def _receive(self, address: str, update: Update, now: float) -> None:
         stats = self.stats[address]
         peer = self.peers[address]
         if update.ignored:
             log.debug("peer %s: UPDATE: %s", address, "; ".join(update.ignored))
+        stats.unknown_routes += update.unknown_routes
         if update.errors:
             stats.attribute_errors += len(update.errors)
             stats.last_error = "; ".join(update.errors)
@@ -284,6 +411,11 @@ class Speaker:
         if update.treat_as_withdraw:
             stats.treated_as_withdraw += 1
             withdrawn += update.announced
+        stale = self._stale.get(address)
+        if stale:  # announced again (fresh) or withdrawn: no longer stale either way
+            for route in (*update.announced, *update.withdrawn):
+                if not isinstance(route, UnknownRoute):
+                    stale.pop(route.key, None)
         for route in withdrawn:
             if not isinstance(route, UnknownRoute):
                 changes += self.rib.withdraw(address, route.key, now)
@@ -297,6 +429,8 @@ class Speaker:
                 reason = self._reject(route, attrs, neg is not None and neg.remote_asn != self.asn)
                 if reason:
                     stats.routes_rejected += 1
+                    stats.last_error = f"route rejected (treat-as-withdraw): {reason}"
+                    log.info("peer %s: %s", address, stats.last_error)
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
                 path = Path(
@@ -310,8 +444,21 @@ class Speaker:
         self._import(changes, now)
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
+        """Why a received route must not be used (it is then treated as withdrawn), or ""."""
         if attrs.next_hop is None:
             return "no next hop"
+        for what, address in (("next hop", attrs.next_hop),
+                              ("PMSI tunnel endpoint", attrs.pmsi_tunnel.tunnel_id if attrs.pmsi_tunnel else None)):
+            if address is None:
+                continue
+            if address == self.vtep:
+                return f"{what} {address} is our own VTEP"
+            if address.is_loopback or address.is_multicast or address.is_unspecified:
+                return f"{what} {address} is not a unicast address of another host"
+        if isinstance(route, (MacIpRoute, ImetRoute, PrefixRoute)) and route.ethernet_tag > ETHERNET_TAG_MAX:
+            return f"Ethernet tag {route.ethernet_tag} does not fit in 24 bits (RFC 8365 5.1.3)"
+        if isinstance(route, MacIpRoute) and (route.mac == ZERO_MAC or is_multicast(route.mac)):
+            return f"MAC {mac_str(route.mac)} is not a unicast host address"
         # Our one VTEP sends VXLAN from one address family: a VTEP of the other
         # cannot be reached (as README says of static config), so do not install it.
         # A unicast route's next hop is a router's, kept as received whatever its family.
@@ -493,13 +640,19 @@ class Speaker:
             peer = self.peers[address]
             if not pending or peer.established is None:
                 continue
+            # Flow control: what the connection cannot take now stays in `pending` (one entry
+            # per route key, so bounded by the table) until the I/O side has room again.
+            budget = peer.send_room // BYTES_PER_ROUTE
+            if budget <= 0:
+                continue
+            batch = list(itertools.islice(pending.items(), budget))
             neg = peer.negotiated
             assert neg is not None
             ebgp = neg.remote_asn != self.asn
             adj_out = self.stats[address].adj_out
             withdraw: dict[Family, list[Route]] = {}
             announce: dict[tuple[Family, PathAttributes], list[Route]] = {}
-            for key, path in pending.items():
+            for key, path in batch:
                 if path is None:
                     old = adj_out.pop(key, None)
                     if old is not None:
@@ -508,7 +661,8 @@ class Speaker:
                     adj_out[key] = path
                     attrs = self.factory.for_peer(path.attributes, ebgp)
                     announce.setdefault((route_family(path.route), attrs), []).append(path.route)
-            pending.clear()
+            for key, _ in batch:
+                del pending[key]
             for routes in withdraw.values():  # one family per UPDATE (RFC 7606 5.1)
                 for i in range(0, len(routes), ROUTES_PER_UPDATE):
                     peer.send_update(Update(withdrawn=tuple(routes[i : i + ROUTES_PER_UPDATE])), now)
@@ -518,8 +672,11 @@ class Speaker:
                     peer.send_update(Update(announced=chunk, attributes=attrs), now)
         for address in list(self._eor):
             peer = self.peers[address]
+            if self._pending.get(address) and peer.established is not None:
+                continue  # End-of-RIB goes after the whole initial table
             neg = peer.negotiated
             if peer.established is not None and neg is not None:
                 for family in neg.families:
                     peer.send_update(Update(end_of_rib=True, end_of_rib_family=family), now)
+                peer.restarting = False  # RFC 4724: our restart is over for this peer
             self._eor.discard(address)

@@ -1,14 +1,27 @@
 """The BGP speaker's TCP side: a listening socket, outbound connects, and
 one timer. It only moves bytes and time between asyncio and the sans-I/O
 `Speaker` / `Peer` objects; every decision is theirs.
+
+Bounded writers (issue 13): each connection's asyncio buffer has a high-water
+mark (SEND_BUFFER_HIGH_BYTES); above it the Peer is told to pause and the
+speaker queues no more UPDATEs for it. Every PROGRESS_TICK_S the bytes the
+peer has not acknowledged (asyncio's buffer + the kernel's send queue,
+SIOCOUTQ) go to the Peer for its send hold timer (RFC 9687). A connection
+the session closes gets CLOSE_GRACE_S to deliver what is queued (the
+NOTIFICATION); if the peer has not acknowledged it by then, the socket is
+reset (SO_LINGER 0): a peer cut off in one direction learns at once that the
+session is gone, and no socket lingers in the kernel retransmitting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
+import struct
+import termios
 from collections.abc import Callable
 
 from overlayd.config import Config
@@ -18,6 +31,19 @@ from overlayd.control.speaker import Speaker
 log = logging.getLogger("overlayd.bgp")
 
 CLOSE_GRACE_S = 0.5
+SEND_BUFFER_HIGH_BYTES = 128 * 1024  # asyncio's buffer per connection: above it, no more UPDATEs are queued
+PROGRESS_TICK_S = 1.0  # how often unacknowledged bytes are reported (the send hold timer's resolution)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+
+
+def unacked_bytes(transport: asyncio.Transport) -> int:
+    """Bytes written that the peer has not acknowledged: asyncio's buffer + the kernel's send queue."""
+    pending = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.fileno() >= 0:
+        with contextlib.suppress(OSError):
+            pending += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    return pending
 
 
 class _Connection(asyncio.Protocol):
@@ -30,24 +56,53 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=SEND_BUFFER_HIGH_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         now = self.service.clock()
         if self.peer is None:  # inbound
             host = transport.get_extra_info("peername")[0]
-            peer = self.service.speaker.peer_for(host)
-            conn_id = peer.accept(now) if peer is not None else None
-            if peer is None or conn_id is None:
-                log.info("refused BGP connection from %s: %s", host,
-                         "not a configured neighbor" if peer is None else "not accepting now")
+            accepted = self.service.speaker.accept(host, now)
+            if isinstance(accepted, str):
+                log.info("refused BGP connection from %s: %s", host, accepted)
                 transport.close()
                 return
-            self.peer, self.conn_id = peer, conn_id
+            self.peer, self.conn_id = accepted
         else:
             self.peer.connection_made(self.conn_id, now)
         self.service.connections[(self.peer.peer, self.conn_id)] = self
         self.service.kick()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.set_paused(self.conn_id, True)
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.set_paused(self.conn_id, False)
+            self.service.kick()
+
+    def close_soon(self) -> None:
+        """The session is done with this connection: give its last bytes CLOSE_GRACE_S to be
+        acknowledged, then close (or reset, if they were not)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(CLOSE_GRACE_S if unacked_bytes(transport) else 0.0, self._close_now)
+
+    def _close_now(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if unacked_bytes(transport):
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
+        else:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
@@ -74,6 +129,7 @@ class BgpService:
         self._timer: asyncio.TimerHandle | None = None
         self._kicked = False
         self._connecting: set[asyncio.Task] = set()
+        self._progress: asyncio.Task | None = None
         self._ports = {str(nb.address): nb.port for nb in config.bgp.neighbors}
 
     @property
@@ -89,6 +145,7 @@ class BgpService:
         log.info("BGP: AS %d, router ID %s, listening on %s port %d, %d neighbor(s)",
                  self.config.bgp.asn, self.speaker.router_id, self.listen, self.config.bgp.port,
                  len(self.speaker.peers))
+        self._progress = asyncio.get_running_loop().create_task(self._report_progress())
         self.kick()
 
     def kick(self) -> None:
@@ -112,8 +169,20 @@ class BgpService:
                 if data:
                     conn.transport.write(data)
                 if close:
-                    conn.transport.close()
+                    conn.close_soon()
+        if self.speaker.backlog():  # routes wait for room that writing just made: flush again soon
+            self.kick()
         self._arm()
+
+    async def _report_progress(self) -> None:
+        """Every PROGRESS_TICK_S: each connection's unacknowledged bytes, for the send hold timer."""
+        while True:
+            await asyncio.sleep(PROGRESS_TICK_S)
+            now = self.clock()
+            for (_, conn_id), conn in list(self.connections.items()):
+                if conn.peer is not None and conn.transport is not None and not conn.transport.is_closing():
+                    conn.peer.send_progress(conn_id, now, unacked_bytes(conn.transport))
+            self.kick()
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -167,6 +236,8 @@ class BgpService:
             await asyncio.sleep(CLOSE_GRACE_S)
         for task in list(self._connecting):
             task.cancel()
+        if self._progress is not None:
+            self._progress.cancel()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.abort()

@@ -52,6 +52,14 @@ def render_status(s: dict[str, Any]) -> str:
             f"\nbgp: AS {bgp['asn']}  router ID {bgp['router_id']}  "
             f"peers {bgp['peers_established']}/{bgp['peers']} established  rib paths {bgp['rib_paths']}"
         )
+        if "pending_connections" in bgp:
+            gr = bgp.get("graceful_restart_s")
+            gr_text = f"{gr} s" if gr else "off"
+            head += (
+                f"\nbgp limits: connections in the OPEN exchange {bgp['pending_connections']}/"
+                f"{bgp['max_pending_connections']} ({bgp['refused_pending']} refused)  "
+                f"graceful restart {gr_text}"
+            )
         for d in bgp["duplicate_macs"]:
             head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
     routing = s.get("routing")

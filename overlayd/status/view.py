@@ -176,6 +176,10 @@ class SwitchView:
             "peers_established": sum(1 for p in peers if p["state"] == "Established"),
             "peers": len(peers),
             "rib_paths": sum(1 for _ in sp.rib),
+            "graceful_restart_s": sp.restart_time_s,  # ours; None: not advertised (no helper either)
+            "pending_connections": sp.pending_connections(),  # in the OPEN exchange
+            "max_pending_connections": sp.max_pending_connections,
+            "refused_pending": sp.refused_pending,
             "duplicate_macs": alarm_rows(sp),
             "alarms": list(sp.alarms[-20:]),
         }
