@@ -24,11 +24,13 @@ from pydantic import (
 
 from overlayd.config.fields import (
     ConfigError,
+    FilePath,
     Frozen,
-    IFNAME,
+    IfName,
     IpAddress,
     IpInterface,
     IpNetwork,
+    SocketPath,
     UnicastMac,
 )
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
@@ -59,7 +61,7 @@ class NodeConfig(Frozen):
     name: str = Field(default_factory=platform.node, min_length=1)
     vtep: IpAddress
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
-    status_socket: str = DEFAULT_STATUS_SOCKET
+    status_socket: SocketPath = DEFAULT_STATUS_SOCKET
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)
@@ -88,7 +90,7 @@ class StaticFdbEntry(Frozen):
 class NetworkConfig(Frozen):
     name: str = Field(min_length=1)
     vni: int = Field(ge=1, le=VNI_MAX)
-    device: str
+    device: IfName
     address: IpInterface | None = None
     mac: UnicastMac | None = None  # the device's MAC; default: the kernel's random one
     mtu: int | None = Field(default=None, ge=68, le=65535)
@@ -101,13 +103,6 @@ class NetworkConfig(Frozen):
     def vxlan_device(self) -> str:
         """The kernel backend's VXLAN device: vx<VNI> (at most 10 characters, within the 15 allowed)."""
         return f"vx{self.vni}"
-
-    @field_validator("device")
-    @classmethod
-    def _ifname(cls, v: str) -> str:
-        if not IFNAME.match(v):
-            raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
-        return v
 
     @field_validator("vteps")
     @classmethod
@@ -191,7 +186,7 @@ class RoutingConfig(Frozen):
     """The routed (L3) overlay: this node's pod subnet(s), announced as EVPN type-5 routes."""
 
     vni: int = Field(ge=1, le=VNI_MAX)
-    device: str = "ovl0"
+    device: IfName = "ovl0"
     device_type: Literal["tun", "tap"] = "tun"
     network: IpNetwork
     subnet: IpNetwork | Literal["auto"]
@@ -207,14 +202,9 @@ class RoutingConfig(Frozen):
     direct_routing: bool = False
     route_protocol: int = Field(default=DEFAULT_ROUTE_PROTOCOL, ge=0, le=255)
     install_routes: bool = False
-    env_file: str = "/run/overlayd/subnet.env"
-    cni_conflist: str | None = None  # write a bridge + host-local conflist for our subnet here
-    cni_bridge: str = "cni0"
-
-    @field_validator("device")
-    @classmethod
-    def _ifname(cls, v: str) -> str:
-        return NetworkConfig._ifname(v)
+    env_file: FilePath = "/run/overlayd/subnet.env"
+    cni_conflist: FilePath | None = None  # write a bridge + host-local conflist for our subnet here
+    cni_bridge: IfName = "cni0"
 
     @field_validator("route_protocol")
     @classmethod
@@ -289,7 +279,7 @@ class Config(Frozen):
     routing: RoutingConfig | None = None
     services_network: Annotated[tuple[IpNetwork, ...], BeforeValidator(_networks)] = ()
     services: tuple[ServiceConfig, ...] = ()
-    services_file: str | None = None
+    services_file: FilePath | None = None
     conntrack: ConntrackConfig = ConntrackConfig()
 
     @model_validator(mode="after")
@@ -341,9 +331,15 @@ class Config(Frozen):
             if self.bgp.router_id is None and self.node.vtep.version != 4:
                 raise ValueError("bgp.router_id: required when node.vtep is not IPv4")
             seen_peers: set[Any] = set()
+            own = {self.node.vtep: "node.vtep"}
+            if self.bgp.listen is not None:
+                own.setdefault(self.bgp.listen, "bgp.listen")
             for i, nb in enumerate(self.bgp.neighbors):
                 if nb.address in seen_peers:
                     raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is listed twice")
+                if nb.address in own:
+                    raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is this node's own address "
+                                     f"({own[nb.address]})")
                 seen_peers.add(nb.address)
         return self
 
