@@ -51,6 +51,7 @@ ASSIGNED_ROUTE_PROTOCOLS = {
     192: "eigrp",
 }
 DEFAULT_ROUTE_PROTOCOL = 149
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")  # what shadow's useradd takes, or a gid
 
 Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
 TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
@@ -62,9 +63,21 @@ class NodeConfig(Frozen):
     vtep: IpAddress
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
     status_socket: SocketPath = DEFAULT_STATUS_SOCKET
+    status_group: str | int | None = None  # the socket's group (name or gid); default: the daemon's own
+    status_max_clients: int = Field(default=64, ge=1, le=4096)
+    status_idle_timeout_s: float = Field(default=30.0, gt=0, le=86400)
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("status_group", mode="before")
+    @classmethod
+    def _group(cls, v: Any) -> Any:
+        ok = (v is None or isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 0xFFFFFFFF
+              or isinstance(v, str) and GROUP_NAME.fullmatch(v))
+        if not ok:
+            raise ValueError(f"{v!r} is not a group name or gid")
+        return v
 
     @field_validator("vtep")
     @classmethod
