@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -153,6 +154,21 @@ def _route_target(v: Any) -> Any:
 RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
 
 
+TCP_MD5SIG_MAXKEYLEN = 80  # linux/tcp.h
+
+
+def _password(v: Any) -> Any:
+    """`password`: checked without ever echoing it (no input in any error message)."""
+    if v is None:
+        return v
+    if not isinstance(v, str):
+        raise ValueError("must be a string (quote it)")
+    size = len(v.encode())
+    if not 1 <= size <= TCP_MD5SIG_MAXKEYLEN:
+        raise ValueError(f"must be 1 to {TCP_MD5SIG_MAXKEYLEN} bytes (the kernel's TCP MD5 key limit), got {size}")
+    return SecretStr(v)
+
+
 class NeighborConfig(Frozen):
     address: IpAddress
     asn: int = Field(ge=1, le=0xFFFFFFFF)
@@ -160,6 +176,14 @@ class NeighborConfig(Frozen):
     port: int = Field(default=179, ge=1, le=65535)
     description: str = ""
     families: tuple[Family, ...] = ("evpn",)
+    # TCP MD5 signatures (RFC 2385) with this key; a SecretStr: it prints as '**********'
+    password: Annotated[SecretStr | None, BeforeValidator(_password)] = None
+    ttl_security: bool = False  # GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (directly connected)
+
+    @property
+    def md5_key(self) -> bytes | None:
+        """The TCP MD5 key, for the socket options only."""
+        return None if self.password is None else self.password.get_secret_value().encode()
 
     @field_validator("families")
     @classmethod
@@ -450,6 +474,15 @@ _NAMES_ITS_FIELD = re.compile(
 _A_FIELD_INSIDE = re.compile(r"^\w+(\[\d+\])?(\.\w+(\[\d+\])?)*: ")  # "backends[0]: ...", "health.port: ..."
 
 
+def _redacted(value: Any) -> Any:
+    """`value` for an error message, with every `password` in it hidden."""
+    if isinstance(value, dict):
+        return {k: "**********" if k == "password" else _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(v) for v in value)
+    return value
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
@@ -474,8 +507,10 @@ def _explain(err: ValidationError) -> str:
             lines.append(f"{where}.{msg}")  # a model's own check naming one of its fields
         elif e["type"] == "value_error":
             lines.append(f"{where}: {msg}")
+        elif where.endswith(".password"):
+            lines.append(f"{where}: {msg}")  # never the input: it may be the key
         else:
-            lines.append(f"{where}: {msg} (got {e.get('input')!r})")
+            lines.append(f"{where}: {msg} (got {_redacted(e.get('input'))!r})")
     return "\n".join(dict.fromkeys(lines))
 
 

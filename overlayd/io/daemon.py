@@ -27,7 +27,7 @@ from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.io.backend import KernelBackend
-from overlayd.io.bgp import BgpService
+from overlayd.io.bgp import BgpService, TcpAuthError
 from overlayd.io.devices import DeviceTaken
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
@@ -310,6 +310,9 @@ class Daemon:
                 self.bgp = BgpService(self.config, self.speaker, self.clock)
                 try:
                     await self.bgp.start()
+                except TcpAuthError as err:
+                    self.bgp = None
+                    raise SetupError(str(err)) from None
                 except OSError as err:
                     self.bgp = None
                     raise SetupError(

@@ -108,10 +108,17 @@ def render_peers(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no BGP neighbors configured)"
     return table(
-        ("NEIGHBOR", "AS", "STATE", "UPTIME", "FAMILIES", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
+        ("NEIGHBOR", "AS", "STATE", "UPTIME", "FAMILIES", "AUTH", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
         [(r["neighbor"], r["asn"], r["state"], _duration(r["uptime_s"]), ",".join(r.get("families", ())) or "-",
-          r["routes_received"], r["routes_accepted"], r["routes_sent"], r["last_error"] or "-") for r in rows],
+          _protection(r), r["routes_received"], r["routes_accepted"], r["routes_sent"], r["last_error"] or "-")
+         for r in rows],
     )
+
+
+def _protection(row: dict[str, Any]) -> str:
+    """How a session is protected: md5 (RFC 2385), gtsm (RFC 5082), both, or -."""
+    return "+".join(name for name, on in (("md5", row.get("tcp_md5")), ("gtsm", row.get("ttl_security"))) if on) \
+        or "-"
 
 
 def render_rib(rows: list[dict[str, Any]]) -> str:

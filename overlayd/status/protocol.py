@@ -50,7 +50,8 @@ COMMANDS: dict[str, str] = {
               "the routing backend and what overlayd programmed into the kernel",
     "fdb": "forwarding database entries (args: network)",
     "stats": "frame and byte counters, and one counter per drop reason",
-    "peers": "BGP neighbors: AS, state, uptime, families, routes received / accepted / sent, last error",
+    "peers": "BGP neighbors: AS, state, uptime, families, protection (md5, gtsm), routes received / accepted / "
+             "sent, last error",
     "rib": "BGP routes, EVPN and unicast: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
     "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer, the way the "
               "kernel routes it and whether it holds that route",
