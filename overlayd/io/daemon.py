@@ -114,8 +114,9 @@ class Daemon:
         self._announce: dict[int, float] = {}  # VNI -> when to announce its TAP's addresses (GARP / NA)
         self.services: Services | None = None  # `services:`, `services_file`
         # The reload SIGHUP does, for `overlayctl reload` too (issue 13 item 7): a callable taking
-        # nothing and returning the reply's result (raise status.protocol.StatusError to refuse).
-        # None: `reload` answers not_supported.
+        # nothing and returning the reply's result, JSON-able (raise status.protocol.StatusError to
+        # refuse, e.g. StatusError("reload_failed", why)). Set it before run(), or later on
+        # status_view.reload_hook. None: `reload` answers not_supported.
         self.reload_hook: Callable[[], object] | None = None
         self.status_view: SwitchView | None = None
 

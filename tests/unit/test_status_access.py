@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import stat
 import time
 
@@ -21,6 +20,7 @@ import pytest
 from overlayd.config import parse_config
 from overlayd.dataplane.switch import Switch
 from overlayd.status import ctl
+from overlayd.status.client import request
 from overlayd.status.protocol import (
     COMMANDS,
     MAX_LINE_BYTES,
@@ -273,14 +273,22 @@ async def test_clients_are_capped_and_a_newcomer_replaces_the_longest_idle(tmp_p
         await server.close()
 
 
+async def stuck_client(server: StatusServer) -> asyncio.StreamWriter:
+    """A client that asked for a big reply (FakeView(big=...)) and does not read it: busy."""
+    _reader, writer = await connect(server)
+    writer.write(encode_request("status").encode())
+    await writer.drain()
+    while not server.summary()["accepted"]:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # its reply is written and stuck
+    return writer
+
+
 async def test_a_newcomer_is_told_busy_when_no_client_is_idle(tmp_path):
     """The one client is busy: its big reply is stuck in a socket it does not read."""
     server = await start(tmp_path, FakeView(big=4 << 20), max_clients=1)
     try:
-        _reader, writer = await connect(server)
-        writer.write(encode_request("status").encode())
-        await writer.drain()
-        await asyncio.sleep(0.2)
+        writer = await stuck_client(server)
         r2, w2 = await connect(server)
         reply = json.loads(await asyncio.wait_for(r2.readline(), 5))
         assert reply["error"]["code"] == "busy"
@@ -310,11 +318,7 @@ async def test_an_idle_client_is_dropped_after_the_timeout(tmp_path):
 async def test_a_client_that_does_not_read_its_replies_is_dropped_too(tmp_path):
     server = await start(tmp_path, FakeView(big=4 << 20), idle_timeout_s=0.3)
     try:
-        _reader, writer = await connect(server)
-        writer.write(encode_request("status").encode())
-        await writer.drain()
-        while not server.summary()["accepted"]:
-            await asyncio.sleep(0.01)
+        writer = await stuck_client(server)
         t0 = time.monotonic()
         while server.summary()["clients"] and time.monotonic() - t0 < 5:
             await asyncio.sleep(0.05)
@@ -363,11 +367,7 @@ def test_the_blocking_client_sees_busy_as_a_refusal(tmp_path):
     """overlayctl's client gets the busy error like any other (exit 3), not a hang."""
     async def main():
         server = await start(tmp_path, FakeView(big=4 << 20), max_clients=1)
-        stuck = socket.socket(socket.AF_UNIX)
-        stuck.connect(server.path)
-        stuck.sendall(encode_request("status").encode())
-        await asyncio.sleep(0.2)
-        from overlayd.status.client import request
+        stuck = await stuck_client(server)
         try:
             await asyncio.to_thread(request, server.path, "stats")
         except StatusError as err:
