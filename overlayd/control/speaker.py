@@ -84,6 +84,7 @@ from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRe
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp.attributes import PathAttributes
+from overlayd.wire.bgp.errors import CEASE_ADMIN_RESET
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
 from overlayd.wire.bgp.messages import GracefulRestart
 from overlayd.wire.bgp.unicast import UnicastRoute
@@ -289,6 +290,28 @@ class Speaker:
         self._stopped = True
         for peer in self.peers.values():
             peer.stop(now)
+
+    # -- the operator's `overlayctl clear` ---------------------------------------------------
+
+    def clear_duplicate(self, vni: int, mac: bytes, now: float) -> bool:
+        """Lift the freeze on a duplicate MAC (the alarm in status); if the MAC is still here it is
+        advertised again at once. False: it was not frozen."""
+        if not self.mobility.is_frozen(vni, mac):
+            return False
+        self._mobility(self.mobility.unfreeze(vni, mac, now), now)
+        self._flush(now)
+        return True
+
+    def reset_peer(self, address: str, now: float) -> bool:
+        """Reset the session with a neighbor: Cease / administrative reset (RFC 4486), its routes
+        withdrawn, then connect again as after any failure. False: no such neighbor."""
+        peer = self.peer_for(address)
+        if peer is None or self._stopped:
+            return False
+        peer.stop(now, "reset by operator", CEASE_ADMIN_RESET)
+        peer.start(now)
+        self.poll(now)
+        return True
 
     # -- peer events -----------------------------------------------------------------
 

@@ -11,6 +11,14 @@ the session closes gets CLOSE_GRACE_S to deliver what is queued (the
 NOTIFICATION); if the peer has not acknowledged it by then, the socket is
 reset (SO_LINGER 0): a peer cut off in one direction learns at once that the
 session is gone, and no socket lingers in the kernel retransmitting.
+
+Transport protection (io/tcp_auth.py) is set when sockets are made: each
+neighbor's TCP MD5 key (`password`) on the listening socket before it
+listens and on each connecting socket before it connects; GTSM
+(`ttl_security`) as TTL 255 on both, a minimum TTL of 255 on connecting
+sockets, on the listening socket when every neighbor of its family asks for
+GTSM (far SYNs then die in the kernel), else on each accepted connection of
+such a neighbor before a byte of it is read.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import socket
 import struct
@@ -27,6 +36,7 @@ from collections.abc import Callable
 from overlayd.config import Config
 from overlayd.control.peer import Peer
 from overlayd.control.speaker import Speaker
+from overlayd.io import tcp_auth
 
 log = logging.getLogger("overlayd.bgp")
 
@@ -46,6 +56,10 @@ def unacked_bytes(transport: asyncio.Transport) -> int:
     return pending
 
 
+class TcpAuthError(OSError):
+    """The kernel refused a neighbor's TCP MD5 key or GTSM option (the message names the field)."""
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, service: BgpService, peer: Peer | None = None, conn_id: int | None = None):
         self.service = service
@@ -63,6 +77,9 @@ class _Connection(asyncio.Protocol):
         now = self.service.clock()
         if self.peer is None:  # inbound
             host = transport.get_extra_info("peername")[0]
+            peer = self.service.speaker.peer_for(host)
+            if peer is not None and sock is not None and peer.peer in self.service.gtsm:
+                tcp_auth.set_gtsm(sock)  # before anything of it is read
             accepted = self.service.speaker.accept(host, now)
             if isinstance(accepted, str):
                 log.info("refused BGP connection from %s: %s", host, accepted)
@@ -131,6 +148,8 @@ class BgpService:
         self._connecting: set[asyncio.Task] = set()
         self._progress: asyncio.Task | None = None
         self._ports = {str(nb.address): nb.port for nb in config.bgp.neighbors}
+        self._keys = {str(nb.address): nb.md5_key for nb in config.bgp.neighbors if nb.password is not None}
+        self.gtsm = {str(nb.address) for nb in config.bgp.neighbors if nb.ttl_security}
 
     @property
     def listen(self) -> str:
@@ -139,14 +158,51 @@ class BgpService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host=self.listen, port=self.config.bgp.port, reuse_address=True
-        )
+        self._server = await loop.create_server(lambda: _Connection(self), sock=self._listening_socket())
         log.info("BGP: AS %d, router ID %s, listening on %s port %d, %d neighbor(s)",
                  self.config.bgp.asn, self.speaker.router_id, self.listen, self.config.bgp.port,
                  len(self.speaker.peers))
         self._progress = asyncio.get_running_loop().create_task(self._report_progress())
         self.kick()
+
+    def _listening_socket(self) -> socket.socket:
+        """Bound to listen:port with every neighbor's MD5 key and GTSM set; asyncio listens.
+        TcpAuthError names the neighbor whose option the kernel refused."""
+        family = socket.AF_INET6 if ipaddress.ip_address(self.listen).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((self.listen, self.config.bgp.port))
+            same_family = [str(nb.address) for nb in self.config.bgp.neighbors
+                           if (nb.address.version == 6) == (family == socket.AF_INET6)]
+            for address in same_family:
+                if address in self._keys:
+                    self._protect(sock, address, self._keys[address], "password")
+            if self.gtsm:
+                tcp_auth.set_send_ttl(sock)  # SYN-ACKs leave with 255 too
+            if same_family and all(a in self.gtsm for a in same_family):
+                self._protect(sock, same_family[0], None, "ttl_security")
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _protect(self, sock: socket.socket, address: str, key: bytes | None, what: str) -> None:
+        """An MD5 key for `address` (key given), or the minimum TTL (key None), naming the neighbor
+        on failure (never the key)."""
+        try:
+            if key is not None:
+                tcp_auth.set_md5(sock, address, key)
+            else:
+                tcp_auth.set_min_ttl(sock)
+        except OSError as err:
+            index = next(i for i, nb in enumerate(self.config.bgp.neighbors) if str(nb.address) == address)
+            option = "TCP_MD5SIG" if key is not None else "IP_MINTTL"
+            raise TcpAuthError(f"bgp.neighbors[{index}].{what}: the kernel refused {option} for {address}: "
+                               f"{err.strerror or err}") from None
 
     def kick(self) -> None:
         """Something happened: let the speaker process it, soon and once."""
@@ -203,17 +259,25 @@ class BgpService:
     def _connect(self, address: str, peer: Peer, conn_id: int) -> None:
         loop = asyncio.get_running_loop()
 
+        async def connect() -> None:
+            family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((self.listen, 0))
+                if address in self._keys:
+                    self._protect(sock, address, self._keys[address], "password")
+                if address in self.gtsm:
+                    tcp_auth.set_gtsm(sock)
+                await loop.sock_connect(sock, (address, self._ports.get(address, 179)))
+                await loop.create_connection(lambda: _Connection(self, peer, conn_id), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+
         async def attempt() -> None:
             try:
-                await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: _Connection(self, peer, conn_id),
-                        host=address,
-                        port=self._ports.get(address, 179),
-                        local_addr=(self.listen, 0),
-                    ),
-                    timeout=self.config.bgp.connect_retry,
-                )
+                await asyncio.wait_for(connect(), timeout=self.config.bgp.connect_retry)
             except (OSError, asyncio.TimeoutError) as err:
                 why = "connect timed out" if isinstance(err, asyncio.TimeoutError) else err.strerror or str(err)
                 peer.connection_failed(conn_id, self.clock(), why)

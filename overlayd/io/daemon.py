@@ -27,7 +27,7 @@ from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.io.backend import KernelBackend
-from overlayd.io.bgp import BgpService
+from overlayd.io.bgp import BgpService, TcpAuthError
 from overlayd.io.devices import DeviceTaken
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
@@ -113,6 +113,12 @@ class Daemon:
         self.device_macs: dict = {}  # role -> fabric.macs.DeviceMac: every device's MAC and its source
         self._announce: dict[int, float] = {}  # VNI -> when to announce its TAP's addresses (GARP / NA)
         self.services: Services | None = None  # `services:`, `services_file`
+        # The reload SIGHUP does, for `overlayctl reload` too (issue 13 item 7): a callable taking
+        # nothing and returning the reply's result, JSON-able (raise status.protocol.StatusError to
+        # refuse, e.g. StatusError("reload_failed", why)). Set it before run(), or later on
+        # status_view.reload_hook. None: `reload` answers not_supported.
+        self.reload_hook: Callable[[], object] | None = None
+        self.status_view: SwitchView | None = None
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -289,20 +295,31 @@ class Daemon:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
                               self.speaker, self.routed, self.kernel, self.services, self.device_macs)
-            self.status = StatusServer(self.config.node.status_socket, view, self.clock)
+            node = self.config.node
+            self.status = StatusServer(node.status_socket, view, self.clock, max_clients=node.status_max_clients,
+                                       idle_timeout_s=node.status_idle_timeout_s, group=node.status_group)
+            view.status_socket = self.status
+            view.reload_hook = self.reload_hook
+            self.status_view = view
             try:
                 await self.status.start()
+            except KeyError as err:
+                raise SetupError(f"node.status_group: {err.args[0]}") from None
             except OSError as err:
                 raise SetupError(f"node.status_socket: {err}") from None
             if self.speaker is not None:
                 self.bgp = BgpService(self.config, self.speaker, self.clock)
                 try:
                     await self.bgp.start()
+                except TcpAuthError as err:
+                    self.bgp = None
+                    raise SetupError(str(err)) from None
                 except OSError as err:
                     self.bgp = None
                     raise SetupError(
                         f"bgp.listen: cannot listen on port {self.config.bgp.port}: {err.strerror or err}"
                     ) from None
+                view.after_change = self.bgp.kick  # `clear` changed the speaker: send what follows
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
             for vni, tap in self.taps.items():

@@ -16,6 +16,8 @@ ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
 
 def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
     rows = []
+    assert speaker.config.bgp is not None
+    protection = {str(nb.address): (nb.password is not None, nb.ttl_security) for nb in speaker.config.bgp.neighbors}
     for address, peer in speaker.peers.items():
         stats = speaker.stats[address]
         received = speaker.rib.paths_from(address)
@@ -43,6 +45,8 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "families": [family_name(f) for f in families],  # negotiated; configured while down
                 "end_of_rib_received": peer.negotiated is not None and stats.end_of_rib >= set(families),
                 "last_error": stats.last_error,
+                "tcp_md5": protection.get(address, (False, False))[0],  # whether, never the key
+                "ttl_security": protection.get(address, (False, False))[1],
             }
         )
     return rows
