@@ -369,7 +369,10 @@ class Daemon:
         next_aging = self.clock() + AGING_TICK_S
         next_route_check = self.clock() + 1.0
         while True:
-            await asyncio.sleep(EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S)
+            tick = EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S
+            if self.switch.events or self._announce:  # an announcement is due before the next tick
+                tick = min(tick, ANNOUNCE_DELAY_S)
+            await asyncio.sleep(tick)
             if self.clock() >= next_aging:
                 self.switch.expire(self.clock())
                 next_aging += AGING_TICK_S
