@@ -59,7 +59,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from overlayd.config import Config
+from overlayd.config import Config, NeighborConfig
 from overlayd.control.events import (
     EndOfRibReceived,
     RouteRefreshReceived,
@@ -162,24 +162,6 @@ class Speaker:
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         gr = bgp.graceful_restart
         self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
-        for nb in bgp.neighbors:
-            address = str(nb.address)
-            cfg = SessionConfig(
-                local_asn=self.asn,
-                peer_asn=nb.asn,
-                router_id=self.router_id,
-                peer_address=address,
-                hold_time_s=bgp.hold_time,
-                min_hold_time_s=min(3, bgp.hold_time),
-                passive=nb.passive,
-                connect_retry_s=bgp.connect_retry,
-                connect_retry_max_s=max(60.0, bgp.connect_retry),
-                families=families_named(nb.families),
-                graceful_restart_time_s=self.restart_time_s,
-            )
-            self.peers[address] = Peer(cfg, now)
-            self.peers[address].restarting = self.restart_time_s is not None  # until our End-of-RIB
-            self.stats[address] = PeerStats(nb.asn)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
         # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
@@ -196,6 +178,8 @@ class Speaker:
         self.max_pending_connections = MAX_PENDING_CONNECTIONS
         self.refused_pending = 0  # inbound connections closed because of that cap
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
+        for nb in bgp.neighbors:
+            self.add_neighbor(nb, now)
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
             self._originate(route, attrs, now)
@@ -312,6 +296,91 @@ class Speaker:
         peer.start(now)
         self.poll(now)
         return True
+
+    # -- a reloaded config: neighbors and networks come and go (config.reload plans it) ----
+
+    def add_neighbor(self, nb: NeighborConfig, now: float) -> Peer:
+        """A new Peer for `nb` (its session starts as the I/O side connects or accepts)."""
+        bgp = self.config.bgp
+        assert bgp is not None
+        address = str(nb.address)
+        cfg = SessionConfig(
+            local_asn=self.asn,
+            peer_asn=nb.asn,
+            router_id=self.router_id,
+            peer_address=address,
+            hold_time_s=bgp.hold_time,
+            min_hold_time_s=min(3, bgp.hold_time),
+            passive=nb.passive,
+            connect_retry_s=bgp.connect_retry,
+            connect_retry_max_s=max(60.0, bgp.connect_retry),
+            families=families_named(nb.families),
+            graceful_restart_time_s=self.restart_time_s,
+        )
+        peer = self.peers[address] = Peer(cfg, now)
+        peer.restarting = self.restart_time_s is not None  # until our End-of-RIB
+        self.stats[address] = PeerStats(nb.asn)
+        return peer
+
+    def remove_neighbor(self, address: str, now: float) -> Peer | None:
+        """Cease `address`'s session and forget it: its paths leave the RIB and the fabric now
+        (no graceful restart for a peer that is gone). Returns the Peer, whose last bytes (the
+        NOTIFICATION) the I/O side still sends."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        peer.stop(now)
+        while (event := peer.next_event()) is not None:  # its SessionDown, while it is still ours
+            self._peer_event(address, event, now)
+        self._stale.pop(address, None)
+        self._stale_until.pop(address, None)
+        self._import(self.rib.drop_peer(address, now), now)  # kept as stale, or never Established
+        for table in (self.peers, self.stats, self._pending, self._gr_families):
+            table.pop(address, None)
+        self._eor.discard(address)
+        log.info("peer %s: removed from the config", address)
+        self._flush(now)
+        return peer
+
+    def add_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` of the reloaded `config` joins: its type-3 route goes out, and what the
+        RIB already holds for it (flood list members, MACs, IP bindings) reaches the fabric."""
+        self._reimport(config, now)
+        self._replay(vni, True, now)
+        route, attrs = self.factory.imet(self.networks[vni])
+        self._originate(route, attrs, now)
+        self._flush(now)
+
+    def remove_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` leaves (`config`, the reloaded one, no longer has it): our routes for it
+        are withdrawn, and its flood list, MACs and bindings leave the fabric."""
+        if vni not in self.networks:
+            return
+        for key in [k for k, p in self._originated.items()
+                    if isinstance(p.route, (ImetRoute, MacIpRoute)) and self.importer.domain_of(p) == vni]:
+            self._retract(key, now)
+        self._replay(vni, False, now)
+        self._local_ips = {k: ips for k, ips in self._local_ips.items() if k[0] != vni}
+        self._reimport(config, now)
+        self._flush(now)
+
+    def _reimport(self, config: Config, now: float) -> None:
+        self.config = config
+        self.networks = evpn_networks(config)
+        routed = self.routed
+        self.importer = Importer(self.networks, (routed.route_target, routed.vni) if routed else None)
+        self._import(self.rib.set_domain_of(self.importer.domain_of), now)
+
+    def _replay(self, vni: int, appear: bool, now: float) -> None:
+        """Make the fabric follow the RIB's best type-2 and type-3 paths of network `vni`: as if
+        each had just arrived (`appear`) or just left."""
+        changes = []
+        for path in self.rib.bests():
+            if path.is_local or not isinstance(path.route, (ImetRoute, MacIpRoute)):
+                continue
+            if self.importer.domain_of(path) == vni:
+                changes.append(BestPathChanged(path.key, None, path) if appear else BestPathChanged(path.key, path, None))
+        self._import(changes, now)
 
     # -- peer events -----------------------------------------------------------------
 

@@ -210,7 +210,7 @@ def render_clear(r: dict[str, Any]) -> str:
 
 
 def render_reload(r: Any) -> str:
-    return r if isinstance(r, str) else json.dumps(r, indent=2, sort_keys=True)
+    return f"reloaded {r['reloaded']}: {r['changes']}"
 
 
 def _status_socket_line(sock: dict[str, Any]) -> str:
@@ -244,7 +244,9 @@ CLEAR_TARGETS = {
     "peer": "reset the BGP session with a neighbor: Cease (administrative reset), its routes withdrawn, "
             "then it reconnects",
 }
-RELOAD_HELP = "root only: re-read the config file and apply it, as SIGHUP does"
+RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
+               "networks, static vteps/fdb and services change live; a file that does not load, or that "
+               "changes a key only a restart changes, is refused (exit 3) and the running config stays")
 
 
 def build_parser() -> argparse.ArgumentParser:

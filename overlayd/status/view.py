@@ -322,7 +322,7 @@ class SwitchView:
 
     def reload(self, now: float) -> Any:
         if self.reload_hook is None:
-            raise StatusError("not_supported", "reload is not supported yet by this overlayd: restart it to "
+            raise StatusError("not_supported", "this status view has no daemon to reload: restart overlayd to "
                                                "apply a changed config")
         return self.reload_hook()
 
