@@ -21,7 +21,11 @@ cluster network's node subnets (EVPN type-5) through a TUN or TAP device.
 
 Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it:
 BGP sessions are closed with a Cease, and the devices, status socket and
-subnet files it created are removed. Query a running daemon with
+subnet files it created are removed. SIGHUP reads the config file
+again and applies the neighbors, userspace networks, static vteps/fdb
+and services that changed, leaving the rest running; a file that does
+not load, or that changes a key only a restart changes, is refused and
+logged, and the running config stays. Query a running daemon with
 `overlayctl`."""
 
 EPILOG = """\
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
     try:
-        run(config)
+        run(config, args.config)
     except SetupError as err:
         log.error("setup failed: %s", err)
         return EXIT_SETUP

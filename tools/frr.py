@@ -97,6 +97,8 @@ class Neighbor:
     rr_client: bool = False  # reflect iBGP routes to and from it (RFC 4456)
     passive: bool = False  # wait for it to connect
     port: int = 179  # its BGP port
+    password: str | None = None  # TCP MD5 signatures with this key (`neighbor X password`)
+    ttl_security: bool = False  # GTSM for a directly connected peer (`neighbor X ttl-security hops 1`)
 
 
 FAMILIES = {"ipv4-unicast": "ipv4 unicast", "ipv6-unicast": "ipv6 unicast",
@@ -132,6 +134,10 @@ def bgp_config(asn: int, router_id: str, neighbors: list[Neighbor], hold_time: i
             out.append(f" neighbor {nb.address} port {nb.port}")
         if nb.passive:
             out.append(f" neighbor {nb.address} passive")
+        if nb.password is not None:
+            out.append(f" neighbor {nb.address} password {nb.password}")
+        if nb.ttl_security:
+            out.append(f" neighbor {nb.address} ttl-security hops 1")
     used = [f for f in FAMILIES if any(f in nb.families for nb in neighbors)]
     if advertise_all_vni and "l2vpn-evpn" not in used:
         used.append("l2vpn-evpn")

@@ -29,7 +29,8 @@ neighbor entry per `Neighbor` with its AFI/SAFIs (`families`, GoBGP's names:
 l2vpn-evpn by default, ipv4-unicast, ipv6-unicast), short timers
 (hold time 9 s, keepalive 3 s, connect retry 1 s, so sessions come up and
 fail fast in tests) and, when asked, route-reflector-client with this
-router's ID as cluster ID. Neighbors marked `adj_in_only` are named in a
+router's ID as cluster ID, a TCP MD5 password (`auth-password`) and GTSM
+(`ttl-security`, `ttl-min` 255). Neighbors marked `adj_in_only` are named in a
 global import policy that rejects their routes: gobgpd keeps them in that
 neighbor's Adj-RIB-In (`adj_in_count`) and never in its RIB. That is for
 benchmarks: GoBGP 3.10 scans its whole EVPN RIB for every type-2 route it
@@ -102,6 +103,8 @@ class Neighbor:
     port: int = 179  # its BGP port
     adj_in_only: bool = False  # its routes stay in its Adj-RIB-In: the global import policy rejects them
     families: tuple[str, ...] = ("l2vpn-evpn",)  # GoBGP's afi-safi-names, as overlayd's `families` spells them
+    password: str | None = None  # TCP MD5 signatures with this key (auth-password)
+    ttl_security: bool = False  # GTSM: TTL 255 out, at least 255 in (ttl-security, ttl-min 255)
 
 
 def config_toml(asn: int, router_id: str, listen: list[str], port: int,
@@ -145,6 +148,7 @@ def config_toml(asn: int, router_id: str, listen: list[str], port: int,
             "  [neighbors.config]",
             f"    neighbor-address = {q(nb.address)}",
             f"    peer-as = {nb.asn}",
+            *([f"    auth-password = {q(nb.password)}"] if nb.password is not None else []),
             "  [neighbors.timers.config]",
             f"    hold-time = {hold_time}",
             f"    keepalive-interval = {max(1, hold_time // 3)}",
@@ -157,6 +161,12 @@ def config_toml(asn: int, router_id: str, listen: list[str], port: int,
                  == ipaddress.ip_address(nb.address).version]
         if local:
             lines.append(f"    local-address = {q(local[0])}")
+        if nb.ttl_security:
+            lines += [
+                "  [neighbors.ttl-security.config]",
+                "    enabled = true",
+                "    ttl-min = 255",
+            ]
         if nb.rr_client:
             lines += [
                 "  [neighbors.route-reflector.config]",

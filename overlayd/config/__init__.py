@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -24,11 +25,13 @@ from pydantic import (
 
 from overlayd.config.fields import (
     ConfigError,
+    FilePath,
     Frozen,
-    IFNAME,
+    IfName,
     IpAddress,
     IpInterface,
     IpNetwork,
+    SocketPath,
     UnicastMac,
 )
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
@@ -49,6 +52,7 @@ ASSIGNED_ROUTE_PROTOCOLS = {
     192: "eigrp",
 }
 DEFAULT_ROUTE_PROTOCOL = 149
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")  # what shadow's useradd takes, or a gid
 
 # Limits per network (README "Limits and security").
 DEFAULT_MAX_LOCAL_MACS = 8192  # local FDB entries (DECISIONS.md, issue 13)
@@ -70,10 +74,22 @@ class NodeConfig(Frozen):
     name: str = Field(default_factory=platform.node, min_length=1)
     vtep: IpAddress
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
-    status_socket: str = DEFAULT_STATUS_SOCKET
+    status_socket: SocketPath = DEFAULT_STATUS_SOCKET
+    status_group: str | int | None = None  # the socket's group (name or gid); default: the daemon's own
+    status_max_clients: int = Field(default=64, ge=1, le=4096)
+    status_idle_timeout_s: float = Field(default=30.0, gt=0, le=86400)
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("status_group", mode="before")
+    @classmethod
+    def _group(cls, v: Any) -> Any:
+        ok = (v is None or isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 0xFFFFFFFF
+              or isinstance(v, str) and GROUP_NAME.fullmatch(v))
+        if not ok:
+            raise ValueError(f"{v!r} is not a group name or gid")
+        return v
 
     @field_validator("vtep")
     @classmethod
@@ -99,7 +115,7 @@ class StaticFdbEntry(Frozen):
 class NetworkConfig(Frozen):
     name: str = Field(min_length=1)
     vni: int = Field(ge=1, le=VNI_MAX)
-    device: str
+    device: IfName
     address: IpInterface | None = None
     mac: UnicastMac | None = None  # the device's MAC; default: the kernel's random one
     mtu: int | None = Field(default=None, ge=68, le=65535)
@@ -120,13 +136,6 @@ class NetworkConfig(Frozen):
     def vxlan_device(self) -> str:
         """The kernel backend's VXLAN device: vx<VNI> (at most 10 characters, within the 15 allowed)."""
         return f"vx{self.vni}"
-
-    @field_validator("device")
-    @classmethod
-    def _ifname(cls, v: str) -> str:
-        if not IFNAME.match(v):
-            raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
-        return v
 
     @field_validator("vteps")
     @classmethod
@@ -182,6 +191,19 @@ class MaxPrefixesConfig(Frozen):
 def _max_prefixes(v: Any) -> Any:
     """`max_prefixes: 5000` is `max_prefixes: {limit: 5000}`."""
     return {"limit": v} if isinstance(v, int) and not isinstance(v, bool) else v
+TCP_MD5SIG_MAXKEYLEN = 80  # linux/tcp.h
+
+
+def _password(v: Any) -> Any:
+    """`password`: checked without ever echoing it (no input in any error message)."""
+    if v is None:
+        return v
+    if not isinstance(v, str):
+        raise ValueError("must be a string (quote it)")
+    size = len(v.encode())
+    if not 1 <= size <= TCP_MD5SIG_MAXKEYLEN:
+        raise ValueError(f"must be 1 to {TCP_MD5SIG_MAXKEYLEN} bytes (the kernel's TCP MD5 key limit), got {size}")
+    return SecretStr(v)
 
 
 class NeighborConfig(Frozen):
@@ -192,6 +214,14 @@ class NeighborConfig(Frozen):
     description: str = ""
     families: tuple[Family, ...] = ("evpn",)
     max_prefixes: Annotated[MaxPrefixesConfig, BeforeValidator(_max_prefixes)] = MaxPrefixesConfig()
+    # TCP MD5 signatures (RFC 2385) with this key; a SecretStr: it prints as '**********'
+    password: Annotated[SecretStr | None, BeforeValidator(_password)] = None
+    ttl_security: bool = False  # GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (directly connected)
+
+    @property
+    def md5_key(self) -> bytes | None:
+        """The TCP MD5 key, for the socket options only."""
+        return None if self.password is None else self.password.get_secret_value().encode()
 
     @field_validator("families")
     @classmethod
@@ -209,6 +239,13 @@ class MacMobilityConfig(Frozen):
     freeze: float = Field(default=180.0, gt=0, description="seconds a duplicate MAC stays frozen")
 
 
+class GracefulRestartConfig(Frozen):
+    """RFC 4724, both roles: advertised with this restart time, and a peer that advertised it
+    keeps its routes (stale) across its restart."""
+
+    restart_time_s: int = Field(ge=1, le=4095, description="seconds (12 bits in the capability)")
+
+
 class BgpConfig(Frozen):
     asn: int = Field(ge=1, le=0xFFFFFFFF)
     router_id: ipaddress.IPv4Address | None = None
@@ -218,6 +255,7 @@ class BgpConfig(Frozen):
     connect_retry: float = Field(default=5.0, gt=0, description="seconds")
     neighbors: tuple[NeighborConfig, ...] = ()
     mac_mobility: MacMobilityConfig = MacMobilityConfig()
+    graceful_restart: GracefulRestartConfig | None = None  # default: not advertised, no helper
 
     @field_validator("hold_time")
     @classmethod
@@ -231,7 +269,7 @@ class RoutingConfig(Frozen):
     """The routed (L3) overlay: this node's pod subnet(s), announced as EVPN type-5 routes."""
 
     vni: int = Field(ge=1, le=VNI_MAX)
-    device: str = "ovl0"
+    device: IfName = "ovl0"
     device_type: Literal["tun", "tap"] = "tun"
     network: IpNetwork
     subnet: IpNetwork | Literal["auto"]
@@ -247,14 +285,9 @@ class RoutingConfig(Frozen):
     direct_routing: bool = False
     route_protocol: int = Field(default=DEFAULT_ROUTE_PROTOCOL, ge=0, le=255)
     install_routes: bool = False
-    env_file: str = "/run/overlayd/subnet.env"
-    cni_conflist: str | None = None  # write a bridge + host-local conflist for our subnet here
-    cni_bridge: str = "cni0"
-
-    @field_validator("device")
-    @classmethod
-    def _ifname(cls, v: str) -> str:
-        return NetworkConfig._ifname(v)
+    env_file: FilePath = "/run/overlayd/subnet.env"
+    cni_conflist: FilePath | None = None  # write a bridge + host-local conflist for our subnet here
+    cni_bridge: IfName = "cni0"
 
     @field_validator("route_protocol")
     @classmethod
@@ -329,7 +362,7 @@ class Config(Frozen):
     routing: RoutingConfig | None = None
     services_network: Annotated[tuple[IpNetwork, ...], BeforeValidator(_networks)] = ()
     services: tuple[ServiceConfig, ...] = ()
-    services_file: str | None = None
+    services_file: FilePath | None = None
     conntrack: ConntrackConfig = ConntrackConfig()
 
     @model_validator(mode="after")
@@ -381,9 +414,15 @@ class Config(Frozen):
             if self.bgp.router_id is None and self.node.vtep.version != 4:
                 raise ValueError("bgp.router_id: required when node.vtep is not IPv4")
             seen_peers: set[Any] = set()
+            own = {self.node.vtep: "node.vtep"}
+            if self.bgp.listen is not None:
+                own.setdefault(self.bgp.listen, "bgp.listen")
             for i, nb in enumerate(self.bgp.neighbors):
                 if nb.address in seen_peers:
                     raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is listed twice")
+                if nb.address in own:
+                    raise ValueError(f"bgp.neighbors[{i}].address: {nb.address} is this node's own address "
+                                     f"({own[nb.address]})")
                 seen_peers.add(nb.address)
         return self
 
@@ -481,6 +520,15 @@ _NAMES_ITS_FIELD = re.compile(
 _A_FIELD_INSIDE = re.compile(r"^\w+(\[\d+\])?(\.\w+(\[\d+\])?)*: ")  # "backends[0]: ...", "health.port: ..."
 
 
+def _redacted(value: Any) -> Any:
+    """`value` for an error message, with every `password` in it hidden."""
+    if isinstance(value, dict):
+        return {k: "**********" if k == "password" else _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(v) for v in value)
+    return value
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
@@ -505,8 +553,10 @@ def _explain(err: ValidationError) -> str:
             lines.append(f"{where}.{msg}")  # a model's own check naming one of its fields
         elif e["type"] == "value_error":
             lines.append(f"{where}: {msg}")
+        elif where.endswith(".password"):
+            lines.append(f"{where}: {msg}")  # never the input: it may be the key
         else:
-            lines.append(f"{where}: {msg} (got {e.get('input')!r})")
+            lines.append(f"{where}: {msg} (got {_redacted(e.get('input'))!r})")
     return "\n".join(dict.fromkeys(lines))
 
 

@@ -33,7 +33,8 @@ from overlayd.wire.bgp.messages import (
 from overlayd.wire.bgp.unicast import IPV4_UNICAST
 from overlayd.wire.bgp.update import FAMILY_NAMES, L2VPN_EVPN, Family
 
-OPEN_HOLD_TIME_S = 240.0  # RFC 4271 8.2.2: "a large value", 4 minutes, until the OPEN arrives
+OPEN_HOLD_TIME_S = 30.0  # until the peer's OPEN arrives; RFC 4271 8.2.2 suggests 4 minutes, but a
+# connection that says nothing for 30 s is a stranger or a broken peer, not worth a socket (issue 13)
 FAMILIES_BY_NAME: dict[str, Family] = {name: family for family, name in FAMILY_NAMES.items()}
 """A neighbor's `families` in the config ("evpn", "ipv4-unicast", "ipv6-unicast") -> (AFI, SAFI)."""
 
@@ -56,8 +57,11 @@ class SessionConfig:
     connect_retry_s:          the first connect retry delay; doubles per failure ...
     connect_retry_max_s:      ... up to this; each delay is jittered to 75-100 % (RFC 4271 10)
     jitter_seed:              seeds the jitter; None derives one from `peer_address`
-    graceful_restart_time_s:  advertised in the RFC 4724 capability (F bit 0: no forwarding
-                              state survives our restart)
+    graceful_restart_time_s:  None: no RFC 4724 capability (and no helper role either);
+                              else the restart time advertised in it
+    forwarding_preserved:     the capability's F bit for every family: our forwarding
+                              state survives our restart (False: overlayd's userspace data
+                              plane stops with the process)
     families:                 (afi, safi) we carry; the peer must support every one (a peer
                               with no multiprotocol capability at all carries IPv4 unicast only,
                               RFC 4760 8)
@@ -75,7 +79,8 @@ class SessionConfig:
     connect_retry_s: float = 5.0
     connect_retry_max_s: float = 60.0
     jitter_seed: int | None = None
-    graceful_restart_time_s: int = 120
+    graceful_restart_time_s: int | None = None
+    forwarding_preserved: bool = False
     families: tuple[Family, ...] = (L2VPN_EVPN,)
     four_octet_as: bool = True
     open_hold_time_s: float = OPEN_HOLD_TIME_S
@@ -94,7 +99,7 @@ class SessionConfig:
             raise ValueError(f"minimum hold time {self.min_hold_time_s} out of range")
         if int(self.router_id) == 0:
             raise ValueError("router ID 0.0.0.0 is not a BGP identifier")
-        if not 0 <= self.graceful_restart_time_s <= 0xFFF:
+        if self.graceful_restart_time_s is not None and not 0 <= self.graceful_restart_time_s <= 0xFFF:
             raise ValueError(f"graceful restart time {self.graceful_restart_time_s}: 0..4095 seconds")
         if not 0 < self.connect_retry_s <= self.connect_retry_max_s:
             raise ValueError("need 0 < connect_retry_s <= connect_retry_max_s")
@@ -107,19 +112,21 @@ class SessionConfig:
         return self.local_asn == self.peer_asn
 
 
-def local_open(config: SessionConfig) -> Open:
-    """The OPEN we send: multiprotocol for each family, route refresh, 4-octet AS, graceful restart."""
+def local_open(config: SessionConfig, restarting: bool = False) -> Open:
+    """The OPEN we send: multiprotocol for each family, route refresh, 4-octet AS, and graceful
+    restart when configured (R bit = `restarting`, F bit = `config.forwarding_preserved`)."""
     caps: list[Capability] = [Multiprotocol(afi, safi) for afi, safi in config.families]
     caps.append(RouteRefreshCapability())
     if config.four_octet_as:
         caps.append(FourOctetAs(config.local_asn))
-    caps.append(
-        GracefulRestart(
-            config.graceful_restart_time_s,
-            restarting=False,
-            families=tuple((afi, safi, False) for afi, safi in config.families),
+    if config.graceful_restart_time_s is not None:
+        caps.append(
+            GracefulRestart(
+                config.graceful_restart_time_s,
+                restarting=restarting,
+                families=tuple((afi, safi, config.forwarding_preserved) for afi, safi in config.families),
+            )
         )
-    )
     return Open(config.local_asn, config.hold_time_s, config.router_id, tuple(caps))
 
 

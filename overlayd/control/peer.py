@@ -33,14 +33,24 @@ newer inbound connection replaces an older one still in the OPEN exchange
 Collision resolution runs when an acceptable OPEN arrives on connection X,
 before we answer it, against every other connection Y past TCP setup:
 
-    Y Established, X's OPEN has the graceful restart R bit (the peer says it restarted)
+    Y Established, X is a restart of the peer (below)
                           -> Y is dead: dropped without NOTIFICATION (SessionDown,
-                             was_established), X goes on (RFC 4724 4.2)
-    Y Established         -> X gets Cease/7 (RFC 4271 6.8: the new connection closes).
-                             Without the R bit a restarted peer is let in once our hold
-                             timer has expired Y; "the peer advertised graceful restart"
-                             alone is not enough: a crossing connect whose OPEN arrives
-                             after Y reached Established would tear Y down.
+                             was_established, no NOTIFICATION either way), X goes on
+                             (RFC 4724 4.2: a new OPEN from a peer whose session is
+                             Established means the peer restarted)
+    Y Established, X is a crossing connect
+                          -> X gets Cease/7 (RFC 4271 6.8: the new connection closes)
+
+X is a restart of the peer, not the loser of a crossing connect, when its OPEN
+has the R bit (the peer says it restarted); or X and Y both came from the
+peer (a peer opens a second connection only after losing its first); or X
+is the connection the collision rule would have kept (the peer, resolving
+the same collision, would never have let Y reach Established); or X came up
+CROSSING_WINDOW_S or more after Y reached Established. The one case left, X
+the collision loser and up before (or just after) Y was Established, is the
+crossing connect whose OPEN left the peer before it resolved the collision
+and closed X: tearing Y down for it would flap every crossing. A restarted
+peer that lands in that case is let in on its next connect.
     Y OpenSent/OpenConfirm -> the connection opened by the speaker with the higher BGP
                              identifier survives (equal identifiers, RFC 6286 2.3: the
                              higher AS); the other gets Cease/7. Y is examined in OpenSent
@@ -66,6 +76,10 @@ from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.evpn import AFI_L2VPN, SAFI_EVPN
 from overlayd.wire.bgp.messages import GracefulRestart, Open
 from overlayd.wire.bgp.update import Update
+
+CROSSING_WINDOW_S = 1.0
+"""A peer's connection that came up this soon after another reached Established may be the
+loser of a crossing connect (its OPEN was sent before the peer resolved the collision)."""
 
 _RANK = {
     State.IDLE: 0,
@@ -103,6 +117,7 @@ class Peer:
         self.backoff = Backoff.for_config(config)
         self.counters = SessionCounters()
         self.last_error = ""
+        self.restarting = False  # RFC 4724: the R bit in the OPENs we send (the speaker sets it)
         self._stopped = not start
         self._next_id = 1
         self._conns: dict[int, Session] = {}  # conn_id -> session, for connections and connects under way
@@ -149,6 +164,11 @@ class Peer:
     def peer(self) -> str:
         return self.config.peer_address
 
+    @property
+    def pending(self) -> int:
+        """Its TCP connections still in the OPEN exchange (connected, not Established)."""
+        return sum(1 for s in set(self._conns.values()) if s.connected and s.state is not State.ESTABLISHED)
+
     # -- driving from the I/O side -----------------------------------------------------
 
     def connect_due(self, now: float) -> int | None:
@@ -163,6 +183,8 @@ class Peer:
     def connection_made(self, conn_id: int, now: float) -> None:
         """The outbound connect for `conn_id` succeeded."""
         session = self._conns.get(conn_id)
+        if session is not None:
+            session.restarting = self.restarting
         if conn_id in self._abandoned or session is None:
             self._abandoned.discard(conn_id)
             self._queue(conn_id, b"", True)
@@ -214,6 +236,25 @@ class Peer:
         self._output.pop(conn_id, None)
         self._after(now)
 
+    def send_progress(self, conn_id: int, now: float, unacked_bytes: int) -> None:
+        """The I/O side's report for the send hold timer (Session.send_progress)."""
+        session = self._conns.get(conn_id)
+        if session is not None:
+            session.send_progress(now, unacked_bytes)
+            self._after(now)
+
+    def set_paused(self, conn_id: int, paused: bool) -> None:
+        """The I/O side's buffer for `conn_id` went above (True) or back below its high-water mark."""
+        session = self._conns.get(conn_id)
+        if session is not None:
+            session.paused = paused
+
+    @property
+    def send_room(self) -> int:
+        """Bytes of UPDATEs the Established connection can take now (0: none, or paused)."""
+        s = self.established
+        return s.send_room if s is not None else 0
+
     def data_to_send(self) -> list[tuple[int, bytes, bool]]:
         """(conn_id, bytes to write, close after writing) for each connection with something to do."""
         out = [(conn_id, bytes(data), close) for conn_id, (data, close) in self._output.items()]
@@ -261,10 +302,12 @@ class Peer:
     # -- inside --------------------------------------------------------------------
 
     def _session(self, config: SessionConfig, now: float, *, start: bool, auto_restart: bool) -> Session:
-        return Session(
+        session = Session(
             config, now, start=start, auto_restart=auto_restart, backoff=self.backoff,
             counters=self.counters, collision_check=self._collision_check,
         )
+        session.restarting = self.restarting
+        return session
 
     def _new_id(self) -> int:
         conn_id = self._next_id
@@ -316,12 +359,16 @@ class Peer:
             if other is session or not other.connected:
                 continue
             if other.state is State.ESTABLISHED:
-                if _says_restarted(msg):
-                    other.abort(now, "the peer restarted (R bit in its new OPEN): dropped the old connection")
-                    self._drain(other, quiet=False)
-                    continue
-                self._quiet.add(session)
-                return False
+                why = self._restart_evidence(session, other, msg)
+                if why is None:
+                    self._quiet.add(session)
+                    return False
+                other.abort(now, f"the peer restarted ({why}): dropped the old connection")
+                self._drain(other, quiet=False)
+                if other is self._outbound:  # it starts again once no inbound connection is left
+                    self._abandon_outbound_connect()
+                    other.stop(now)
+                continue
             if session.inbound == other.inbound:  # two of the peer's connections: the newer wins
                 self._close_loser(other, now, "connection collision")
                 continue
@@ -334,6 +381,21 @@ class Peer:
         if session is not self._outbound and self._outbound is not None and not self._outbound.connected:
             self._close_loser(self._outbound, now, "an inbound connection reached OpenConfirm")
         return True
+
+    def _restart_evidence(self, new: Session, old: Session, msg: Open) -> str | None:
+        """Why the OPEN on `new`, while `old` is Established, means the peer restarted; None
+        when `new` may be the losing end of a crossing connect (see the module docstring)."""
+        if _says_restarted(msg):
+            return "R bit in its new OPEN"
+        if new.inbound and old.inbound:
+            return "a new connection from it while one was Established"
+        outbound_wins = keeps_outbound(self.config.router_id, msg.router_id, self.config.local_asn, msg.asn)
+        if outbound_wins == (new is self._outbound):
+            return "a new OPEN on the connection a collision would keep"
+        assert new.connected_since is not None and old.established_since is not None
+        if new.connected_since >= old.established_since + CROSSING_WINDOW_S:
+            return "a new OPEN on a connection made after the session was Established"
+        return None
 
     def _after(self, now: float) -> None:
         """After every input: collect output and events, forget closed connections,

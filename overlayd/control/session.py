@@ -38,10 +38,10 @@ state emits SessionDown)
 state        input                              action                       next
 Idle         start(now) / idle hold expires     -                            Connect (Active if passive)
 Connect      wants_connection() -> True         the I/O connects             Connect
-Connect      connection_made                    send OPEN, hold = 240 s      OpenSent
+Connect      connection_made                    send OPEN, hold = 30 s       OpenSent
 Connect      connection_failed                  backoff                      Active
 Active       connect retry timer (not passive)  -                            Connect
-Active       connection_made(inbound=True)      send OPEN, hold = 240 s      OpenSent
+Active       connection_made(inbound=True)      send OPEN, hold = 30 s       OpenSent
 OpenSent     OPEN, acceptable                   send KEEPALIVE, hold = agreed OpenConfirm
 OpenSent     OPEN, unacceptable                 N 2/x (negotiation.py)       restart
 OpenSent     OPEN, lost collision               N 6/7 (backoff not grown)    restart
@@ -53,11 +53,25 @@ any          a message not in EXPECTED[state]   N 5/(1, 2, 3) (RFC 6608)     res
 any          bytes that do not decode           N code/subcode of the error  restart
 any          NOTIFICATION                       -                            restart
 any          hold timer expires                 N 4/0                        restart
+OpenConfirm+ send hold timer expires               N 8/0 (RFC 9687)             restart
 any          connection_lost                    -                            restart
 any          stop(now)                          N 6/2 when connected         Idle, stays there
 any          abort(now, reason)                 close, no NOTIFICATION       restart
 OpenConfirm, Established: the keepalive timer sends a KEEPALIVE every hold/3
 (none when the agreed hold time is 0); sending an UPDATE restarts it.
+
+Send hold timer (RFC 9687). A peer that stops reading (frozen, or cut off in
+one direction) must not hold our writer forever. The I/O side reports now
+and then how many of the bytes it took from data_to_send() the peer has not
+acknowledged yet (`send_progress(now, unacked_bytes)`: its own buffer plus
+the kernel's send queue). While some are unacknowledged and none has been
+acknowledged for the send hold time, the session sends NOTIFICATION 8/0 (it
+will likely never arrive) and closes. The send hold time is the negotiated
+hold time (480 s when that is 0), not RFC 9687's suggested max(8 min, 2 x
+hold time): no writer blocks past the hold time. `paused` (set by the I/O
+side when its buffer is above its high-water mark) tells the speaker to
+stop queueing UPDATEs (see `send_room`), which bounds what one connection
+buffers.
 """
 
 from __future__ import annotations
@@ -126,6 +140,10 @@ FSM_SUBCODE = {
     State.ESTABLISHED: E.FSM_UNEXPECTED_IN_ESTABLISHED,
 }
 
+SEND_QUEUE_BYTES = 128 * 1024
+"""What `send_room` lets the speaker queue in one go, before the I/O side takes it."""
+SEND_HOLD_WITHOUT_HOLD_TIME_S = 480.0  # RFC 9687's 8 minutes, when the hold time is 0
+
 _COUNTER_NAMES = {OPEN: "open", UPDATE: "update", NOTIFICATION: "notification", KEEPALIVE: "keepalive",
                   ROUTE_REFRESH: "route_refresh"}
 
@@ -170,7 +188,8 @@ class Session:
     """RFC 4271 8 for one neighbor, one TCP connection at a time; see the module docstring.
 
     Public state, for status and tests: `state`, `inbound` (direction of the
-    current or last connection), `established_since`, `last_error`,
+    current or last connection), `connected_since` (when its TCP connection came
+    up), `established_since`, `last_error`,
     `counters`, `negotiated` (while past OpenSent), `remote_open`.
     """
 
@@ -191,6 +210,7 @@ class Session:
         self.config = config
         self.state = State.IDLE
         self.inbound: bool | None = None
+        self.connected_since: float | None = None
         self.established_since: float | None = None
         self.last_error = ""
         self.counters = counters if counters is not None else SessionCounters()
@@ -198,6 +218,7 @@ class Session:
         self.remote_open: Open | None = None
         self.backoff = backoff if backoff is not None else Backoff.for_config(config)
         self.auto_restart = auto_restart
+        self.restarting = False  # the R bit of the OPENs it sends (RFC 4724 3), set by the Peer
         self._collision_check = collision_check
         self._started = False
         self._attempt = False  # an outbound TCP connect is under way
@@ -209,6 +230,10 @@ class Session:
         self._retry_at: float | None = None  # ConnectRetryTimer (Active)
         self._hold_at: float | None = None  # HoldTimer (OpenSent and later)
         self._keepalive_at: float | None = None  # KeepaliveTimer (OpenConfirm, Established)
+        self._send_hold_at: float | None = None  # SendHoldTimer (RFC 9687): unacknowledged bytes, no progress
+        self._handed_out = 0  # bytes data_to_send() gave the I/O side on this connection
+        self._acked = 0  # of those, how many the peer acknowledged, as last reported
+        self.paused = False  # the I/O side's buffer is full: queue no UPDATEs (see send_room)
         if start:
             self.start(now)
 
@@ -281,11 +306,15 @@ class Session:
         self._attempt = False
         self._retry_at = None
         self.inbound = inbound
+        self.connected_since = now
         self._reader = MessageReader()
         self._out.clear()
+        self._handed_out = self._acked = 0
+        self._send_hold_at = None
+        self.paused = False
         self._close = False
         self.state = State.OPEN_SENT
-        self._send(local_open(self.config))
+        self._send(local_open(self.config, self.restarting))
         self._hold_at = now + self.config.open_hold_time_s
         return True
 
@@ -325,7 +354,26 @@ class Session:
         """Bytes to write to the TCP connection, oldest first (b"" when there are none)."""
         data = bytes(self._out)
         self._out.clear()
+        self._handed_out += len(data)
         return data
+
+    def send_progress(self, now: float, unacked_bytes: int) -> None:
+        """How many of the bytes taken from data_to_send() the peer has not acknowledged yet
+        (the I/O side's buffer and the kernel's send queue): drives the send hold timer."""
+        if self.state not in (State.OPEN_CONFIRM, State.ESTABLISHED):
+            return
+        acked = self._handed_out - unacked_bytes
+        if unacked_bytes <= 0 or acked > self._acked:
+            self._send_hold_at = None  # progress
+        self._acked = max(self._acked, acked)
+        if unacked_bytes > 0 and self._send_hold_at is None:
+            hold = self.negotiated.hold_time_s if self.negotiated else 0
+            self._send_hold_at = now + (hold or SEND_HOLD_WITHOUT_HOLD_TIME_S)
+
+    @property
+    def send_room(self) -> int:
+        """Bytes of UPDATEs the speaker may still queue now (0 while the I/O side is paused)."""
+        return 0 if self.paused else max(0, SEND_QUEUE_BYTES - len(self._out))
 
     def should_close(self) -> bool:
         """True once when the I/O side must close the connection (after writing data_to_send())."""
@@ -337,7 +385,8 @@ class Session:
 
     def get_timer(self) -> float | None:
         """The absolute time handle_timer wants to be called at, or None."""
-        deadlines = [t for t in (self._idle_until, self._retry_at, self._hold_at, self._keepalive_at) if t is not None]
+        deadlines = [t for t in (self._idle_until, self._retry_at, self._hold_at, self._keepalive_at,
+                                 self._send_hold_at) if t is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -351,6 +400,10 @@ class Session:
         if self._hold_at is not None and now >= self._hold_at:
             err = BgpError(E.HOLD_TIMER_EXPIRED, 0, f"nothing heard for {self._hold_period()} s")
             self._notify(now, err, reason=f"hold timer expired: {err}")
+            return
+        if self._send_hold_at is not None and now >= self._send_hold_at:
+            err = BgpError(E.SEND_HOLD_TIMER_EXPIRED, 0, "the peer acknowledged nothing we sent for the send hold time")
+            self._notify(now, err, reason=f"send hold timer expired: {err}")
             return
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self._send(Keepalive())
@@ -494,7 +547,7 @@ class Session:
         if sent is not None:
             self._send(sent)
         self._close = True
-        self._hold_at = self._keepalive_at = None
+        self._hold_at = self._keepalive_at = self._send_hold_at = None
         self.established_since = None
         self.negotiated = None
         self.last_error = reason

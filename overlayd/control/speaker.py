@@ -26,11 +26,24 @@ through a `Fabric` (the Switch). Theory of operation:
 - Max-prefix (prefix_limit.py): a route that would be one more in a peer's
   Adj-RIB-In than its `max_prefixes` allows is refused, and with `action:
   teardown` the session closes with Cease/1 and stays Idle for `restart_s`.
+- Graceful restart (RFC 4724, only with `bgp.graceful_restart`). Helper: a
+  peer that advertised the capability and whose connection ends without a
+  NOTIFICATION either way (closed, reset, or replaced by its new OPEN) keeps
+  its paths of the families it listed, marked stale, so forwarding goes on.
+  A stale path the peer announces again is fresh; when the peer sends
+  End-of-RIB for a family, or its restart time has passed since the session
+  went down, the stale paths left are withdrawn. A new OPEN without the
+  capability, or without the F bit for a family, withdraws that family's
+  stale paths at once (4.2). Restarting side: every start may be a restart
+  (nothing tells a first start from a crash), so the OPENs carry the R bit
+  until End-of-RIB has gone to that peer; the F bit is 0 (see
+  SessionConfig.forwarding_preserved).
 
 The I/O side drives it like this:
 
     speaker.peers[address]            # connect/accept/data/timers on a Peer (see peer.py)
     speaker.peer_for(address)         # the Peer an inbound connection from `address` belongs to
+    speaker.accept(address, now)      # an inbound connection: (Peer, conn_id), or why it is refused
     speaker.local_events(events, now) # what the Switch learned (Switch.pop_events())
     speaker.poll(now)                 # after any of the above: process peer events, send UPDATEs
     speaker.get_timer(), speaker.handle_timer(now)
@@ -43,12 +56,13 @@ whenever `speaker.unicast_version` has changed.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from overlayd.config import Config
+from overlayd.config import Config, NeighborConfig
 from overlayd.control.events import (
     EndOfRibReceived,
     RouteRefreshReceived,
@@ -75,14 +89,23 @@ from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
 from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.attributes import PathAttributes
+from overlayd.wire.bgp.errors import CEASE_ADMIN_RESET
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
+from overlayd.wire.bgp.messages import GracefulRestart
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import Family, Route, Update, family_name, route_family
-from overlayd.wire.ethernet import mac_str
+from overlayd.wire.ethernet import is_multicast, mac_str
 
 log = logging.getLogger("overlayd.bgp")
 
+ETHERNET_TAG_MAX = (1 << 24) - 1  # with VXLAN the Ethernet tag is 0 or a VNI (RFC 8365 5.1.3)
+ZERO_MAC = bytes(6)
+MAX_PENDING_CONNECTIONS = 64
+"""TCP connections in the OPEN exchange (not yet Established), all neighbors together: an inbound
+one past it is closed at once. Each neighbor has at most two (one each way: a newer inbound one
+replaces an older one), and strangers are refused before any state, so it binds past 32 neighbors."""
 ROUTES_PER_UPDATE = 32  # type-2 NLRI with an IPv6 address are 61 octets: 32 fit in 4096
+BYTES_PER_ROUTE = 128  # a generous size of one route in an UPDATE, to spend a session's send_room
 
 
 class Fabric(Protocol):
@@ -105,6 +128,11 @@ class PeerStats:
     treated_as_withdraw: int = 0
     attribute_errors: int = 0
     routes_rejected: int = 0  # loops (our AS, our ORIGINATOR_ID), no next hop, VTEP of the other family
+    graceful_restart_s: int | None = None  # the restart time in the peer's last OPEN (None: no capability)
+    graceful_restarts: int = 0  # sessions that went down with its paths kept as stale (helper)
+    stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
+    unknown_routes: int = 0  # EVPN routes of a type we do not speak, discarded (RFC 7606 5.4)
+    session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
@@ -138,23 +166,8 @@ class Speaker:
         self.stats: dict[str, PeerStats] = {}
         self.prefix_limits: dict[str, PrefixLimit] = {}  # max-prefix per peer (prefix_limit.py)
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
-        for nb in bgp.neighbors:
-            address = str(nb.address)
-            cfg = SessionConfig(
-                local_asn=self.asn,
-                peer_asn=nb.asn,
-                router_id=self.router_id,
-                peer_address=address,
-                hold_time_s=bgp.hold_time,
-                min_hold_time_s=min(3, bgp.hold_time),
-                passive=nb.passive,
-                connect_retry_s=bgp.connect_retry,
-                connect_retry_max_s=max(60.0, bgp.connect_retry),
-                families=families_named(nb.families),
-            )
-            self.peers[address] = Peer(cfg, now)
-            self.stats[address] = PeerStats(nb.asn)
-            self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
+        gr = bgp.graceful_restart
+        self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
         # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
@@ -163,9 +176,16 @@ class Speaker:
         self._originated: dict[tuple, Path] = {}  # our routes, by key
         self._pending: dict[str, dict[tuple, Path | None]] = {}  # per peer: to announce / None: withdraw
         self._eor: set[str] = set()  # peers that get End-of-RIB after their next flush
+        self._stale: dict[str, dict[tuple, Family]] = {}  # per peer: its stale paths' keys -> family
+        self._stale_until: dict[str, float] = {}  # per peer: when its stale paths go (restart time)
+        self._gr_families: dict[str, set[Family]] = {}  # per peer: the families its capability listed
         self._stopped = False
         self._moving = False
+        self.max_pending_connections = MAX_PENDING_CONNECTIONS
+        self.refused_pending = 0  # inbound connections closed because of that cap
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
+        for nb in bgp.neighbors:
+            self.add_neighbor(nb, now)
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
             self._originate(route, attrs, now)
@@ -188,6 +208,21 @@ class Speaker:
 
     def peer_for(self, address: str) -> Peer | None:
         return self.peers.get(str(ipaddress.ip_address(address.split("%")[0])))
+
+    def pending_connections(self) -> int:
+        """Connections in the OPEN exchange, all neighbors together."""
+        return sum(p.pending for p in self.peers.values())
+
+    def accept(self, address: str, now: float) -> tuple[Peer, int] | str:
+        """A TCP connection from `address` came in: its (Peer, conn_id), or why it must be closed."""
+        peer = self.peer_for(address)
+        if peer is None:
+            return "not a configured neighbor"
+        if self.pending_connections() >= self.max_pending_connections:
+            self.refused_pending += 1
+            return f"{self.max_pending_connections} connections are in the OPEN exchange already (the cap)"
+        conn_id = peer.accept(now)
+        return (peer, conn_id) if conn_id is not None else "not accepting now"
 
     def local_events(self, events: Iterable[object], now: float) -> None:
         """Feed what the Switch learned or forgot locally (its `pop_events()`)."""
@@ -218,6 +253,7 @@ class Speaker:
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
         times += [lim.idle_until for lim in self.prefix_limits.values() if lim.idle_until is not None]
+        times.extend(self._stale_until.values())
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -230,13 +266,133 @@ class Speaker:
                 log.info("peer %s: restarting after the max-prefix idle time", address)
                 self.peers[address].start(now)
         self._mobility(self.mobility.expire(now), now)
+        for address, until in list(self._stale_until.items()):
+            if until <= now:
+                self._sweep_stale(address, None, now, "its restart time passed")
         self.poll(now)
+
+    def backlog(self) -> bool:
+        """Some route changes wait for a connection's room (flush again once it has some)."""
+        return any(pending and self.peers[a].established is not None and self.peers[a].send_room > 0
+                   for a, pending in self._pending.items())
+
+    def stale_keys(self, address: str) -> set[tuple]:
+        """The keys of `address`'s paths kept as stale across its restart (graceful restart)."""
+        return set(self._stale.get(address, ()))
 
     def stop(self, now: float) -> None:
         """Close every session with Cease / administrative shutdown."""
         self._stopped = True
         for peer in self.peers.values():
             peer.stop(now)
+
+    # -- the operator's `overlayctl clear` ---------------------------------------------------
+
+    def clear_duplicate(self, vni: int, mac: bytes, now: float) -> bool:
+        """Lift the freeze on a duplicate MAC (the alarm in status); if the MAC is still here it is
+        advertised again at once. False: it was not frozen."""
+        if not self.mobility.is_frozen(vni, mac):
+            return False
+        self._mobility(self.mobility.unfreeze(vni, mac, now), now)
+        self._flush(now)
+        return True
+
+    def reset_peer(self, address: str, now: float) -> bool:
+        """Reset the session with a neighbor: Cease / administrative reset (RFC 4486), its routes
+        withdrawn, then connect again as after any failure. False: no such neighbor."""
+        peer = self.peer_for(address)
+        if peer is None or self._stopped:
+            return False
+        peer.stop(now, "reset by operator", CEASE_ADMIN_RESET)
+        peer.start(now)
+        self.poll(now)
+        return True
+
+    # -- a reloaded config: neighbors and networks come and go (config.reload plans it) ----
+
+    def add_neighbor(self, nb: NeighborConfig, now: float) -> Peer:
+        """A new Peer for `nb` (its session starts as the I/O side connects or accepts)."""
+        bgp = self.config.bgp
+        assert bgp is not None
+        address = str(nb.address)
+        cfg = SessionConfig(
+            local_asn=self.asn,
+            peer_asn=nb.asn,
+            router_id=self.router_id,
+            peer_address=address,
+            hold_time_s=bgp.hold_time,
+            min_hold_time_s=min(3, bgp.hold_time),
+            passive=nb.passive,
+            connect_retry_s=bgp.connect_retry,
+            connect_retry_max_s=max(60.0, bgp.connect_retry),
+            families=families_named(nb.families),
+            graceful_restart_time_s=self.restart_time_s,
+        )
+        peer = self.peers[address] = Peer(cfg, now)
+        peer.restarting = self.restart_time_s is not None  # until our End-of-RIB
+        self.stats[address] = PeerStats(nb.asn)
+        self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
+        return peer
+
+    def remove_neighbor(self, address: str, now: float) -> Peer | None:
+        """Cease `address`'s session and forget it: its paths leave the RIB and the fabric now
+        (no graceful restart for a peer that is gone). Returns the Peer, whose last bytes (the
+        NOTIFICATION) the I/O side still sends."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        peer.stop(now)
+        while (event := peer.next_event()) is not None:  # its SessionDown, while it is still ours
+            self._peer_event(address, event, now)
+        self._stale.pop(address, None)
+        self._stale_until.pop(address, None)
+        self._import(self.rib.drop_peer(address, now), now)  # kept as stale, or never Established
+        for table in (self.peers, self.stats, self._pending, self._gr_families, self.prefix_limits):
+            table.pop(address, None)
+        self._eor.discard(address)
+        log.info("peer %s: removed from the config", address)
+        self._flush(now)
+        return peer
+
+    def add_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` of the reloaded `config` joins: its type-3 route goes out, and what the
+        RIB already holds for it (flood list members, MACs, IP bindings) reaches the fabric."""
+        self._reimport(config, now)
+        self._replay(vni, True, now)
+        route, attrs = self.factory.imet(self.networks[vni])
+        self._originate(route, attrs, now)
+        self._flush(now)
+
+    def remove_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` leaves (`config`, the reloaded one, no longer has it): our routes for it
+        are withdrawn, and its flood list, MACs and bindings leave the fabric."""
+        if vni not in self.networks:
+            return
+        for key in [k for k, p in self._originated.items()
+                    if isinstance(p.route, (ImetRoute, MacIpRoute)) and self.importer.domain_of(p) == vni]:
+            self._retract(key, now)
+        self._replay(vni, False, now)
+        self._local_ips = {k: ips for k, ips in self._local_ips.items() if k[0] != vni}
+        self._reimport(config, now)
+        self._flush(now)
+
+    def _reimport(self, config: Config, now: float) -> None:
+        self.config = config
+        self.networks = evpn_networks(config)
+        routed = self.routed
+        self.importer = Importer(self.networks, (routed.route_target, routed.vni) if routed else None)
+        self._import(self.rib.set_domain_of(self.importer.domain_of), now)
+
+    def _replay(self, vni: int, appear: bool, now: float) -> None:
+        """Make the fabric follow the RIB's best type-2 and type-3 paths of network `vni`: as if
+        each had just arrived (`appear`) or just left."""
+        changes = []
+        for path in self.rib.bests():
+            if path.is_local or not isinstance(path.route, (ImetRoute, MacIpRoute)):
+                continue
+            if self.importer.domain_of(path) == vni:
+                changes.append(BestPathChanged(path.key, None, path) if appear else BestPathChanged(path.key, path, None))
+        self._import(changes, now)
 
     # -- peer events -----------------------------------------------------------------
 
@@ -249,12 +405,20 @@ class Speaker:
                 stats.adj_out = {}
                 stats.end_of_rib = set()
                 stats.last_error = ""
+                cap = next((c for c in event.capabilities if isinstance(c, GracefulRestart)), None)
+                stats.graceful_restart_s = cap.restart_time_s if cap is not None else None
+                self._gr_families[address] = {(afi, safi) for afi, safi, _ in cap.families} if cap else set()
+                for family in sorted({f for f in self._stale.get(address, {}).values()}):
+                    if cap is None or (*family, True) not in cap.families:  # RFC 4724 4.2
+                        self._sweep_stale(address, family, now, "its new OPEN does not say forwarding was kept")
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
                     pending[key] = path
                 self._eor.add(address)
             case SessionDown():
                 stats.last_error = event.reason
+                if event.notification_sent is not None and event.notification_sent[0] in (1, 3):
+                    stats.session_resets += 1  # message header or UPDATE message error
                 if not event.was_established and self.peers[address].established is not None:
                     # Another connection to this peer failed (a crossing or late connect the
                     # peer closed): the Established session carries on with what it has
@@ -264,8 +428,12 @@ class Speaker:
                 stats.adj_out = {}
                 self._pending.pop(address, None)
                 self._eor.discard(address)
-                if event.was_established:
+                if event.was_established and self._helps(address, event):
+                    self._keep_stale(address, event.reason, now)
+                elif event.was_established:
                     log.warning("peer %s: down: %s", address, event.reason)
+                    self._stale.pop(address, None)
+                    self._stale_until.pop(address, None)
                     self._import(self.rib.drop_peer(address, now), now)
                 else:
                     log.info("peer %s: session attempt failed: %s", address, event.reason)
@@ -275,6 +443,7 @@ class Speaker:
             case EndOfRibReceived(afi=afi, safi=safi):
                 stats.end_of_rib.add((afi, safi))
                 log.info("peer %s: end of RIB (%s)", address, family_name((afi, safi)))
+                self._sweep_stale(address, (afi, safi), now, "End-of-RIB")
             case RouteRefreshReceived(afi=afi, safi=safi):  # RFC 2918 4: send that family's routes again
                 pending = self._pending.setdefault(address, {})
                 for key, path in self._originated.items():
@@ -282,11 +451,61 @@ class Speaker:
                         stats.adj_out.pop(key, None)
                         pending[key] = path
 
+    # -- graceful restart, the helper's side (RFC 4724 4.2) ------------------------------
+
+    def _helps(self, address: str, event: SessionDown) -> bool:
+        """Keep the peer's paths across its restart? Both sides advertised the capability and
+        the connection ended without a NOTIFICATION (RFC 4724: a NOTIFICATION ends it all)."""
+        restart_s = self.stats[address].graceful_restart_s
+        return (self.restart_time_s is not None and bool(restart_s)
+                and event.notification_sent is None and event.notification_received is None)
+
+    def _keep_stale(self, address: str, reason: str, now: float) -> None:
+        stats = self.stats[address]
+        assert stats.graceful_restart_s
+        negotiated = self._peer_families(address)
+        stale = self._stale.setdefault(address, {})
+        changes: list = []
+        for path in self.rib.paths_from(address):
+            family = route_family(path.route)
+            if family in negotiated:
+                stale[path.key] = family
+            else:
+                changes += self.rib.withdraw(address, path.key, now)
+        self._stale_until[address] = now + stats.graceful_restart_s
+        stats.graceful_restarts += 1
+        log.warning("peer %s: down: %s; graceful restart: its %d path(s) kept as stale for up to %d s",
+                    address, reason, len(stale), stats.graceful_restart_s)
+        self._import(changes, now)
+
+    def _peer_families(self, address: str) -> set[Family]:
+        """The families the peer's last capability listed (those whose paths a helper keeps)."""
+        return self._gr_families.get(address, set())
+
+    def _sweep_stale(self, address: str, family: Family | None, now: float, why: str) -> None:
+        """Withdraw `address`'s stale paths of `family` (None: all of them)."""
+        stale = self._stale.get(address)
+        if not stale:
+            return
+        keys = [k for k, f in stale.items() if family is None or f == family]
+        changes: list = []
+        for key in keys:
+            del stale[key]
+            changes += self.rib.withdraw(address, key, now)
+        if not stale:
+            self._stale.pop(address, None)
+            self._stale_until.pop(address, None)
+        if keys:
+            self.stats[address].stale_removed += len(keys)
+            log.info("peer %s: %d stale path(s) withdrawn: %s", address, len(keys), why)
+        self._import(changes, now)
+
     def _receive(self, address: str, update: Update, now: float) -> None:
         stats = self.stats[address]
         peer = self.peers[address]
         if update.ignored:
             log.debug("peer %s: UPDATE: %s", address, "; ".join(update.ignored))
+        stats.unknown_routes += update.unknown_routes
         if update.errors:
             stats.attribute_errors += len(update.errors)
             stats.last_error = "; ".join(update.errors)
@@ -296,6 +515,11 @@ class Speaker:
         if update.treat_as_withdraw:
             stats.treated_as_withdraw += 1
             withdrawn += update.announced
+        stale = self._stale.get(address)
+        if stale:  # announced again (fresh) or withdrawn: no longer stale either way
+            for route in (*update.announced, *update.withdrawn):
+                if not isinstance(route, UnknownRoute):
+                    stale.pop(route.key, None)
         for route in withdrawn:
             if not isinstance(route, UnknownRoute):
                 changes += self.rib.withdraw(address, route.key, now)
@@ -309,6 +533,8 @@ class Speaker:
                 reason = self._reject(route, attrs, neg is not None and neg.remote_asn != self.asn)
                 if reason:
                     stats.routes_rejected += 1
+                    stats.last_error = f"route rejected (treat-as-withdraw): {reason}"
+                    log.info("peer %s: %s", address, stats.last_error)
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
                 if not self._admit(address, route.key, now):
@@ -345,8 +571,21 @@ class Speaker:
         return False
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
+        """Why a received route must not be used (it is then treated as withdrawn), or ""."""
         if attrs.next_hop is None:
             return "no next hop"
+        for what, address in (("next hop", attrs.next_hop),
+                              ("PMSI tunnel endpoint", attrs.pmsi_tunnel.tunnel_id if attrs.pmsi_tunnel else None)):
+            if address is None:
+                continue
+            if address == self.vtep:
+                return f"{what} {address} is our own VTEP"
+            if address.is_loopback or address.is_multicast or address.is_unspecified:
+                return f"{what} {address} is not a unicast address of another host"
+        if isinstance(route, (MacIpRoute, ImetRoute, PrefixRoute)) and route.ethernet_tag > ETHERNET_TAG_MAX:
+            return f"Ethernet tag {route.ethernet_tag} does not fit in 24 bits (RFC 8365 5.1.3)"
+        if isinstance(route, MacIpRoute) and (route.mac == ZERO_MAC or is_multicast(route.mac)):
+            return f"MAC {mac_str(route.mac)} is not a unicast host address"
         # Our one VTEP sends VXLAN from one address family: a VTEP of the other
         # cannot be reached (as README says of static config), so do not install it.
         # A unicast route's next hop is a router's, kept as received whatever its family.
@@ -528,13 +767,19 @@ class Speaker:
             peer = self.peers[address]
             if not pending or peer.established is None:
                 continue
+            # Flow control: what the connection cannot take now stays in `pending` (one entry
+            # per route key, so bounded by the table) until the I/O side has room again.
+            budget = peer.send_room // BYTES_PER_ROUTE
+            if budget <= 0:
+                continue
+            batch = list(itertools.islice(pending.items(), budget))
             neg = peer.negotiated
             assert neg is not None
             ebgp = neg.remote_asn != self.asn
             adj_out = self.stats[address].adj_out
             withdraw: dict[Family, list[Route]] = {}
             announce: dict[tuple[Family, PathAttributes], list[Route]] = {}
-            for key, path in pending.items():
+            for key, path in batch:
                 if path is None:
                     old = adj_out.pop(key, None)
                     if old is not None:
@@ -543,7 +788,8 @@ class Speaker:
                     adj_out[key] = path
                     attrs = self.factory.for_peer(path.attributes, ebgp)
                     announce.setdefault((route_family(path.route), attrs), []).append(path.route)
-            pending.clear()
+            for key, _ in batch:
+                del pending[key]
             for routes in withdraw.values():  # one family per UPDATE (RFC 7606 5.1)
                 for i in range(0, len(routes), ROUTES_PER_UPDATE):
                     peer.send_update(Update(withdrawn=tuple(routes[i : i + ROUTES_PER_UPDATE])), now)
@@ -553,8 +799,11 @@ class Speaker:
                     peer.send_update(Update(announced=chunk, attributes=attrs), now)
         for address in list(self._eor):
             peer = self.peers[address]
+            if self._pending.get(address) and peer.established is not None:
+                continue  # End-of-RIB goes after the whole initial table
             neg = peer.negotiated
             if peer.established is not None and neg is not None:
                 for family in neg.families:
                     peer.send_update(Update(end_of_rib=True, end_of_rib_family=family), now)
+                peer.restarting = False  # RFC 4724: our restart is over for this peer
             self._eor.discard(address)

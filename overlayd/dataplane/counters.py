@@ -90,3 +90,8 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTERS}
+
+    def reset(self) -> None:
+        """Every counter back to 0 (`overlayctl clear counters`)."""
+        for name in COUNTERS:
+            setattr(self, name, 0)

@@ -119,6 +119,17 @@ class Switch:
         self._flood[vni] = tuple((v, self.vxlan_port) for v in self.flood.targets(vni))
         self._refresh_allowed(vni)
 
+    def remove_segment(self, vni: int) -> None:
+        """Forget segment `vni` and everything the tables hold for it (a network a reload
+        removed); what left is recorded in `events`, as any other removal."""
+        del self._segments[vni]
+        self._flood.pop(vni, None)
+        self.events.extend(self.fdb.flush(vni))
+        self.events.extend(self.neighbors.flush(vni))
+        self.events.extend(self.flood.flush(vni))
+        self.fdb.aging_exempt.discard(vni)
+        self.neighbors.aging_exempt.discard(vni)
+
     def add_router(self, router: RoutedVni) -> None:
         """Route VNI `router.vni`: `from_vxlan` hands its datagrams to `router.from_vxlan`.
 

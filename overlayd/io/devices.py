@@ -127,7 +127,9 @@ async def ensure(ipr, spec: DeviceSpec) -> tuple[int, str]:
     if spec.kind == "bridge":
         announce_changes(spec.name)
     await ipr.link("set", index=index, ifalias=OWNER_ALIAS, mtu=spec.mtu)
-    if spec.mac:
+    if spec.mac and spec.mac.lower() != str(link.get("IFLA_ADDRESS", "")).lower():
+        # only when it differs: setting a device's address, even to the one it has, flushes the
+        # neighbours learned on it, and an adopting restart must keep those
         await ipr.link("set", index=index, address=spec.mac)
     elif spec.kind == "bridge" and how != "adopted":
         # A bridge without a MAC of its own takes its lowest port's, and changes it when ports

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
 
+from overlayd.config.fields import ifname_problem
+
 IFA_F_NODAD = 0x02
 
 
@@ -23,7 +25,14 @@ class Underlay:
 def announce_changes(name: str) -> None:
     """Have the kernel announce `name`'s addresses when it comes up or its MAC or addresses
     change: a gratuitous ARP (arp_notify) and an unsolicited neighbour advertisement
-    (ndisc_notify). Quietly skipped where the family is off."""
+    (ndisc_notify). Quietly skipped where the family is off.
+
+    `name` becomes part of a path under /proc/sys: anything that is not an interface name
+    (config.fields.ifname_problem: '..', 'a/b', 'all', ...) is refused with ValueError
+    before a file is opened. The config refuses such names already; this is the backstop."""
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise ValueError(f"{name!r} is not a valid interface name: {problem}")
     for path in (f"/proc/sys/net/ipv4/conf/{name}/arp_notify", f"/proc/sys/net/ipv6/conf/{name}/ndisc_notify"):
         try:
             with open(path, "w") as f:

@@ -8,9 +8,11 @@ a clean shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import tempfile
 from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,12 +78,22 @@ def write_subnet_files(routing, subnets: tuple[Network, ...], mtu: int) -> None:
 
 
 def write_atomically(path: str | Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to a new file next to `path` and rename it over `path`. The temporary file
+    gets an unpredictable name and is created with O_EXCL (tempfile.mkstemp), so a symlink
+    planted in a directory others can write to is never followed; the rename replaces `path`
+    itself, even if it is a symlink, never its target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remove(path: str | Path) -> None:

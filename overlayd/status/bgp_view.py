@@ -16,6 +16,8 @@ ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
 
 def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
     rows = []
+    assert speaker.config.bgp is not None
+    protection = {str(nb.address): (nb.password is not None, nb.ttl_security) for nb in speaker.config.bgp.neighbors}
     for address, peer in speaker.peers.items():
         stats = speaker.stats[address]
         limit = speaker.prefix_limits[address]
@@ -35,6 +37,12 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "treated_as_withdraw": stats.treated_as_withdraw,
                 "attribute_errors": stats.attribute_errors,
                 "routes_rejected": stats.routes_rejected,
+                "unknown_routes": stats.unknown_routes,
+                "session_resets": stats.session_resets,
+                "graceful_restart_s": stats.graceful_restart_s,  # the peer's restart time; None: not advertised
+                "graceful_restarts": stats.graceful_restarts,
+                "stale_routes": len(speaker.stale_keys(address)),
+                "stale_removed": stats.stale_removed,
                 "families": [family_name(f) for f in families],  # negotiated; configured while down
                 "end_of_rib_received": peer.negotiated is not None and stats.end_of_rib >= set(families),
                 "last_error": stats.last_error,
@@ -42,6 +50,8 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "max_prefixes_action": limit.action,
                 "prefixes_refused": limit.refused,
                 "max_prefix_teardowns": limit.teardowns,
+                "tcp_md5": protection.get(address, (False, False))[0],  # whether, never the key
+                "ttl_security": protection.get(address, (False, False))[1],
             }
         )
     return rows
@@ -92,7 +102,12 @@ def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
 
 
 def rib_rows(speaker: Speaker) -> list[dict[str, Any]]:
-    rows = [path_row(e.path, e.best, speaker.importer.domain_of(e.path)) for e in speaker.rib]
+    stale = {peer: speaker.stale_keys(peer) for peer in speaker.peers}
+    rows = []
+    for e in speaker.rib:
+        row = path_row(e.path, e.best, speaker.importer.domain_of(e.path))
+        row["stale"] = e.path.key in stale.get(e.path.peer, ())  # kept across the peer's graceful restart
+        rows.append(row)
     rows.sort(key=lambda r: (r["vni"] or 0, r["type"], r["mac"] or "", r["ip"] or "", r["prefix"] or "",
                              r["rd"] or "", not r["best"], r["peer"]))
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from overlayd.status.protocol import StatusError, decode_reply, encode_request
@@ -16,8 +17,19 @@ def request(path: str, command: str, timeout: float = 5.0, **args: Any) -> Any:
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(encode_request(command, **args).encode())
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:  # EAGAIN: the daemon's listen queue is full (a flood); wait for room
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+        try:
+            sock.sendall(encode_request(command, **args).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon closed at once: its reason (busy) may still be there to read
         with sock.makefile("rb") as f:
             line = f.readline()
     if not line:

@@ -57,6 +57,14 @@ def render_status(s: dict[str, Any]) -> str:
                    if m["prefixes_refused"] else "") for m in bgp.get("max_prefixes", ())]
         if caps:
             head += "\nbgp max prefixes: " + ", ".join(caps)
+        if "pending_connections" in bgp:
+            gr = bgp.get("graceful_restart_s")
+            gr_text = f"{gr} s" if gr else "off"
+            head += (
+                f"\nbgp limits: connections in the OPEN exchange {bgp['pending_connections']}/"
+                f"{bgp['max_pending_connections']} ({bgp['refused_pending']} refused)  "
+                f"graceful restart {gr_text}"
+            )
         for d in bgp["duplicate_macs"]:
             head += f"\nALARM: duplicate MAC {d['mac']} on vni {d['vni']}: {d['moves']} moves, frozen"
     routing = s.get("routing")
@@ -93,6 +101,8 @@ def render_status(s: dict[str, Any]) -> str:
             head += f"\nkernel: {kernel['adopted_pending_sweep']} entries from an earlier run kept until the first full table"
         for error in kernel["last_errors"][-3:]:
             head += f"\nkernel error: {error}"
+    if s.get("status_socket"):
+        head += "\n" + _status_socket_line(s["status_socket"])
     if not rows:
         return head
     out = head + "\n\n" + table(
@@ -127,10 +137,17 @@ def render_peers(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no BGP neighbors configured)"
     return table(
-        ("NEIGHBOR", "AS", "STATE", "UPTIME", "FAMILIES", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
+        ("NEIGHBOR", "AS", "STATE", "UPTIME", "FAMILIES", "AUTH", "RECEIVED", "ACCEPTED", "SENT", "LAST ERROR"),
         [(r["neighbor"], r["asn"], r["state"], _duration(r["uptime_s"]), ",".join(r.get("families", ())) or "-",
-          r["routes_received"], r["routes_accepted"], r["routes_sent"], r["last_error"] or "-") for r in rows],
+          _protection(r), r["routes_received"], r["routes_accepted"], r["routes_sent"], r["last_error"] or "-")
+         for r in rows],
     )
+
+
+def _protection(row: dict[str, Any]) -> str:
+    """How a session is protected: md5 (RFC 2385), gtsm (RFC 5082), both, or -."""
+    return "+".join(name for name, on in (("md5", row.get("tcp_md5")), ("gtsm", row.get("ttl_security"))) if on) \
+        or "-"
 
 
 def render_rib(rows: list[dict[str, Any]]) -> str:
@@ -205,6 +222,28 @@ def render_conntrack(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def render_clear(r: dict[str, Any]) -> str:
+    if r["cleared"] == "counters":
+        return f"cleared the {r['counters']} counters of `overlayctl stats` ({r['were_nonzero']} were not 0)"
+    if r["cleared"] == "mac":
+        return f"unfroze duplicate MAC {r['mac']} on network {r['network']} (vni {r['vni']})"
+    return f"reset the BGP session with {r['neighbor']} (Cease, administrative reset); it reconnects now"
+
+
+def render_reload(r: Any) -> str:
+    return f"reloaded {r['reloaded']}: {r['changes']}"
+
+
+def _status_socket_line(sock: dict[str, Any]) -> str:
+    return (
+        f"status socket: {sock['path']} mode {sock['mode']} group {sock['group']}, clients "
+        f"{sock['clients']}/{sock['max_clients']}, idle timeout {sock['idle_timeout_s']:g}s, requests up to "
+        f"{sock['max_request_bytes']} bytes; {sock['refused_busy']} refused busy, {sock['evicted_idle']} idle "
+        f"evicted, {sock['dropped_idle']} idle dropped, {sock['refused_too_large']} too large, "
+        f"{sock['refused_not_permitted']} not permitted"
+    )
+
+
 RENDER = {
     "status": render_status,
     "fdb": render_fdb,
@@ -214,14 +253,30 @@ RENDER = {
     "routes": render_routes,
     "services": render_services,
     "conntrack": render_conntrack,
+    "clear": render_clear,
+    "reload": render_reload,
 }
+
+# overlayctl's own words for the state-changing commands (the protocol's are in COMMANDS).
+CLEAR_HELP = "root only: zero counters, unfreeze a duplicate MAC, or reset a BGP session"
+CLEAR_TARGETS = {
+    "counters": "zero every counter `overlayctl stats` shows",
+    "mac": "lift the freeze on a duplicate MAC (the ALARM in `status`); advertised again if it is still here",
+    "peer": "reset the BGP session with a neighbor: Cease (administrative reset), its routes withdrawn, "
+            "then it reconnects",
+}
+RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
+               "networks, static vteps/fdb and services change live; a file that does not load, or that "
+               "changes a key only a restart changes, is refused (exit 3) and the running config stays")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="overlayctl",
-        description="Query a running overlayd through its status socket.",
-        epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request.",
+        description="Query a running overlayd through its status socket. Members of the socket's group "
+                    "(node.status_group) may run every command but clear and reload, which only root may.",
+        epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request "
+               "(not_permitted: a state-changing command from a user who is not root).",
     )
     p.add_argument(
         "-s", "--socket",
@@ -231,8 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"overlayctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
+        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP}.get(name, help_text)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
+        if name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
+            cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
+        if name == "clear":
+            targets = cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
+            for what, what_help in CLEAR_TARGETS.items():
+                t = targets.add_parser(what, help=what_help, description=what_help)
+                t.add_argument("--json", action="store_true", help="print the reply as stable JSON")
+                if what == "mac":
+                    t.add_argument("network", help="the network's name (or its VNI)")
+                    t.add_argument("mac", help="the frozen MAC, like 02:00:00:00:00:01")
+                elif what == "peer":
+                    t.add_argument("neighbor", help="the neighbor's address, as configured")
         if name == "fdb":
             cmd.add_argument("-n", "--network", help="only this network")
         if name == "conntrack":
@@ -244,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend")
-             if getattr(args, key, None)}
+    extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend", "what", "mac",
+                                                    "neighbor") if getattr(args, key, None)}
     try:
         result = request(args.socket, args.command, **extra)
     except StatusError as err:

@@ -7,17 +7,25 @@ Error:    {"version": 1, "ok": false, "error": {"code": "unknown_command", "mess
 Pure code: `handle_line` maps a request line to a reply line given a view of
 the node, so the whole protocol is testable with strings. The socket server
 (`status/server.py`) and `overlayctl` only move lines.
+
+Who may do what: the socket is open to root and to the group of
+`node.status_group`. Every command only reads, except `clear` and `reload`
+(PRIVILEGED_COMMANDS), which change the daemon's state: the server says
+whether the client is privileged (root, or the daemon's own user, by
+SO_PEERCRED) and `handle_line` refuses those two otherwise, with code
+`not_permitted`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
 PROTOCOL_VERSION = 1
 DEFAULT_STATUS_SOCKET = "/run/overlayd/overlayd.sock"
-MAX_LINE_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 * 1024  # a request line longer than this (newline not counted) is refused
 
 
 class NodeView(Protocol):
@@ -32,6 +40,10 @@ class NodeView(Protocol):
     def services(self, now: float) -> list[dict[str, Any]]: ...
     def conntrack(self, now: float, service: str | None = None, client: str | None = None,
                   backend: str | None = None) -> list[dict[str, Any]]: ...
+    def clear_counters(self, now: float) -> dict[str, Any]: ...
+    def clear_mac(self, now: float, network: str, mac: str) -> dict[str, Any]: ...
+    def clear_peer(self, now: float, neighbor: str) -> dict[str, Any]: ...
+    def reload(self, now: float) -> Any: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -39,14 +51,21 @@ COMMANDS: dict[str, str] = {
               "the routing backend and what overlayd programmed into the kernel",
     "fdb": "forwarding database entries (args: network)",
     "stats": "frame and byte counters, and one counter per drop reason",
-    "peers": "BGP neighbors: AS, state, uptime, families, routes received / accepted / sent, last error",
-    "rib": "BGP routes, EVPN and unicast: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer",
+    "peers": "BGP neighbors: AS, state, uptime, families, protection (md5, gtsm), routes received / accepted / "
+             "sent, last error (--json: also bad-input counters and graceful restart: stale routes)",
+    "rib": "BGP routes, EVPN and unicast: type, RD, ESI/tag, MAC, IP, prefix, VNI, next hop, sequence, best, peer "
+           "(--json: also whether kept stale across the peer's restart)",
     "routes": "the subnet table: prefix, node, VTEP, router MAC, VNI, age, source peer, the way the "
               "kernel routes it and whether it holds that route",
     "services": "each service: VIP, port, protocol, its backends with health, active flows and hits",
     "conntrack": "the tracked flows of the service path (args: service, client, backend)",
+    "clear": "root only: zero the counters of `stats` (what: counters), lift the freeze on a duplicate MAC "
+             "(what: mac; network, mac) or reset a BGP session (what: peer; neighbor)",
+    "reload": "root only: re-read the config file and apply it, as SIGHUP does",
 }
 CONNTRACK_FILTERS = ("service", "client", "backend")
+PRIVILEGED_COMMANDS = frozenset({"clear", "reload"})  # they change the daemon's state
+CLEAR_ARGS = {"counters": (), "mac": ("network", "mac"), "peer": ("neighbor",)}
 
 
 class StatusError(Exception):
@@ -72,6 +91,11 @@ def _error(code: str, message: str) -> str:
     return _reply(False, error={"code": code, "message": message})
 
 
+def error_reply(code: str, message: str) -> str:
+    """An error reply line the server sends on its own (busy, request too large)."""
+    return _error(code, message)
+
+
 def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) -> Any:
     handlers: dict[str, Callable[[], Any]] = {
         "status": lambda: view.status(now),
@@ -82,8 +106,11 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "routes": lambda: view.routes(now),
         "services": lambda: view.services(now),
         "conntrack": lambda: view.conntrack(now, **{k: args[k] for k in CONNTRACK_FILTERS if k in args}),
+        "clear": lambda: _clear(view, args, now),
+        "reload": lambda: view.reload(now),
     }
-    allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS)}.get(command, set())
+    allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS),
+               "clear": {"what", *(a for names in CLEAR_ARGS.values() for a in names)}}.get(command, set())
     unknown = set(args) - allowed
     if unknown:
         raise StatusError("bad_request", f"command {command!r} takes no argument {sorted(unknown)[0]!r}")
@@ -93,8 +120,51 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
     return handlers[command]()
 
 
-def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
-    """One request line in, one reply line out. Never raises on bad input."""
+def _clear(view: NodeView, args: dict[str, str], now: float) -> Any:
+    what = args.get("what")
+    if what not in CLEAR_ARGS:
+        raise StatusError("bad_request", f"clear what? {what!r}: one of {', '.join(CLEAR_ARGS)}")
+    wanted = CLEAR_ARGS[what]
+    extra = sorted(set(args) - {"what", *wanted})
+    if extra:
+        raise StatusError("bad_request", f"clear {what} takes no argument {extra[0]!r}")
+    missing = [a for a in wanted if a not in args]
+    if missing:
+        raise StatusError("bad_request", f"clear {what} needs {' and '.join(missing)}")
+    if what == "counters":
+        return view.clear_counters(now)
+    if what == "mac":
+        return view.clear_mac(now, args["network"], args["mac"])
+    return view.clear_peer(now, args["neighbor"])
+
+
+def handle_line(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
+    """One request line in, one reply line out. Never raises on bad input.
+
+    `privileged`: the client may change state (PRIVILEGED_COMMANDS); the server decides it.
+    A command whose handler answers later (`reload`) needs `handle_line_async`."""
+    reply = _handle(line, view, now, privileged)
+    if not isinstance(reply, str):
+        getattr(reply[1], "close", lambda: None)()  # a coroutine never awaited
+        return _error("not_supported", f"{reply[0]} answers asynchronously: the server awaits it")
+    return reply
+
+
+async def handle_line_async(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
+    """As `handle_line`, awaiting a handler that answers later (`reload`)."""
+    reply = _handle(line, view, now, privileged)
+    if isinstance(reply, str):
+        return reply
+    command, pending = reply
+    try:
+        result = await pending
+    except StatusError as err:
+        return _error(err.code, str(err))
+    return _reply(True, command=command, result=result)
+
+
+def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | tuple[str, Any]:
+    """A reply line, or (command, the awaitable its result comes from)."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
@@ -109,6 +179,9 @@ def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
     command = req.get("command")
     if not isinstance(command, str) or command not in COMMANDS:
         return _error("unknown_command", f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+    if command in PRIVILEGED_COMMANDS and not privileged:
+        return _error("not_permitted", f"{command} changes the daemon's state and only root may run it; "
+                                       "the status socket's group may run the read-only commands")
     args = req.get("args", {})
     if not isinstance(args, dict):
         return _error("bad_request", "args must be a JSON object")
@@ -116,6 +189,8 @@ def handle_line(line: str | bytes, view: NodeView, now: float) -> str:
         result = _dispatch(view, command, args, now)
     except StatusError as err:
         return _error(err.code, str(err))
+    if inspect.isawaitable(result):
+        return command, result
     return _reply(True, command=command, result=result)
 
 

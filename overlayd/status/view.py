@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from overlayd.config import Config
@@ -12,7 +13,7 @@ from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
 from overlayd.status.protocol import StatusError
-from overlayd.wire.ethernet import mac_str
+from overlayd.wire.ethernet import mac_str, parse_mac
 
 
 class SwitchView:
@@ -31,6 +32,12 @@ class SwitchView:
         self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
         self.services_runtime = services  # io.services.Services, when services are configured
         self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
+        # Set by the daemon: the status socket (its limits and counters, for `status`), what to
+        # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
+        # and the reload SIGHUP does (None: `reload` answers not_supported).
+        self.status_socket: Any = None  # status.server.StatusServer
+        self.after_change: Callable[[], None] | None = None
+        self.reload_hook: Callable[[], Any] | None = None
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -64,6 +71,7 @@ class SwitchView:
             "routing": self._routing_summary(),
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
+            "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
         }
 
     def _limits(self, vni: int) -> dict[str, Any] | None:
@@ -202,6 +210,10 @@ class SwitchView:
             "rib_paths": sum(1 for _ in sp.rib),
             "max_prefixes": [{k: p[k] for k in ("neighbor", "routes_received", "max_prefixes", "max_prefixes_action",
                                                 "prefixes_refused", "max_prefix_teardowns")} for p in peers],
+            "graceful_restart_s": sp.restart_time_s,  # ours; None: not advertised (no helper either)
+            "pending_connections": sp.pending_connections(),  # in the OPEN exchange
+            "max_pending_connections": sp.max_pending_connections,
+            "refused_pending": sp.refused_pending,
             "duplicate_macs": alarm_rows(sp),
             "alarms": list(sp.alarms[-20:]),
         }
@@ -300,6 +312,49 @@ class SwitchView:
 
     def stats(self, now: float) -> dict[str, Any]:
         return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}
+
+    # -- the state-changing commands (root only; status.protocol checks that) -----------------
+
+    def clear_counters(self, now: float) -> dict[str, Any]:
+        counters = self.switch.counters
+        nonzero = sum(1 for v in counters.as_dict().values() if v)
+        counters.reset()
+        return {"cleared": "counters", "counters": len(COUNTERS), "were_nonzero": nonzero}
+
+    def clear_mac(self, now: float, network: str, mac: str) -> dict[str, Any]:
+        speaker = self._require_bgp()
+        net = next((n for n in self.config.networks if n.name == network or str(n.vni) == network), None)
+        if net is None:
+            raise StatusError("bad_request", f"no network named {network!r} (give its name or its VNI)")
+        try:
+            raw = parse_mac(mac)
+        except ValueError as err:
+            raise StatusError("bad_request", str(err)) from None
+        if not speaker.clear_duplicate(net.vni, raw, now):
+            raise StatusError("not_found", f"{mac_str(raw)} is not frozen on network {net.name} (vni {net.vni})")
+        self._changed()
+        return {"cleared": "mac", "network": net.name, "vni": net.vni, "mac": mac_str(raw)}
+
+    def clear_peer(self, now: float, neighbor: str) -> dict[str, Any]:
+        speaker = self._require_bgp()
+        try:
+            address = str(ipaddress.ip_address(neighbor))
+        except ValueError:
+            raise StatusError("bad_request", f"{neighbor!r} is not an IPv4 or IPv6 address") from None
+        if not speaker.reset_peer(address, now):
+            raise StatusError("not_found", f"{address} is not a configured BGP neighbor")
+        self._changed()
+        return {"cleared": "peer", "neighbor": address}
+
+    def reload(self, now: float) -> Any:
+        if self.reload_hook is None:
+            raise StatusError("not_supported", "this status view has no daemon to reload: restart overlayd to "
+                                               "apply a changed config")
+        return self.reload_hook()
+
+    def _changed(self) -> None:
+        if self.after_change is not None:
+            self.after_change()
 
 
 def _address_or_endpoint(text: str | None):

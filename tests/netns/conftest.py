@@ -28,7 +28,7 @@ from tests.netns.topology import (
     node_config,
 )
 from tests.support import require_netns
-from tools.lab import Lab
+from tools.lab import Lab, wait_for
 from tools.nodes import start_overlayd
 
 
@@ -42,6 +42,10 @@ def overlay(request: pytest.FixtureRequest):
         nodes = [start_overlayd(h, node_config(i, family), wait=False) for i, h in enumerate(hosts)]
         for node in nodes:
             node.wait_ready()
+        # Each node announces its TAP address (a gratuitous ARP, flooded) once its flood list is
+        # set; the tests count flood frames, so they start after it.
+        wait_for(lambda: all(n.counters().get("tx_flood_frames", 0) >= 1 for n in nodes), 5,
+                 what="every node's gratuitous ARP")
         macs = [n.ctl("status")["networks"][0]["mac"] for n in nodes]
         yield Overlay(lab, family, hosts, nodes, outsider, macs)
         codes = {node.host.name: node.stop() for node in nodes}

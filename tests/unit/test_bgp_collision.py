@@ -249,18 +249,64 @@ def accept_by_hand(peer: Peer, now: float, graceful_restart: bool, keepalive: bo
 
 
 @pytest.mark.parametrize("graceful_restart", [False, True])
-def test_new_connection_while_established_is_refused(graceful_restart):
+def test_second_connection_from_the_peer_while_established_is_a_restart(graceful_restart):
+    # RFC 4724 4.2: a new OPEN from a peer whose session is Established: the peer restarted
+    # (its old connection was lost without a FIN reaching us); no waiting for the hold timer
     clock = Clock()
     a = Peer(config(passive=True), clock.now)
     c1 = accept_by_hand(a, clock.now, graceful_restart)
     assert [type(e) for e in events(a)] == [SessionEstablished]
     outputs(a)
+    clock.now += 0.2
     c2 = accept_by_hand(a, clock.now, graceful_restart, keepalive=False)
     out = outputs(a)
-    assert out[c2][0][-1] == Notification(6, 7) and out[c2][1]  # OPEN, then Cease/7, close
-    assert c1 not in out
-    assert events(a) == []
-    assert a.state is State.ESTABLISHED and a.established is a._conns[c1]
+    assert out[c1] == ([], True)  # closed without a NOTIFICATION: the peer is not there any more
+    assert [type(m) for m in out[c2][0]] == [Open, Keepalive] and not out[c2][1]
+    [down] = events(a)
+    assert isinstance(down, SessionDown) and down.was_established and "restarted" in down.reason
+    assert down.notification_sent is None and down.notification_received is None
+    a.data_received(c2, encode_message(Keepalive()), clock.now)
+    assert [type(e) for e in events(a)] == [SessionEstablished]
+    assert a.established is a._conns[c2]
+
+
+def outbound_established(a: Peer, clock: Clock) -> int:
+    conn = a.connect_due(clock.now)
+    a.connection_made(conn, clock.now)
+    a.data_received(conn, their_open(False) + encode_message(Keepalive()), clock.now)
+    assert a.established is a._conns[conn]
+    return conn
+
+
+@pytest.mark.parametrize("later_s, restart", [(0.0, False), (0.5, False), (1.0, True), (30.0, True)])
+def test_open_on_a_crossing_loser_is_refused_but_a_later_connection_is_a_restart(later_s, restart):
+    # a (10.0.0.3) outranks b: a's outbound connection wins a collision. An OPEN from b on a
+    # connection b made before (or just after) a's outbound reached Established is the losing
+    # end of a crossing connect: Cease/7 for it, the session stays (RFC 4271 6.8). (Seen by
+    # a before its outbound reached Established, the collision is resolved on the spot; the
+    # event loop may report the accept a moment after, hence the window.) Made later, it can
+    # only be b coming back after a restart.
+    clock = Clock()
+    a = Peer(config(router_id="10.0.0.3"), clock.now)
+    y = outbound_established(a, clock)
+    assert [type(e) for e in events(a)] == [SessionEstablished]
+    clock.now += later_s
+    inbound = a.accept(clock.now)
+    outputs(a)
+    a.data_received(inbound, their_open(False), clock.now)
+    out = outputs(a)
+    if restart:
+        assert out[y] == ([], True)
+        [down] = events(a)
+        assert down.was_established and "restarted" in down.reason
+        a.data_received(inbound, encode_message(Keepalive()), clock.now)
+        assert [type(e) for e in events(a)] == [SessionEstablished]
+        assert a.established is a._conns[inbound]
+        assert a.connect_due(clock.now) is None  # the outbound session waits while the inbound one lives
+    else:
+        assert out[inbound][0][-1] == Notification(6, 7) and out[inbound][1]
+        assert y not in out and events(a) == []
+        assert a.established is a._conns[y]
 
 
 def test_new_connection_from_a_restarted_peer_replaces_the_established_one():

@@ -212,16 +212,19 @@ def test_hold_timer_expiry_sends_4_0_and_reports_session_down():
     assert s.state is State.IDLE
 
 
-def test_open_sent_uses_a_four_minute_hold_timer():
+def test_a_connection_that_sends_no_open_within_30_s_is_closed():
+    # issue 13: not RFC 4271's suggested 4 minutes; a silent connection is a stranger's
     clock = Clock()
     s = opened(clock)
-    assert s.get_timer() == clock.now + 240
-    clock.now += 239.9
+    start = clock.now
+    assert s.get_timer() == clock.now + 30
+    clock.now += 29.9
     s.handle_timer(clock.now)
     assert s.state is State.OPEN_SENT
     clock.now += 0.1
     s.handle_timer(clock.now)
     assert_notified(s, 4, 0)
+    print(f"no OPEN: the connection was closed {clock.now - start:.1f} s after it came up")
 
 
 def test_keepalive_and_update_restart_the_hold_timer_route_refresh_does_not(updates):
@@ -727,6 +730,24 @@ def test_our_open_advertises_what_the_issue_asks():
         Multiprotocol(25, 70), RouteRefreshCapability(), FourOctetAs(65000), GracefulRestart(90, False, ((25, 70, False),))
     )
     assert FourOctetAs(65000) not in local_open(config(four_octet_as=False)).capabilities
+
+
+def test_graceful_restart_is_advertised_only_when_configured():
+    # DECISIONS (issue 13): off unless `bgp.graceful_restart` says so; then the R bit while we
+    # are restarting and the F bit where our forwarding state survives the restart
+    assert not any(isinstance(c, GracefulRestart) for c in local_open(config()).capabilities)
+    on = local_open(config(graceful_restart_time_s=30, forwarding_preserved=True), restarting=True)
+    assert on.capabilities[-1] == GracefulRestart(30, True, ((25, 70, True),))
+
+
+def test_the_session_sends_the_r_bit_it_is_given():
+    clock = Clock()
+    a, b = pair_configs(graceful_restart_time_s=30)
+    w = Wire(Session(a, clock.now), Session(b, clock.now), clock)
+    w.a.session.restarting = True
+    w.connect()
+    [opened] = [m for m in w.a.sent if isinstance(m, Open)]
+    assert opened.capabilities[-1] == GracefulRestart(30, True, ((25, 70, False),))
 
 
 def test_start_is_idempotent_and_connection_failed_without_an_attempt_is_ignored():

@@ -3,6 +3,7 @@ forwarded), flooding rate-limited (known unicast untouched), in the Switch and i
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from types import SimpleNamespace
 
@@ -10,6 +11,9 @@ from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, Source
 from overlayd.io.fastpath import FastPath
 from overlayd.io.offload import Offloads
+from overlayd.sim.frames import ethernet
+from overlayd.wire.arp import OP_REQUEST, ArpPacket
+from overlayd.wire.ethernet import ETHERTYPE_ARP
 from overlayd.wire.vxlan import encode_header
 
 VNI = 100
@@ -138,11 +142,6 @@ def test_the_fast_path_asks_the_switch_for_every_flooded_frame_and_reuses_unicas
 
 def arp_claim(mac: bytes, ip: str) -> bytes:
     """A gratuitous ARP: `mac` says it has `ip`."""
-    from overlayd.sim.frames import ethernet
-    from overlayd.wire.arp import OP_REQUEST, ArpPacket
-    from overlayd.wire.ethernet import ETHERTYPE_ARP
-
-    import ipaddress
     a = ipaddress.IPv4Address(ip)
     return ethernet(BROADCAST, mac, ETHERTYPE_ARP, ArpPacket(OP_REQUEST, mac, a, bytes(6), a).encode())
 
@@ -157,7 +156,7 @@ def test_a_host_claiming_address_after_address_binds_no_more_than_the_networks_m
           f"{sw.counters.learn_refused_ips} refused")
     assert len(bindings) == 5 and sw.neighbors.local_count(VNI) == 5 and sw.counters.learn_refused_ips == 45
     sw.from_tap(VNI, arp_claim(src(2), "192.168.100.100"), 2.0)  # an address moving to another MAC: not one more
-    assert sw.neighbors.lookup(VNI, __import__("ipaddress").IPv4Address("192.168.100.100")).mac == src(2)
+    assert sw.neighbors.lookup(VNI, ipaddress.IPv4Address("192.168.100.100")).mac == src(2)
     assert sw.neighbors.local_count(VNI) == 5
 
 

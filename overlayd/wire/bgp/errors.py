@@ -17,6 +17,7 @@ HOLD_TIMER_EXPIRED = 4
 FSM_ERROR = 5
 CEASE = 6
 ROUTE_REFRESH_ERROR = 7
+SEND_HOLD_TIMER_EXPIRED = 8  # RFC 9687
 
 # Message header error subcodes
 CONNECTION_NOT_SYNCHRONIZED = 1
@@ -62,6 +63,7 @@ ERROR_NAMES = {
     FSM_ERROR: "finite state machine error",
     CEASE: "cease",
     ROUTE_REFRESH_ERROR: "ROUTE-REFRESH message error",
+    SEND_HOLD_TIMER_EXPIRED: "send hold timer expired",
 }
 
 

@@ -148,6 +148,7 @@ class Update:
     treat_as_withdraw: bool = False
     errors: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    unknown_routes: int = 0  # EVPN routes of types overlayd does not speak, discarded (RFC 7606 5.4)
     end_of_rib_family: Family = L2VPN_EVPN
     nlri_next_hop: ipaddress.IPv4Address | None = None
 
@@ -324,7 +325,8 @@ def _frame(data: bytes) -> tuple[list[FramedAttribute], str | None]:
     return found, None
 
 
-def _routes(attr: FramedAttribute, family: Family, nlri: bytes, ignored: list[str]) -> tuple[Route, ...]:
+def _routes(attr: FramedAttribute, family: Family, nlri: bytes, ignored: list[str],
+            unknown: list[int] | None = None) -> tuple[Route, ...]:
     """The routes in an MP attribute's NLRI; unknown EVPN route types noted and skipped (RFC 7606 5.4)."""
     name = attribute_name(attr.type_code)
     try:
@@ -337,6 +339,8 @@ def _routes(attr: FramedAttribute, family: Family, nlri: bytes, ignored: list[st
             skipped[route.route_type] = skipped.get(route.route_type, 0) + 1
     for route_type, count in sorted(skipped.items()):
         ignored.append(f"{name}: skipped {count} EVPN route(s) of type {route_type}, not supported (RFC 7606 5.4)")
+        if unknown is not None:
+            unknown.append(count)
     return tuple(r for r in decoded if not isinstance(r, UnknownRoute))
 
 
@@ -418,6 +422,7 @@ def decode_update(
     readable = frozenset(f for f in families if f in FAMILY_NAMES)
     errors: list[str] = []
     ignored: list[str] = []
+    unknown: list[int] = []
     withdrawn_len = struct.unpack_from("!H", data)[0]
     if 4 + withdrawn_len > len(data):
         raise _reset(
@@ -475,7 +480,7 @@ def decode_update(
     reach_family = _family(reach, 5, errors, readable) if reach is not None else None
     if reach is not None and reach_family is not None:
         mp_hop, reach_nlri = _next_hop(reach)
-        announced += _routes(reach, reach_family, reach_nlri, ignored)
+        announced += _routes(reach, reach_family, reach_nlri, ignored, unknown)
         if not _unicast_address(mp_hop):
             errors.append(f"MP_REACH_NLRI: next hop {mp_hop} is not a unicast address ({TREAT_AS_WITHDRAW})")
             withdraw = True
@@ -493,7 +498,7 @@ def decode_update(
     unreach = mp.get(MP_UNREACH_NLRI)
     unreach_family = _family(unreach, 3, errors, readable) if unreach is not None else None
     if unreach is not None and unreach_family is not None:
-        withdrawn += _routes(unreach, unreach_family, unreach.value[3:], ignored)
+        withdrawn += _routes(unreach, unreach_family, unreach.value[3:], ignored, unknown)
         end_of_rib = reach is None and len(unreach.value) == 3 and not (withdrawn_field or nlri_field)
 
     # the other attributes are read even without routes, so their problems are seen
@@ -519,6 +524,7 @@ def decode_update(
         treat_as_withdraw=withdraw and announcing,
         errors=tuple(errors),
         ignored=tuple(ignored),
+        unknown_routes=sum(unknown),
         end_of_rib_family=unreach_family if end_of_rib and unreach_family else L2VPN_EVPN,
         nlri_next_hop=nlri_next_hop,
     )
