@@ -81,6 +81,9 @@ class NodeConfig(Frozen):
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)
+    # SIGTERM: `remove` what overlayd made in the kernel (default), or `keep` the kernel backends
+    # forwarding (devices, routes, neighbour/FDB entries, nftables) for the next start to adopt
+    on_stop: Literal["remove", "keep"] = "remove"
 
     @field_validator("status_group", mode="before")
     @classmethod

@@ -36,8 +36,8 @@ through a `Fabric` (the Switch). Theory of operation:
   capability, or without the F bit for a family, withdraws that family's
   stale paths at once (4.2). Restarting side: every start may be a restart
   (nothing tells a first start from a crash), so the OPENs carry the R bit
-  until End-of-RIB has gone to that peer; the F bit is 0 (see
-  SessionConfig.forwarding_preserved).
+  until End-of-RIB has gone to that peer; the F bit is 0 unless the I/O side
+  says the kernel kept forwarding across the restart (`preserve_forwarding`).
 
 The I/O side drives it like this:
 
@@ -168,6 +168,7 @@ class Speaker:
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         gr = bgp.graceful_restart
         self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
+        self.forwarding_preserved = False  # our OPENs' F bit (preserve_forwarding)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
         # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
@@ -327,12 +328,21 @@ class Speaker:
             connect_retry_max_s=max(60.0, bgp.connect_retry),
             families=families_named(nb.families),
             graceful_restart_time_s=self.restart_time_s,
+            forwarding_preserved=self.forwarding_preserved,
         )
         peer = self.peers[address] = Peer(cfg, now)
         peer.restarting = self.restart_time_s is not None  # until our End-of-RIB
         self.stats[address] = PeerStats(nb.asn)
         self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
         return peer
+
+    def preserve_forwarding(self) -> None:
+        """Our forwarding state survived our restart (the kernel carries every packet and kept
+        what an earlier run programmed): our OPENs set the graceful restart F bit, so helpers
+        keep our routes (stale) until our End-of-RIB. Call before the sessions start."""
+        self.forwarding_preserved = True
+        for peer in self.peers.values():
+            peer.preserve_forwarding()
 
     def remove_neighbor(self, address: str, now: float) -> Peer | None:
         """Cease `address`'s session and forget it: its paths leave the RIB and the fabric now

@@ -209,13 +209,21 @@ class KernelBackend:
         assert self.monitor is not None
         loop.add_reader(self.monitor.fileno(), self._on_monitor)
 
-    async def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Remove everything overlayd made in the kernel: devices, routes of our protocol, ipmasq."""
+    async def close(self, loop: asyncio.AbstractEventLoop | None = None, keep: bool = False) -> None:
+        """Remove everything overlayd made in the kernel: devices, routes of our protocol, ipmasq
+        (`keep`: none of it, only let go of the sockets; the next start adopts what is there)."""
         if self.monitor is not None:
             if loop is not None:
                 loop.remove_reader(self.monitor.fileno())
             self.monitor.close()
             self.monitor = None
+        if keep:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            log.info("kept in the kernel (node.on_stop: keep): %s, %d entries, services and ipmasq rules",
+                     ", ".join(self.owned) or "no devices", len(self.programmed))
+            return
         try:
             async with AsyncIPRoute() as ipr:
                 for name in reversed(self.owned):

@@ -316,12 +316,15 @@ class BgpService:
         self.speaker.local_events(events, self.clock())
         self.kick()
 
-    async def close(self) -> None:
-        """Cease every session, give the NOTIFICATIONs a moment to leave, close everything."""
-        self.speaker.stop(self.clock())
-        self._service()
-        if self.connections:
-            await asyncio.sleep(CLOSE_GRACE_S)
+    async def close(self, graceful: bool = False) -> None:
+        """Cease every session, give the NOTIFICATIONs a moment to leave, close everything.
+        `graceful` (a restart with node.on_stop: keep): no NOTIFICATION, the connections are
+        reset, so a peer helping with graceful restart keeps our routes (RFC 4724 4.2)."""
+        if not graceful:
+            self.speaker.stop(self.clock())
+            self._service()
+            if self.connections:
+                await asyncio.sleep(CLOSE_GRACE_S)
         for task in list(self._connecting):
             task.cancel()
         if self._progress is not None:

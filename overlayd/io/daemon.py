@@ -228,6 +228,10 @@ class Daemon:
                 raise SetupError(f"kernel backend: {err.strerror or err}") from None
             except Exception as err:  # pyroute2's NetlinkError and friends
                 raise SetupError(f"kernel backend: {err}") from None
+            if kernel.adopted is not None and self.speaker is not None and not cfg.uses_userspace_vxlan():
+                # The kernel carries every packet and kept forwarding while we were away.
+                self.speaker.preserve_forwarding()
+                log.info("the kernel kept forwarding across the restart: graceful restart F bit set")
             for net in cfg.networks:
                 if net.backend == "kernel":
                     self.mtus[net.vni] = cfg.mtu_for(net, underlay_mtu)
@@ -307,11 +311,11 @@ class Daemon:
                 return f"networks[{i}].device"
         return "routing.device"
 
-    async def _close_kernel(self) -> None:
+    async def _close_kernel(self, keep: bool = False) -> None:
         if self.kernel is not None:
             kernel, self.kernel = self.kernel, None
             try:
-                await kernel.close(asyncio.get_running_loop())
+                await kernel.close(asyncio.get_running_loop(), keep=keep)
             except Exception as err:  # noqa: BLE001 - cleanup goes on, and says what failed
                 log.error("kernel backend cleanup: %s", err)
 
@@ -390,15 +394,22 @@ class Daemon:
                 loop.remove_reader(self.routed.fd)
             if self.sockets is not None:
                 loop.remove_reader(self.sockets.rx.fileno())
+            # node.on_stop: keep, on a stop (not a failed start): the kernel goes on forwarding,
+            # and peers that help with graceful restart keep our routes until we are back.
+            keep = self.config.node.on_stop == "keep" and self._stopping.is_set()
             if self.bgp is not None:
-                await self.bgp.close()
+                await self.bgp.close(graceful=keep and self.speaker.restart_time_s is not None)
             if self.status is not None:
                 await self.status.close()
-            await self._close_kernel()
+            kept = keep and self.kernel is not None
+            await self._close_kernel(keep=keep)
             self.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            log.info("stopped; devices, kernel entries and status socket removed")
+            if kept:
+                log.info("stopped; status socket removed, the kernel backends left forwarding (node.on_stop: keep)")
+            else:
+                log.info("stopped; devices, kernel entries and status socket removed")
 
     def stop(self) -> None:
         self._stopping.set()

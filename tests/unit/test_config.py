@@ -288,3 +288,9 @@ def test_readme_bgp_and_routing_examples_load():
     cfg = parse_config({"node": {"vtep": "10.0.0.1"}, **bgp, **routing})
     assert cfg.bgp.neighbors[0].families == ("evpn",)
     assert str(cfg.routing.subnet6) == "fd00:244:0:1::/64" and cfg.routing.route_target == "65000:1"
+
+
+def test_on_stop_is_remove_unless_keep_is_asked_for_and_nothing_else_is_taken():
+    assert parse_config(MINIMAL).node.on_stop == "remove"
+    assert parse_config(with_changes(lambda d: d["node"].update(on_stop="keep"))).node.on_stop == "keep"
+    assert "node.on_stop" in error_of(with_changes(lambda d: d["node"].update(on_stop="leave")))
