@@ -63,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log = logging.getLogger("overlayd")
+    from overlayd.io.netlink import interface_address  # node.vtep_interface's address
+
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, interface_address)
     except ConfigError as err:
         print(f"overlayd: bad config {args.config}:", file=sys.stderr)
         for line in str(err).splitlines():
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        parts = [f"node {config.node.name}", f"vtep {config.node.vtep}", f"{len(config.networks)} network(s)"]
+        parts = [f"node {config.node.name}", f"vtep {config.node.vtep}" + (f" (on {config.node.vtep_interface})" if config.node.vtep_interface else ""), f"{len(config.networks)} network(s)"]
         if config.bgp is not None:
             parts.append(f"bgp AS {config.bgp.asn} with {len(config.bgp.neighbors)} neighbor(s)")
         if config.routing is not None:

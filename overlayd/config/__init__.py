@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,7 @@ from overlayd.config.fields import (
     IpNetwork,
     SocketPath,
     UnicastMac,
+    ifname_problem,
 )
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
 from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
@@ -72,7 +74,9 @@ TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
 class NodeConfig(Frozen):
     name: str = Field(default_factory=platform.node, min_length=1)
-    vtep: IpAddress
+    vtep: IpAddress  # or, found at start (parse_config's vtep_of), the first global address of:
+    vtep_interface: IfName | None = None  # this interface (flannel's --iface) ...
+    vtep_family: Literal["ipv4", "ipv6"] = "ipv4"  # ... of this family
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
     status_socket: SocketPath = DEFAULT_STATUS_SOCKET
     status_group: str | int | None = None  # the socket's group (name or gid); default: the daemon's own
@@ -100,6 +104,12 @@ class NodeConfig(Frozen):
         if v.is_multicast or v.is_unspecified or v.is_loopback and v.version == 6:
             raise ValueError(f"{v} cannot be a VTEP address")
         return v
+
+    @model_validator(mode="after")
+    def _found_on_its_interface(self) -> NodeConfig:
+        if self.vtep_interface is not None and self.vtep.version != (4 if self.vtep_family == "ipv4" else 6):
+            raise ValueError(f"vtep_family: {self.vtep_interface}'s address {self.vtep} is not {self.vtep_family}")
+        return self
 
     @property
     def family(self) -> int:
@@ -563,17 +573,43 @@ def _explain(err: ValidationError) -> str:
     return "\n".join(dict.fromkeys(lines))
 
 
-def parse_config(data: Any) -> Config:
-    """Validate an already-parsed YAML document."""
+# Finds `node.vtep` from `node.vtep_interface` and `node.vtep_family` (4 or 6) on this host, or
+# raises LookupError saying why not (the I/O layer provides one: io/netlink.interface_address).
+VtepFinder = Callable[[str, int], Any]
+
+
+def parse_config(data: Any, vtep_of: VtepFinder | None = None) -> Config:
+    """Validate an already-parsed YAML document. With `node.vtep_interface`, `vtep_of` finds
+    the VTEP address (without it, such a config is refused: nothing can find the address)."""
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping with `node` and `networks`")
+    node = data.get("node")
+    if isinstance(node, dict) and node.get("vtep_interface") is not None:
+        if node.get("vtep") is not None:
+            raise ConfigError("node.vtep_interface: give node.vtep or node.vtep_interface, not both")
+        data = {**data, "node": {**node, "vtep": _find_vtep(node, vtep_of)}}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_explain(err)) from None
 
 
-def load_config(path: str | Path) -> Config:
+def _find_vtep(node: dict, vtep_of: VtepFinder | None) -> Any:
+    name, family = node["vtep_interface"], node.get("vtep_family", "ipv4")
+    problem = ifname_problem(name) if isinstance(name, str) else "must be a string"
+    if problem is not None:
+        raise ConfigError(f"node.vtep_interface: {problem}")
+    if family not in ("ipv4", "ipv6"):
+        raise ConfigError(f"node.vtep_family: must be ipv4 or ipv6, got {str(family)[:40]!r}")
+    if vtep_of is None:
+        raise ConfigError(f"node.vtep_interface: {name}: its address can only be found on the host that runs it")
+    try:
+        return str(vtep_of(name, 4 if family == "ipv4" else 6))
+    except LookupError as err:
+        raise ConfigError(f"node.vtep_interface: {err}") from None
+
+
+def load_config(path: str | Path, vtep_of: VtepFinder | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as err:
@@ -582,4 +618,4 @@ def load_config(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(data)
+    return parse_config(data, vtep_of)

@@ -33,7 +33,7 @@ from overlayd.io.devices import DeviceTaken
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
 from overlayd.dataplane.services import ServicePath
-from overlayd.io.netlink import Netlink
+from overlayd.io.netlink import Netlink, interface_address
 from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
@@ -52,6 +52,7 @@ log = logging.getLogger("overlayd")
 BATCH = 64
 BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
+VTEP_CHECK_S = 5.0  # how often node.vtep_interface's addresses are read (a change is shown, not followed)
 ROUTE_CHECK_S = 10.0  # how often the subnet table is compared with the host's own routes
 EVENTS_TICK_S = 0.05  # with BGP: how soon a MAC learned on a TAP is announced
 ANNOUNCE_DELAY_S = 0.2  # a flood list grew: announce our addresses once it has settled a moment
@@ -433,7 +434,7 @@ class Daemon:
             return False, "reload refused: the daemon was started without a config file"
         async with self._reload_lock:
             try:
-                new = load_config(self.config_path)
+                new = load_config(self.config_path, interface_address)
             except ConfigError as err:
                 why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
                 return self._refuse(why if self.config_path in why else f"{self.config_path}: {why}")
@@ -541,6 +542,7 @@ class Daemon:
         """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""
         next_aging = self.clock() + AGING_TICK_S
         next_route_check = self.clock() + 1.0
+        next_vtep_check = self.clock() + VTEP_CHECK_S
         while True:
             tick = EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S
             if self.switch.events or self._announce:  # an announcement is due before the next tick
@@ -563,8 +565,26 @@ class Daemon:
                 await self.kernel.step()
             if self._announce:
                 self._announce_addresses()
+            if self.config.node.vtep_interface is not None and self.clock() >= next_vtep_check:
+                next_vtep_check = self.clock() + VTEP_CHECK_S
+                await self._check_vtep_interface()
             if self.routed is not None and self.routed.router is not None and self.routed.router.replies:
                 self.routed.flush_replies()  # resets the service path sent outside a read
+
+    async def _check_vtep_interface(self) -> None:
+        """node.vtep_interface's addresses changed? Say so (log, status); the VTEP stays until a
+        restart binds again."""
+        node = self.config.node
+        async with Netlink() as nl:
+            now = await nl.global_addresses(node.vtep_interface, node.family)
+        shown = None if node.vtep in now else [str(a) for a in now]
+        if shown != self.status_view.vtep_interface_now:
+            if shown is None:
+                log.info("node.vtep_interface %s: holds %s again", node.vtep_interface, node.vtep)
+            else:
+                log.warning("node.vtep_interface %s: its addresses are now %s, not %s; the VTEP stays %s "
+                            "until a restart", node.vtep_interface, ", ".join(shown) or "none", node.vtep, node.vtep)
+            self.status_view.vtep_interface_now = shown
 
     def _announce_addresses(self) -> None:
         """A gratuitous ARP and an unsolicited neighbour advertisement for each TAP address whose

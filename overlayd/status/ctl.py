@@ -31,10 +31,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
+    vtep = s["vtep"] + (f" (on {s['vtep_interface']})" if s.get("vtep_interface") else "")
     head = (
-        f"node {s['node']}  vtep {s['vtep']} port {s['vxlan_port']}  "
+        f"node {s['node']}  vtep {vtep} port {s['vxlan_port']}  "
         f"uptime {s['uptime_s']}s  fdb entries {s['fdb_entries']}"
     )
+    if s.get("vtep_interface_now") is not None:
+        now = ", ".join(s["vtep_interface_now"]) or "none"
+        head += (f"\nWARNING: {s['vtep_interface']}'s addresses are now {now}; overlayd goes on with "
+                 f"{s['vtep']} until a restart")
     rows = [
         (n["name"], n["vni"], n.get("backend", "userspace"),
          n["device"] + (f" + {n['vxlan_device']}" if n.get("vxlan_device") else ""),

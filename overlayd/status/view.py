@@ -38,6 +38,8 @@ class SwitchView:
         self.status_socket: Any = None  # status.server.StatusServer
         self.after_change: Callable[[], None] | None = None
         self.reload_hook: Callable[[], Any] | None = None
+        # node.vtep_interface's addresses as last read, when node.vtep is no longer one of them
+        self.vtep_interface_now: list[str] | None = None
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -62,6 +64,8 @@ class SwitchView:
         return {
             "node": node.name,
             "vtep": str(node.vtep),
+            "vtep_interface": node.vtep_interface,  # where node.vtep was found at start, if configured so
+            "vtep_interface_now": self.vtep_interface_now,  # its addresses, once node.vtep is not one
             "vxlan_port": node.vxlan_port,
             "uptime_s": round(now - self.started, 1),
             "fdb_entries": len(self.switch.fdb),

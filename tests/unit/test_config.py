@@ -294,3 +294,45 @@ def test_on_stop_is_remove_unless_keep_is_asked_for_and_nothing_else_is_taken():
     assert parse_config(MINIMAL).node.on_stop == "remove"
     assert parse_config(with_changes(lambda d: d["node"].update(on_stop="keep"))).node.on_stop == "keep"
     assert "node.on_stop" in error_of(with_changes(lambda d: d["node"].update(on_stop="leave")))
+
+
+# -- node.vtep_interface ----------------------------------------------------------------------
+
+
+def on_interface(**node) -> dict:
+    doc = copy.deepcopy(MINIMAL)
+    del doc["node"]["vtep"]
+    doc["node"].update(node)
+    return doc
+
+
+def finder(addresses: dict):
+    """A fake vtep_of: (interface, family) -> address, LookupError otherwise."""
+    def vtep_of(name: str, family: int):
+        if (name, family) not in addresses:
+            raise LookupError(f"{name} has no global IPv{family} address")
+        return addresses[name, family]
+    return vtep_of
+
+
+def test_the_vtep_is_the_first_global_address_of_its_interface_in_its_family():
+    find = finder({("bond0.100", 4): "10.0.0.9", ("bond0.100", 6): "fd00::9"})
+    cfg = parse_config(on_interface(vtep_interface="bond0.100"), find)
+    assert (str(cfg.node.vtep), cfg.node.vtep_interface, cfg.node.vtep_family) == ("10.0.0.9", "bond0.100", "ipv4")
+    cfg = parse_config(on_interface(vtep_interface="bond0.100", vtep_family="ipv6"), find)
+    assert str(cfg.node.vtep) == "fd00::9"
+
+
+@pytest.mark.parametrize("node, vtep_of, message", [
+    ({"vtep_interface": "eth0", "vtep": "10.0.0.1"}, None, "node.vtep_interface: give node.vtep or node.vtep_interface, not both"),
+    ({"vtep_interface": "eth9"}, finder({}), "node.vtep_interface: eth9 has no global IPv4 address"),
+    ({"vtep_interface": "eth0"}, None, "node.vtep_interface: eth0: its address can only be found on the host"),
+    ({"vtep_interface": "a/b"}, finder({}), "node.vtep_interface: "),
+    ({"vtep_interface": "eth0", "vtep_family": "ipx"}, finder({}), "node.vtep_family: "),
+    ({"vtep_interface": "eth0", "vtep_family": "ipv6"}, finder({("eth0", 6): "10.0.0.1"}), "node.vtep_family: eth0's address 10.0.0.1 is not ipv6"),
+    ({}, None, "node.vtep: required"),
+])
+def test_a_vtep_interface_that_cannot_give_an_address_is_an_error_naming_it(node, vtep_of, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(on_interface(**node), vtep_of)
+    assert str(err.value).startswith(message), str(err.value)
