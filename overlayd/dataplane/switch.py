@@ -35,6 +35,11 @@ them on, and `data_learning` off):
 Only frames with ethertype ARP, or IPv6 with next header ICMPv6 and type
 135/136 at fixed offsets, go further than two integer compares; frames with
 an 802.1Q tag are not looked into.
+
+`dataplane/explain.py` puts the same questions to these tables for one
+destination, learning and counting nothing (`overlayctl explain`); a change
+of the decision here is a change there, and tests/unit/test_dataplane_explain.py
+fails until both agree.
 """
 
 from __future__ import annotations
@@ -371,7 +376,7 @@ class Switch:
                 self._learn_local(vni, ip, src, now)
         if not self.arp_suppression or packet.op != OP_REQUEST or probe or packet.is_gratuitous:
             return False
-        mac = self._answer(vni, packet.target_ip, packet.sender_mac)
+        mac = self.suppression_answer(vni, packet.target_ip, packet.sender_mac)
         if mac is None:
             self.counters.tx_arp_flooded += 1
             return False
@@ -401,7 +406,7 @@ class Switch:
         if not self.arp_suppression or msg.is_advertisement:
             return False
         asker = msg.source_lladdr or src
-        mac = self._answer(vni, msg.target, asker)
+        mac = self.suppression_answer(vni, msg.target, asker)
         if mac is None:
             self.counters.tx_arp_flooded += 1
             return False
@@ -414,7 +419,7 @@ class Switch:
         if change is not None:
             self.events.append(change)
 
-    def _answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:
+    def suppression_answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:
         """The MAC to answer for `ip` with, or None: bound, not the asker, behind a remote VTEP."""
         binding = self.neighbors.lookup(vni, ip)
         if binding is None or binding.mac == asker:
