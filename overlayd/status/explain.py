@@ -322,7 +322,7 @@ class _Explainer:
                 why = f"{what} goes to every VTEP of network {net.name}'s flood list"
             else:
                 why = f"no FDB entry for {mac_str(mac)} (unknown unicast): flooded to network {net.name}'s flood list"
-            members = [self.origins.flood_member(vni, v) for v in decision.vteps]
+            members = self.origins.flood_members(vni, decision.vteps)
             self.step("flood", f"{why}: {', '.join(members)}", counters,
                       entry={"flood_list": list(decision.vteps), "vni": vni})
             self._l2_egress(net, decision.vteps, ZERO_MAC)

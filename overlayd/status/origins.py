@@ -9,6 +9,7 @@ dict with stable keys: "source", "age_s" / "installed_s_ago", and for a BGP entr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,18 +88,25 @@ class Origins:
             return f"from the host's neighbour table on the bridge, {age}", origin
         return f"snooped from the host's own ARP / neighbour discovery, {age}", origin
 
-    def flood_member(self, vni: int, vtep: str) -> str:
-        """'VTEP (why it is on the flood list of `vni`)'. A BGP member's type-3 route is looked
-        for among every best path: one walk of the RIB."""
-        sources = self.switch.flood.sources(vni, vtep)
-        said = []
-        if Source.STATIC in sources:
-            said.append(f"static: networks[{self.index(vni)}].vteps")
-        if Source.BGP in sources and self.speaker is not None:
-            paths = [p for p in self.speaker.rib.bests() if isinstance(p.route, ImetRoute)
-                     and Importer.flood_target(p) == vtep and self.speaker.importer.domain_of(p) == vni]
-            said += [f"type-3 route RD {p.route.rd} from BGP peer {p.peer}" for p in paths] or ["BGP"]
-        return f"{vtep} ({'; '.join(said) or 'unknown'})"
+    def flood_members(self, vni: int, vteps: Iterable[str]) -> list[str]:
+        """'VTEP (why it is on the flood list of `vni`)' for each of `vteps`. The type-3 routes of
+        the BGP members are looked for among the best paths: one walk of the RIB."""
+        imet: dict[str, list[Path]] = {}
+        if self.speaker is not None:
+            for p in self.speaker.rib.bests():
+                if isinstance(p.route, ImetRoute) and self.speaker.importer.domain_of(p) == vni:
+                    imet.setdefault(Importer.flood_target(p), []).append(p)
+        out = []
+        for vtep in vteps:
+            sources = self.switch.flood.sources(vni, vtep)
+            said = []
+            if Source.STATIC in sources:
+                said.append(f"static: networks[{self.index(vni)}].vteps")
+            if Source.BGP in sources:
+                paths = imet.get(vtep, [])
+                said += [f"type-3 route RD {p.route.rd} from BGP peer {p.peer}" for p in paths] or ["BGP"]
+            out.append(f"{vtep} ({'; '.join(said) or 'unknown'})")
+        return out
 
     def prefix(self, entry: PrefixEntry, now: float) -> tuple[str, dict[str, Any]]:
         origin: dict[str, Any] = {"source": entry.source.label, "node": entry.node, "peer": entry.peer,

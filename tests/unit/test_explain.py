@@ -11,6 +11,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tests.unit.test_speaker as base
 from overlayd.config import parse_config
@@ -86,12 +88,16 @@ def mesh(monkeypatch):
     def make(backend: str = "userspace", n: int = 3) -> base.Mesh:
         monkeypatch.setattr(base, "Node", ExplainNode)
         monkeypatch.setattr(ExplainNode, "backend", backend)
-        m = base.Mesh(n)
-        for i, node in m.nodes.items():  # each node's host says who it is (snooped, announced)
-            node.tap(arp_request(mac(i), f"192.168.100.{10 + i}", f"192.168.100.{10 + i}"), m.now)
-        m.pump()
-        return m
+        return announced(base.Mesh(n))
     return make
+
+
+def announced(m: base.Mesh) -> base.Mesh:
+    """Each node's host (mac(i), 192.168.100.1i) says who it is: snooped, announced everywhere."""
+    for i, node in m.nodes.items():
+        node.tap(arp_request(mac(i), f"192.168.100.{10 + i}", f"192.168.100.{10 + i}"), m.now)
+    m.pump()
+    return m
 
 
 def view_of(node, mtu: int = 1450) -> SwitchView:
@@ -294,3 +300,23 @@ def test_overlayctl_prints_one_numbered_step_a_line_and_json(mesh, monkeypatch, 
     assert json.loads(capsys.readouterr().out)["vteps"] == ["10.0.0.2"]
     monkeypatch.setattr(ctl, "request", lambda *a, **k: (_ for _ in ()).throw(StatusError("bad_request", "no")))
     assert ctl.main(["explain", "x"]) == ctl.EXIT_REFUSED
+
+
+@given(st.fixed_dictionaries({"destination": st.text(max_size=24) | st.sampled_from(
+    ["10.96.0.10:80", "[fd00::1]:53/udp", "02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff", "::", "10.244.2.5", "[::1]"])},
+    optional={"source": st.text(max_size=16) | st.sampled_from(["10.244.3.8", "192.168.100.12", "::1"]),
+              "network": st.text(max_size=8) | st.sampled_from(["blue", "100", "200"])}))
+@settings(max_examples=300, deadline=None)
+def test_any_request_gets_an_answer_or_bad_request(explain_view, args):
+    view, now = explain_view
+    reply = json.loads(handle_line(encode_request("explain", **args), view, now))
+    assert reply["ok"] or reply["error"]["code"] == "bad_request", reply
+
+
+@pytest.fixture(scope="module")
+def explain_view():
+    """One converged mesh for the property test (hypothesis runs it many times)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "Node", ExplainNode)
+        m = announced(base.Mesh(3))
+        yield view_of(m[1]), m.now
