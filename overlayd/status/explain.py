@@ -277,8 +277,10 @@ class _Explainer:
         binding = decision.entry
         if binding is None:
             counters = () if net.backend == "kernel" else decision.counters
-            self.step("neighbor", f"ARP/ND: no binding for {ip} on network {net.name}: {ask} for it is not answered "
-                                  f"here and goes out to every host of the network", counters)
+            hint = "" if self.switch.neighbor_snooping else \
+                " (overlayd keeps ARP/ND bindings only with bgp:; explain the host's MAC to see its frames' way)"
+            self.step("neighbor", f"ARP/ND: no binding for {ip} on network {net.name}{hint}: {ask} for it is not "
+                                  f"answered here and goes out to every host of the network", counters)
             self._frame(net, BROADCAST, unknown=ip)
             return None
         origin_text, origin = self.origins.binding(binding, self.now)

@@ -33,6 +33,7 @@ from overlayd.status.protocol import (
 )
 from overlayd.status.view import SwitchView
 from overlayd.wire.ethernet import BROADCAST, mac_str
+from tests.unit.test_status import static_view
 
 VNI = 100
 UNKNOWN = mac(9)  # a MAC nobody has
@@ -264,6 +265,23 @@ def test_a_device_mtu_too_big_for_the_underlay_says_what_fits(mesh):
     mtu = view_of(m[1], mtu=1500).explain(m.now, mac_str(mac(2)))["steps"][-1]
     assert mtu["mtu"]["fits"] is False and "is 50 more than the underlay" in mtu["text"]
     assert "set the MTU to 1450" in mtu["text"]
+
+
+def test_static_networks_without_bgp_name_config_keys_and_data_learning():
+    view = static_view()  # the status tests' node: two networks, static flood list and FDB, no bgp:
+    view.underlay_mtu = 1500
+    static = view.explain(110.0, "02:00:00:00:02:01")
+    assert static["vteps"] == ["10.0.0.2"] and "static: networks[0].fdb of the config" in texts(static)[1]
+    assert "UDP dst port 4790" in texts(static)[2]
+    learned = view.explain(110.0, "02:00:00:00:01:01")
+    assert "learned from the inner source MAC of a VXLAN frame from 10.0.0.3, 2s ago" in texts(learned)[1]
+    assert learned["steps"][1]["origin"] == {"source": "data", "age_s": 2.0}
+    by_ip = view.explain(110.0, "192.168.100.7")
+    assert by_ip["verdict"] == "flooded" and "keeps ARP/ND bindings only with bgp:" in texts(by_ip)[1]
+    assert "10.0.0.2 (static: networks[0].vteps)" in texts(by_ip)[2]
+    red = view.explain(110.0, "02:00:00:00:09:09", network="red")
+    assert (red["verdict"], red["counters"]) == ("dropped", ["tx_frames", "tx_bytes", "tx_drop_no_flood_list"])
+    assert view.explain(110.0, "8.8.8.8")["path"] == "none"
 
 
 @pytest.mark.parametrize("args, words", [
