@@ -33,6 +33,7 @@ from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
 from overlayd.dataplane.services import ServicePath
 from overlayd.io.netlink import Netlink
+from overlayd.io.notify import notify
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
@@ -334,6 +335,7 @@ class Daemon:
             if self.routed is not None:
                 loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
+            notify(f"READY=1\nSTATUS=serving; status socket {self.config.node.status_socket}")
             tick = loop.create_task(self._tick())
             services = loop.create_task(self.services.run()) if self.services is not None else None
             await self._stopping.wait()
@@ -342,6 +344,7 @@ class Daemon:
                 services.cancel()
                 await self.services.close()
             log.info("stopping")
+            notify("STOPPING=1")
         finally:
             # A second SIGTERM/SIGINT while cleaning up only sets the event again: the
             # handlers stay until everything is removed.
