@@ -12,6 +12,7 @@ from overlayd.dataplane.switch import Switch
 from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
+from overlayd.status.facts import doctor_facts, topology_facts
 from overlayd.status.protocol import StatusError
 from overlayd.wire.ethernet import mac_str, parse_mac
 
@@ -286,6 +287,12 @@ class SwitchView:
 
     def stats(self, now: float) -> dict[str, Any]:
         return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}
+
+    def doctor(self, now: float) -> dict[str, Any]:
+        return doctor_facts(self, now)
+
+    def topology(self, now: float) -> dict[str, Any]:
+        return topology_facts(self, now)
 
     # -- the state-changing commands (root only; status.protocol checks that) -----------------
 
