@@ -334,8 +334,8 @@ def check_udp_checksum(facts: dict[str, Any], host: Host) -> list[Finding]:
     errors = host.udp6_checksum_errors
     if errors:
         out.append(Finding("udp-checksum", Severity.WARNING, facts["vtep"],
-                           f"the kernel dropped {errors} IPv6 UDP datagrams for a zero or bad checksum "
-                           "(Udp6InCsumErrors): a VTEP that sends IPv6 VXLAN without checksums is not heard here",
+                           f"the kernel dropped {errors} IPv6 UDP datagram{'' if errors == 1 else 's'} for a zero "
+                           "or bad checksum (Udp6InCsumErrors): a VTEP that sends IPv6 VXLAN without checksums is not heard here",
                            "have the sending VTEPs compute UDP checksums (kernel VXLAN: no udp6zerocsumtx; "
                            "switches: IPv6 UDP checksum on)"))
     elif errors == 0:
@@ -510,6 +510,8 @@ def render(result: dict[str, Any]) -> str:
             cells.append(("", "", "", f"fix: {f['fix']}"))
     c = result["counts"]
     verdict = {EXIT_HEALTHY: "healthy", EXIT_WARNINGS: "warnings", EXIT_ERRORS: "errors"}[result["exit_status"]]
-    tail = f"{c['error']} errors, {c['warning']} warnings, {c['info']} notes, {c['ok']} ok: {verdict}"
+    tail = ", ".join(f"{c[key]} {word}{'' if c[key] == 1 else 's'}"
+                     for key, word in (("error", "error"), ("warning", "warning"), ("info", "note")))
+    tail += f", {c['ok']} ok: {verdict}"
     head = f"doctor: node {result['node']}, vtep {result['vtep']}"
     return "\n".join([head, "", table(("SEVERITY", "CHECK", "SUBJECT", "FINDING"), cells), "", tail])
