@@ -78,8 +78,10 @@ def tree(parser: argparse.ArgumentParser, path: tuple[str, ...] = (), help_text:
 # -- bash -------------------------------------------------------------------------------------
 
 
-def _case(entries: list[tuple[str, str]], indent: str = "        ") -> str:
-    return "\n".join(f'{indent}"{key}") echo "{value}" ;;' for key, value in entries if value)
+def _lookup(name: str, subject: str, entries: list[tuple[str, str]]) -> str:
+    """A bash function that echoes the words of `entries` under the key `subject` expands to."""
+    cases = "\n".join(f'        "{key}") echo "{value}" ;;' for key, value in entries if value)
+    return f'{name}() {{\n    case "{subject}" in\n{cases}\n    esac\n}}\n'
 
 
 def bash(parser: argparse.ArgumentParser) -> str:
@@ -98,18 +100,8 @@ def bash(parser: argparse.ArgumentParser) -> str:
 # bash completion for {prog}, generated from its argument parser: `{prog} completion bash`.
 # Install: {prog} completion bash > /etc/bash_completion.d/{prog}
 
-{fn}_subcommands() {{
-    case "$1" in
-{_case(subcommands)}
-    esac
-}}
-
-{fn}_options() {{
-    case "$1" in
-{_case(options)}
-    esac
-}}
-
+{_lookup(f"{fn}_subcommands", "$1", subcommands)}
+{_lookup(f"{fn}_options", "$1", options)}
 {fn}_takes_value() {{
     case "$1:$2" in
         {"|".join(takes) or '""'}) return 0 ;;
@@ -117,18 +109,8 @@ def bash(parser: argparse.ArgumentParser) -> str:
     return 1
 }}
 
-{fn}_values() {{
-    case "$1:$2" in
-{_case(values)}
-    esac
-}}
-
-{fn}_positionals() {{
-    case "$1" in
-{_case(positionals)}
-    esac
-}}
-
+{_lookup(f"{fn}_values", "$1:$2", values)}
+{_lookup(f"{fn}_positionals", "$1", positionals)}
 {fn}() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" path="" word i skip=0
     COMPREPLY=()
