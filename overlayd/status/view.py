@@ -82,19 +82,20 @@ class SwitchView:
         if limit is None:
             return None
         learn, flood = limit.bucket, sw.segment(vni).flood_bucket
+        refused = sw.refused(vni)
         return {
             "max_local_macs": limit.max_macs,
             "local_macs": sw.fdb.local_count(vni),
-            "refused_fdb_full": limit.refused_full,
+            "refused_fdb_full": refused["fdb_full"],
             "max_local_ips": sw.neighbors.local_limits.get(vni),
             "local_ips": sw.neighbors.local_count(vni),
-            "refused_ips": sw.neighbors.refused.get(vni, 0),
+            "refused_ips": refused["ips_full"],
             "mac_learn_rate_per_s": learn.rate_per_s if learn else None,
             "mac_learn_burst": learn.burst if learn else None,
-            "refused_rate": limit.refused_rate,
+            "refused_rate": refused["rate"],
             "flood_rate_pps": flood.rate_per_s if flood else None,
             "flood_burst": flood.burst if flood else None,
-            "flood_dropped": flood.refused if flood else 0,
+            "flood_dropped": refused["flood_rate"],
         }
 
     def _mac_source(self, role: str) -> str | None:
