@@ -1,15 +1,22 @@
 """The event hub (control/hub.py) on a fake clock: one event model for the log and `watch`,
 bounded subscriber queues (a slow one is dropped, told why), rate-limited limit events; the
-speaker's and the switch's events through it."""
+speaker's and the switch's events through it; the JSON log lines (overlayd/logs.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 
-from overlayd.control.hub import EVENTS, KEYS, EventHub, LimitWatch, iso_time
+import pytest
+
+from overlayd import cli
+from overlayd.control.hub import EVENTS, KEYS, Event, EventHub, LimitWatch, iso_time
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
 from overlayd.fabric.flood import FloodMemberAdded
+from overlayd.io import daemon
+from overlayd.logs import JsonFormatter
 from overlayd.sim.frames import ethernet, mac
 from overlayd.wire.ethernet import BROADCAST
 from tests.unit.test_speaker import VNI, Mesh
@@ -202,6 +209,39 @@ def test_the_speaker_tells_peer_up_routes_and_peer_down_with_its_reason():
     assert withdrawn == {"macip", "imet"}  # its routes left with it
 
 
+# -- JSON log lines ----------------------------------------------------------------------------------------
+
+
+def record(msg: str, event: Event | None = None, level: int = logging.INFO) -> logging.LogRecord:
+    r = logging.LogRecord("overlayd.bgp", level, __file__, 1, "%s", (msg,), None)
+    r.created = T0 + 0.5
+    if event is not None:
+        r.event = event
+    return r
+
+
+def test_a_json_log_line_of_an_event_has_the_stable_keys_and_the_events_fields():
+    ev = Event("peer_down", "peer 10.0.0.2: down: connection closed", T0,
+               {"peer": "10.0.0.2", "reason": "connection closed", "stale_paths": 0})
+    line = json.loads(JsonFormatter().format(record(ev.msg, ev, logging.WARNING)))
+    assert line == {"ts": "2025-06-15T15:06:40.500Z", "level": "warning", "logger": "overlayd.bgp",
+                    "event": "peer_down", "msg": "peer 10.0.0.2: down: connection closed", "peer": "10.0.0.2",
+                    "network": None, "mac": None, "prefix": None, "reason": "connection closed", "stale_paths": 0}
+
+
+def test_a_json_log_line_that_is_no_event_has_the_same_keys_null():
+    line = json.loads(JsonFormatter().format(record("ready; status socket /run/x.sock")))
+    assert line == {"ts": "2025-06-15T15:06:40.500Z", "level": "info", "logger": "overlayd.bgp", "event": None,
+                    "msg": "ready; status socket /run/x.sock", "peer": None, "network": None, "mac": None,
+                    "prefix": None, "reason": None}
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        r = record("failed")
+        r.exc_info = sys.exc_info()
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(r))["exc"]
+
+
 def test_the_hub_logs_an_event_once_as_its_text_line(caplog):
     h = hub()
     with caplog.at_level(logging.INFO, "overlayd"):
@@ -209,3 +249,22 @@ def test_the_hub_logs_an_event_once_as_its_text_line(caplog):
     [r] = caplog.records
     assert (r.name, r.levelname, r.getMessage()) == ("overlayd", "INFO", "reload: /etc/o.yaml applied: services")
     assert r.event.event == "reload_applied"
+
+
+@pytest.mark.parametrize(("flag", "config_key", "used"), [
+    (None, None, "text"), (None, "json", "json"), (["--log-format", "text"], "json", "text"),
+    (["--log-format", "json"], None, "json")])
+def test_log_format_comes_from_the_flag_else_node_log_format(tmp_path, monkeypatch, flag, config_key, used):
+    node = "node:\n  name: n1\n  vtep: 10.0.0.1\n" + (f"  log_format: {config_key}\n" if config_key else "")
+    path = tmp_path / "n.yaml"
+    path.write_text(node + "networks:\n  - {name: blue, vni: 100, device: blue0}\n")
+    seen = []
+    monkeypatch.setattr(cli, "setup_logging", lambda level, fmt: seen.append((level, fmt)))
+    monkeypatch.setattr(daemon, "run", lambda config, path: None)
+    assert cli.main(["-c", str(path), *(flag or [])]) == 0
+    assert seen == [("info", used)]
+
+
+def test_a_bad_log_format_is_refused():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["-c", "x", "--log-format", "xml"])
