@@ -308,10 +308,11 @@ class Daemon:
         try:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
-                              self.speaker, self.routed, self.kernel, self.services, self.device_macs)
+                              self.speaker, self.routed, self.kernel, self.services, self.device_macs, self.events)
             node = self.config.node
             self.status = StatusServer(node.status_socket, view, self.clock, max_clients=node.status_max_clients,
-                                       idle_timeout_s=node.status_idle_timeout_s, group=node.status_group)
+                                       idle_timeout_s=node.status_idle_timeout_s, group=node.status_group,
+                                       max_watchers=node.status_max_watchers)
             view.status_socket = self.status
             view.reload_hook = self._reload_command
             self.status_view = view

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from overlayd import __version__
-from overlayd.status.client import request
+from overlayd.status.client import Watch, request
 from overlayd.status.protocol import COMMANDS, DEFAULT_STATUS_SOCKET, StatusError
 
 EXIT_UNREACHABLE = 2
@@ -240,8 +240,14 @@ def _status_socket_line(sock: dict[str, Any]) -> str:
         f"{sock['clients']}/{sock['max_clients']}, idle timeout {sock['idle_timeout_s']:g}s, requests up to "
         f"{sock['max_request_bytes']} bytes; {sock['refused_busy']} refused busy, {sock['evicted_idle']} idle "
         f"evicted, {sock['dropped_idle']} idle dropped, {sock['refused_too_large']} too large, "
-        f"{sock['refused_not_permitted']} not permitted"
+        f"{sock['refused_not_permitted']} not permitted; watchers {sock['watchers']}/{sock['max_watchers']}, "
+        f"{sock['dropped_too_slow']} dropped too slow, {sock['refused_watchers_busy']} refused busy"
     )
+
+
+def render_event(e: dict[str, Any]) -> str:
+    """One `watch` event as a line: time (UTC), event name, what happened."""
+    return f"{e['ts']} {e['event']:<19} {e['msg']}"
 
 
 RENDER = {
@@ -265,6 +271,9 @@ CLEAR_TARGETS = {
     "peer": "reset the BGP session with a neighbor: Cease (administrative reset), its routes withdrawn, "
             "then it reconnects",
 }
+WATCH_HELP = ("follow the daemon's events live, one line each (time, event, what happened): peers up and down "
+              "and why, routes learned and withdrawn, MACs learned, moved and aged, duplicate MACs frozen, "
+              "limits hit, reloads; until Ctrl-C. A watcher that reads too slowly is dropped (exit 3, too_slow)")
 RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
                "networks, static vteps/fdb and services change live; a file that does not load, or that "
                "changes a key only a restart changes, is refused (exit 3) and the running config stays")
@@ -275,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="overlayctl",
         description="Query a running overlayd through its status socket. Members of the socket's group "
                     "(node.status_group) may run every command but clear and reload, which only root may.",
-        epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request "
-               "(not_permitted: a state-changing command from a user who is not root).",
+        epilog="exit status: 0 ok, 2 the socket cannot be reached (watch: or the daemon closed it), 3 the "
+               "daemon refused the request (not_permitted: a state-changing command from a user who is not "
+               "root; watch: busy, or too_slow when it dropped a watcher that read too slowly).",
     )
     p.add_argument(
         "-s", "--socket",
@@ -286,9 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"overlayctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP}.get(name, help_text)
+        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP, "watch": WATCH_HELP}.get(name, help_text)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        if name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
+        if name == "watch":
+            cmd.add_argument("--json", action="store_true",
+                             help="one JSON object a line, keys sorted; ts, event, level, msg, peer, network, mac, "
+                                  "prefix and reason always there (null where they mean nothing)")
+        elif name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
             cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
         if name == "clear":
             targets = cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -309,8 +323,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def watch(args: argparse.Namespace) -> int:
+    """`overlayctl watch`: print each event as it comes until Ctrl-C or the daemon goes."""
+    try:
+        with Watch(args.socket) as stream:
+            print(f"overlayctl: watching {stream.started['watching']} (one line per event; Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+            for event in stream:
+                print(json.dumps(event, sort_keys=True) if args.json else render_event(event), flush=True)
+    except StatusError as err:
+        print(f"overlayctl: watch: {err} ({err.code})", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as err:
+        if isinstance(err, BrokenPipeError):  # `overlayctl watch | head`: the reader is done
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"overlayctl: cannot reach overlayd at {args.socket}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 0
+    print("overlayctl: watch: overlayd closed the connection", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "watch":
+        return watch(args)
     extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend", "what", "mac",
                                                     "neighbor") if getattr(args, key, None)}
     try:

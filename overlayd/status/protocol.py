@@ -8,6 +8,10 @@ Pure code: `handle_line` maps a request line to a reply line given a view of
 the node, so the whole protocol is testable with strings. The socket server
 (`status/server.py`) and `overlayctl` only move lines.
 
+One command streams: `watch` answers with a first reply line, then one reply line per
+event (`event_line`) for as long as the client stays, or a last error line (`too_slow`)
+when it read too slowly; `handle_line_async` returns a `Stream` for the server to move.
+
 Who may do what: the socket is open to root and to the group of
 `node.status_group`. Every command only reads, except `clear` and `reload`
 (PRIVILEGED_COMMANDS), which change the daemon's state: the server says
@@ -21,6 +25,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 PROTOCOL_VERSION = 1
@@ -44,6 +49,7 @@ class NodeView(Protocol):
     def clear_mac(self, now: float, network: str, mac: str) -> dict[str, Any]: ...
     def clear_peer(self, now: float, neighbor: str) -> dict[str, Any]: ...
     def reload(self, now: float) -> Any: ...
+    def watch(self, now: float) -> tuple[dict[str, Any], Any]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -62,10 +68,23 @@ COMMANDS: dict[str, str] = {
     "clear": "root only: zero the counters of `stats` (what: counters), lift the freeze on a duplicate MAC "
              "(what: mac; network, mac) or reset a BGP session (what: peer; neighbor)",
     "reload": "root only: re-read the config file and apply it, as SIGHUP does",
+    "watch": "a live stream of events, one line each: peer up/down and why, routes learned/withdrawn, MACs "
+             "learned/moved/aged, a duplicate MAC frozen, a limit hit, a reload; until the client leaves "
+             "(a client that reads too slowly is dropped: too_slow)",
 }
+STREAM_COMMANDS = frozenset({"watch"})  # the reply goes on: see Stream
 CONNTRACK_FILTERS = ("service", "client", "backend")
 PRIVILEGED_COMMANDS = frozenset({"clear", "reload"})  # they change the daemon's state
 CLEAR_ARGS = {"counters": (), "mac": ("network", "mac"), "peer": ("neighbor",)}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The reply of a STREAM_COMMANDS request: its first line, then the events of `subscription`
+    (a control.hub.Subscriber: take(), dropped, wake, close()) each as an `event_line`."""
+
+    first: str
+    subscription: Any
 
 
 class StatusError(Exception):
@@ -96,6 +115,11 @@ def error_reply(code: str, message: str) -> str:
     return _error(code, message)
 
 
+def event_line(event: dict[str, Any]) -> str:
+    """One event of a `watch` stream (control.hub.Event.as_dict()) as a reply line."""
+    return _reply(True, command="watch", result=event)
+
+
 def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) -> Any:
     handlers: dict[str, Callable[[], Any]] = {
         "status": lambda: view.status(now),
@@ -108,6 +132,7 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "conntrack": lambda: view.conntrack(now, **{k: args[k] for k in CONNTRACK_FILTERS if k in args}),
         "clear": lambda: _clear(view, args, now),
         "reload": lambda: view.reload(now),
+        "watch": lambda: view.watch(now),
     }
     allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS),
                "clear": {"what", *(a for names in CLEAR_ARGS.values() for a in names)}}.get(command, set())
@@ -142,18 +167,22 @@ def handle_line(line: str | bytes, view: NodeView, now: float, privileged: bool 
     """One request line in, one reply line out. Never raises on bad input.
 
     `privileged`: the client may change state (PRIVILEGED_COMMANDS); the server decides it.
-    A command whose handler answers later (`reload`) needs `handle_line_async`."""
+    A command whose handler answers later (`reload`) or goes on (`watch`) needs `handle_line_async`."""
     reply = _handle(line, view, now, privileged)
+    if isinstance(reply, Stream):
+        reply.subscription.close()
+        return _error("not_supported", "watch streams events: the socket server serves it")
     if not isinstance(reply, str):
         getattr(reply[1], "close", lambda: None)()  # a coroutine never awaited
         return _error("not_supported", f"{reply[0]} answers asynchronously: the server awaits it")
     return reply
 
 
-async def handle_line_async(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
-    """As `handle_line`, awaiting a handler that answers later (`reload`)."""
+async def handle_line_async(line: str | bytes, view: NodeView, now: float,
+                            privileged: bool = False) -> str | Stream:
+    """As `handle_line`, awaiting a handler that answers later (`reload`); a `Stream` for `watch`."""
     reply = _handle(line, view, now, privileged)
-    if isinstance(reply, str):
+    if isinstance(reply, (str, Stream)):
         return reply
     command, pending = reply
     try:
@@ -163,8 +192,8 @@ async def handle_line_async(line: str | bytes, view: NodeView, now: float, privi
     return _reply(True, command=command, result=result)
 
 
-def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | tuple[str, Any]:
-    """A reply line, or (command, the awaitable its result comes from)."""
+def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | Stream | tuple[str, Any]:
+    """A reply line, a Stream, or (command, the awaitable its result comes from)."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
@@ -191,6 +220,9 @@ def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> 
         return _error(err.code, str(err))
     if inspect.isawaitable(result):
         return command, result
+    if command in STREAM_COMMANDS:
+        first, subscription = result
+        return Stream(_reply(True, command=command, result=first), subscription)
     return _reply(True, command=command, result=result)
 
 

@@ -21,7 +21,7 @@ class SwitchView:
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
                  offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None,
-                 services: Any = None, device_macs: dict | None = None):
+                 services: Any = None, device_macs: dict | None = None, events: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
@@ -32,6 +32,7 @@ class SwitchView:
         self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
         self.services_runtime = services  # io.services.Services, when services are configured
         self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
+        self.events = events  # control.hub.EventHub: what `watch` subscribes to
         # Set by the daemon: the status socket (its limits and counters, for `status`), what to
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
@@ -352,6 +353,13 @@ class SwitchView:
             raise StatusError("not_supported", "this status view has no daemon to reload: restart overlayd to "
                                                "apply a changed config")
         return self.reload_hook()
+
+    def watch(self, now: float) -> tuple[dict[str, Any], Any]:
+        """A subscription to the node's events: (the first reply's result, the Subscriber)."""
+        if self.events is None:
+            raise StatusError("not_supported", "this status view has no event hub to watch")
+        sub = self.events.subscribe()
+        return {"watching": self.config.node.name, "max_queued": sub.max_queued}, sub
 
     def _changed(self) -> None:
         if self.after_change is not None:
