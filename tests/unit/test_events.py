@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +60,12 @@ def test_every_event_name_has_a_level_a_logger_and_words():
         assert name.islower() and " " not in name
         assert level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
         assert logger.startswith("overlayd") and words
+
+
+def test_readme_lists_every_event_with_its_level():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, (level, _, _) in EVENTS.items():
+        assert f"| `{name}` | {logging.getLevelName(level).lower()} |" in readme, name
 
 
 def test_iso_time_is_utc_with_milliseconds():
