@@ -2,8 +2,9 @@
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FUZZ_ARGS ?=
 
-.PHONY: help bootstrap test unit vm-test demo bench wheels base-image clean
+.PHONY: help bootstrap test unit vm-test demo bench fuzz wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
@@ -11,6 +12,7 @@ help:
 	@echo "make vm-test    bootstrap, then run the full-kernel tier tests/vm alone (root; Debian's kernel under qemu)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
 	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
+	@echo "make fuzz       bootstrap, then fuzz every decoder, 1e6 inputs per target, 2 at a time (~1 h; FUZZ_ARGS=...)"
 	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
 	@echo "make base-image build overlayd-base:bookworm with debootstrap (root, no registry needed)"
 	@echo "make bootstrap  install system packages (as root) and .venv"
@@ -33,6 +35,11 @@ demo: bootstrap
 
 bench: bootstrap
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
+
+# tools/fuzz.py: atheris (the test extras bring it on x86-64 Linux), else Hypothesis with the
+# same budget. Crashers land in tests/fuzz/corpus/<target>/, which the normal suite replays.
+fuzz: bootstrap
+	$(PYTHON) tools/fuzz.py $(FUZZ_ARGS)
 
 # The image's wheels, for builds whose containers cannot reach a package
 # index: overlayd's dependencies plus setuptools (its build backend).
