@@ -1,7 +1,7 @@
 """Fuzz every decoder: `make fuzz` (1e6 inputs per target), and the short run CI does.
 
     python tools/fuzz.py                      every target, 1e6 inputs each, 2 at a time
-    python tools/fuzz.py --runs 3000          the short run (tests/unit/test_fuzz.py does this)
+    python tools/fuzz.py --runs 3000 --seed 1 the short run (tests/unit/test_fuzz.py does this)
     python tools/fuzz.py --only config,ip     some targets
     python tools/fuzz.py --engine hypothesis  without atheris
 
@@ -60,7 +60,7 @@ def have_atheris() -> bool:
 # -- one target, in its own process ---------------------------------------------------------------
 
 
-def child_atheris(name: str, runs: int, seconds: int, slow_dir: Path) -> None:
+def child_atheris(name: str, runs: int, seconds: int, slow_dir: Path, seed: int) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["overlayd"]):
@@ -83,24 +83,30 @@ def child_atheris(name: str, runs: int, seconds: int, slow_dir: Path) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"overlayd-fuzz-{name}-"))
     try:
-        for i, seed in enumerate(targets.TARGETS[name].seeds()):
-            (work / f"seed-{i}").write_bytes(seed)
+        for i, data in enumerate(targets.TARGETS[name].seeds()):
+            (work / f"seed-{i}").write_bytes(data)
         argv = [sys.argv[0], f"-runs={runs}", f"-max_len={MAX_LEN}", "-timeout=10", "-rss_limit_mb=2048",
                 f"-artifact_prefix={corpus}/", "-print_final_stats=1", str(work), str(corpus)]
         if seconds:
             argv.insert(1, f"-max_total_time={seconds}")
+        if seed:
+            argv.insert(1, f"-seed={seed}")
         atheris.Setup(argv, one_input)
         atheris.Fuzz()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def child_hypothesis(name: str, runs: int, seconds: int, slow_dir: Path) -> None:
+def child_hypothesis(name: str, runs: int, seconds: int, slow_dir: Path, seed: int) -> None:
     from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
     from tests.fuzz import targets
     from tests.fuzz.strategies import inputs
+
+    def seed_of(value: int):
+        return hypothesis_seed(value) if value else (lambda test: test)
 
     clock = time.perf_counter
     count = [0]
@@ -110,6 +116,7 @@ def child_hypothesis(name: str, runs: int, seconds: int, slow_dir: Path) -> None
 
     @settings(max_examples=runs, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
+    @seed_of(seed)
     @given(inputs(name))
     def fuzz(data: bytes) -> None:
         if deadline is not None and time.monotonic() > deadline:
@@ -172,10 +179,10 @@ def confirm_slow(name: str, slow_dir: Path) -> list[str]:
     return kept
 
 
-def run_target(name: str, engine: str, runs: int, seconds: int, log_dir: Path | None) -> Result:
+def run_target(name: str, engine: str, runs: int, seconds: int, log_dir: Path | None, seed: int = 0) -> Result:
     slow_dir = Path(tempfile.mkdtemp(prefix=f"overlayd-fuzz-slow-{name}-"))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--engine", engine,
-           "--runs", str(runs), "--seconds", str(seconds), "--slow-dir", str(slow_dir)]
+           "--runs", str(runs), "--seconds", str(seconds), "--slow-dir", str(slow_dir), "--seed", str(seed)]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, errors="replace")
     took = time.monotonic() - start
@@ -203,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated target names")
     ap.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
     ap.add_argument("--logs", default="", help="keep each target's output in this directory")
+    ap.add_argument("--seed", type=int, default=0, help="the engine's random seed (default: a new one each run)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--slow-dir", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         child = child_atheris if args.engine == "atheris" else child_hypothesis
-        child(args.child, args.runs, args.seconds, Path(args.slow_dir or tempfile.mkdtemp()))
+        child(args.child, args.runs, args.seconds, Path(args.slow_dir or tempfile.mkdtemp()), args.seed)
         return 0
 
     from tests.fuzz.targets import TARGETS
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     failed = 0
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_target, n, engine, args.runs, args.seconds, log_dir) for n in names]
+        futures = [pool.submit(run_target, n, engine, args.runs, args.seconds, log_dir, args.seed) for n in names]
         for future in futures:
             r = future.result()
             bad = r.returncode != 0 or r.crashers

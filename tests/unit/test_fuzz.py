@@ -72,10 +72,12 @@ def test_a_crash_is_caught_and_a_slow_input_is_too(monkeypatch):
 
 
 def test_atheris_short_run():
-    """`make fuzz` with a small budget: every target, SHORT_RUNS coverage-guided inputs each."""
+    """`make fuzz` with a small budget: every target, SHORT_RUNS coverage-guided inputs each, from a
+    fixed seed (CI fails on the code, not on the draw; make fuzz draws anew each run)."""
     if not have_atheris():
         unmet("needs atheris (the test extras install it on x86-64 Linux): pip install atheris")
-    proc = subprocess.run([sys.executable, "tools/fuzz.py", "--runs", str(SHORT_RUNS), "--engine", "atheris"],
+    proc = subprocess.run([sys.executable, "tools/fuzz.py", "--runs", str(SHORT_RUNS), "--engine", "atheris",
+                           "--seed", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
