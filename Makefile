@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help bootstrap test unit vm-test demo bench fuzz wheels base-image clean
+.PHONY: help bootstrap test unit vm-test demo bench fuzz soak wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
@@ -13,6 +13,7 @@ help:
 	@echo "make demo       bootstrap, then run tools/demo.py"
 	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
 	@echo "make fuzz       bootstrap, then fuzz every decoder, 1e6 inputs per target, 2 at a time (~1 h; FUZZ_ARGS=...)"
+	@echo "make soak       bootstrap, then the soak tests' full versions: flap storm, lossy underlay, netem (root; ~30 min)"
 	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
 	@echo "make base-image build overlayd-base:bookworm with debootstrap (root, no registry needed)"
 	@echo "make bootstrap  install system packages (as root) and .venv"
@@ -40,6 +41,13 @@ bench: bootstrap
 # same budget. Crashers land in tests/fuzz/corpus/<target>/, which the normal suite replays.
 fuzz: bootstrap
 	$(PYTHON) tools/fuzz.py $(FUZZ_ARGS)
+
+# The full versions of the soak tests (tests/soak.py): 100 SIGKILL/restart cycles and 5 minutes
+# of 5% loss on the host (tests/netns/test_soak.py), 5 minutes of netem in the full-kernel tier.
+soak: bootstrap
+	OVERLAYD_SOAK=full $(PYTHON) -m pytest -ra -s tests/netns/test_soak.py $(PYTEST_ARGS)
+	OVERLAYD_SOAK=full OVERLAYD_VM_TIMEOUT_S=$${OVERLAYD_VM_TIMEOUT_S:-1200} \
+		$(PYTHON) -m pytest -ra tests/vm -k test_netem_underlay $(PYTEST_ARGS)
 
 # The image's wheels, for builds whose containers cannot reach a package
 # index: overlayd's dependencies plus setuptools (its build backend).
