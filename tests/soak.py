@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
 
 SOAK_ENV = "OVERLAYD_SOAK"
 
@@ -30,6 +31,18 @@ def full() -> bool:
 def size(short, full_size):
     """`full_size` under `make soak`, else `short`."""
     return full_size if full() else short
+
+
+def ping_side_by_side(host, addresses: list[str], interval_s: float, seconds: int,
+                      reply_wait_s: int = 1) -> list[tuple[int, int]]:
+    """Ping each address from `host` at once, every `interval_s` for `seconds`;
+    (transmitted, received) for each, in order."""
+    count = int(seconds / interval_s)
+    pings = [host.popen("ping", "-q", "-n", "-i", str(interval_s), "-c", str(count), "-w", str(seconds),
+                        "-W", str(reply_wait_s), address,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for address in addresses]
+    return [ping_counts(p.communicate(timeout=seconds + 120)[0]) for p in pings]
 
 
 def ping_counts(output: str) -> tuple[int, int]:

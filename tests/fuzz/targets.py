@@ -55,10 +55,19 @@ from overlayd.wire import nat
 from overlayd.wire.arp import ARP_LEN, ArpPacket
 from overlayd.wire.bgp import evpn, unicast
 from overlayd.wire.bgp import messages as bgp
-from overlayd.wire.bgp.attributes import FLAG_EXTENDED_LENGTH, FramedAttribute, decode_path_attributes
+from overlayd.wire.bgp.attributes import (
+    FLAG_EXTENDED_LENGTH,
+    FramedAttribute,
+    decode_path_attributes,
+)
 from overlayd.wire.bgp.errors import BgpError
-from overlayd.wire.bgp.update import L2VPN_EVPN, decode_update, encode_update, split_update
 from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST
+from overlayd.wire.bgp.update import (
+    L2VPN_EVPN,
+    decode_update,
+    encode_update,
+    split_update,
+)
 from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import EthernetHeader, payload
 from overlayd.wire.ip import parse_flow
@@ -78,7 +87,7 @@ class Target:
     run: Callable[[bytes], None]
     allowed: tuple[type[BaseException], ...]  # the decoder's own errors: not a crash
     what: str
-    seeds: Callable[[], list[bytes]] = field(default=lambda: [])
+    seeds: Callable[[], list[bytes]] = field(default=list)
 
     def __call__(self, data: bytes) -> None:
         """One input; raises only what is a bug (the allowed errors are swallowed)."""

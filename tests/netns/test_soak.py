@@ -27,17 +27,23 @@ Every figure is printed (pytest -s, or the failure message).
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netns.topology import NAMES, BgpOverlay, add_underlay_host, bgp_node_config, overlay_ip
-from tests.soak import check_ping_loss, full, ping_counts, size
+from tests.netns.topology import (
+    NAMES,
+    BgpOverlay,
+    add_underlay_host,
+    bgp_node_config,
+    overlay_ip,
+)
+from tests.soak import check_ping_loss, full, ping_side_by_side, size
 from tests.support import require_netns, require_programs
 from tools.lab import Lab, run, wait_for
 from tools.nodes import Overlayd, start_overlayd
@@ -94,19 +100,13 @@ def test_degraded_underlay_no_flaps_and_overlay_loss_within_underlay_loss(mesh: 
                 numgen random mod 100 < {LOSS_PERCENT} counter drop
             }}
         }}""")
-    count = int(DEGRADED_S / PING_INTERVAL_S)
     start = time.monotonic()
     try:
-        pings = [h.popen("ping", "-q", "-n", "-i", str(PING_INTERVAL_S), "-c", str(count), "-w", str(DEGRADED_S),
-                         "-W", "1", dst,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for h, dst in ((a, b.v4), (a, overlay_ip(1)))]
-        outputs = [p.communicate(timeout=DEGRADED_S + 60)[0] for p in pings]
+        underlay, overlay = ping_side_by_side(a, [b.v4, overlay_ip(1)], PING_INTERVAL_S, DEGRADED_S)
     finally:
         counters = nft(lab, "list table bridge overlayd_soak\n")
         nft(lab, "delete table bridge overlayd_soak\n")
     took = time.monotonic() - start
-    underlay, overlay = (ping_counts(out) for out in outputs)
     packets = [int(n) for n in re.findall(r"counter packets (\d+)", counters)]
     crossed, dropped = packets[0], packets[1]
     print(f"degraded underlay for {took:.0f} s: nftables dropped {dropped} of {crossed} packets "
@@ -164,11 +164,11 @@ def check_backoff(times: dict[str, list[float]]) -> list[str]:
     each delay jittered to 75-100%), the first about the 1 s connect retry."""
     lines = []
     for source, stamps in sorted(times.items()):
-        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
         lines.append(f"{source} -> c: {len(stamps)} connection attempts while c was down, gaps "
                      + ", ".join(f"{g:.2f}" for g in gaps) + " s")
         assert len(stamps) >= 3, lines[-1]
-        ratios = [b / a for a, b in zip(gaps, gaps[1:])]
+        ratios = [b / a for a, b in itertools.pairwise(gaps)]
         assert all(1.4 <= r <= 2.8 for r in ratios), f"not doubling: ratios {ratios}; {lines[-1]}"
         assert 0.7 <= gaps[0] <= 2.1, f"the first retry is not ~1-2 s: {lines[-1]}"
     assert sorted(times) == sorted(mesh_vteps_but_victim()), times

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlayd.wire.bgp import unicast
-from overlayd.wire.bgp.update import L2VPN_EVPN, decode_update
 from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST, UnicastRoute
+from overlayd.wire.bgp.update import L2VPN_EVPN, decode_update
 from overlayd.wire.errors import DecodeError
 
 
@@ -43,7 +43,7 @@ def test_an_update_full_of_default_routes_decodes_in_well_under_100_ms():
         body = worst_update(afi)
         update = decode_update(body, True, (L2VPN_EVPN, IPV4_UNICAST, IPV6_UNICAST))
         assert len(update.withdrawn) == 4066
-        took = fastest_ms(lambda: decode_update(body, True, (L2VPN_EVPN, IPV4_UNICAST, IPV6_UNICAST)))
+        took = fastest_ms(lambda body=body: decode_update(body, True, (L2VPN_EVPN, IPV4_UNICAST, IPV6_UNICAST)))
         print(f"AFI {afi}: 4066 withdrawn /0 prefixes in one UPDATE decode in {took:.1f} ms")
         assert took < 100
 
@@ -51,7 +51,7 @@ def test_an_update_full_of_default_routes_decodes_in_well_under_100_ms():
 def test_distinct_prefixes_decode_in_well_under_100_ms():
     data = b"".join(bytes((16,)) + struct.pack("!H", i) for i in range(1360))  # 4080 octets, all distinct
     for afi in (1, 2):
-        took = fastest_ms(lambda: unicast.decode_nlri(data, afi))
+        took = fastest_ms(lambda afi=afi: unicast.decode_nlri(data, afi))
         print(f"AFI {afi}: 1360 distinct /16 prefixes decode in {took:.1f} ms")
         assert took < 100
 

@@ -13,13 +13,12 @@ loss + 1 point (with the binomial margin of tests/soak.py).
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from tests.netns.topology import add_underlay_host, bgp_node_config, overlay_ip
-from tests.soak import check_ping_loss, ping_counts, size
+from tests.soak import check_ping_loss, ping_side_by_side, size
 from tests.support import require_netns
 from tests.vm.guest.guest import query, start_nodes, stop_nodes
 from tests.vm.report import note
@@ -49,19 +48,13 @@ def test_netem_underlay_no_flaps_and_overlay_loss_within_underlay_loss(pair):
     wait_for(lambda: a.ping(overlay_ip(1), timeout=5), timeout=60, what="a to ping b over the overlay")
     for host in (a, b):
         host.run("tc", "qdisc", "add", "dev", "eth0", "root", "netem", *NETEM)
-    count = int(DURATION_S / INTERVAL_S)
     start = time.monotonic()
     try:
-        pings = [a.popen("ping", "-q", "-n", "-i", str(INTERVAL_S), "-c", str(count), "-w", str(DURATION_S),
-                         "-W", "2", dst,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for dst in (b.v4, overlay_ip(1))]
-        outputs = [p.communicate(timeout=DURATION_S + 120)[0] for p in pings]
+        underlay, overlay = ping_side_by_side(a, [b.v4, overlay_ip(1)], INTERVAL_S, DURATION_S, reply_wait_s=2)
     finally:
         for host in (a, b):
             host.run("tc", "qdisc", "del", "dev", "eth0", "root", check=False)
     took = time.monotonic() - start
-    underlay, overlay = (ping_counts(out) for out in outputs)
     line = check_ping_loss(underlay, overlay, f"netem {' '.join(NETEM)} each way, {took:.0f} s")
     note(line)
     peers = [(n.host.name, p["neighbor"], p["state"], p["uptime_s"]) for n in nodes for p in query(n, "peers")]
