@@ -54,6 +54,17 @@ ASSIGNED_ROUTE_PROTOCOLS = {
 DEFAULT_ROUTE_PROTOCOL = 149
 GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")  # what shadow's useradd takes, or a gid
 
+# Limits per network (README "Limits and security").
+DEFAULT_MAX_LOCAL_MACS = 8192  # local FDB entries (DECISIONS.md, issue 13)
+DEFAULT_MAX_LOCAL_IPS = 16384  # local IP bindings (type-2 routes with an IP): two per MAC
+DEFAULT_MAC_LEARN_RATE_PER_S = 1000.0  # new local MACs a second (a token bucket per TAP)...
+DEFAULT_MAC_LEARN_BURST = 1000  # ... with this many at once
+DEFAULT_FLOOD_RATE_PPS = 2000.0  # frames flooded a second (a token bucket per network)...
+DEFAULT_FLOOD_BURST = 2000  # ... with this many at once
+# Per BGP peer: routes accepted (DECISIONS.md, issue 13), and the idle time after a teardown.
+DEFAULT_MAX_PREFIXES = 200_000
+DEFAULT_MAX_PREFIXES_RESTART_S = 60.0
+
 Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
 TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
@@ -112,6 +123,14 @@ class NetworkConfig(Frozen):
     fdb: tuple[StaticFdbEntry, ...] = ()
     route_target: RouteTargetText = None
     backend: Literal["userspace", "kernel"] = "userspace"
+    # Limits (README "Limits and security"): local FDB entries and how fast they are learned,
+    # and how many frames a second are flooded (head-end replicated) to the flood list.
+    max_local_macs: int = Field(default=DEFAULT_MAX_LOCAL_MACS, ge=1, le=16_777_216)
+    max_local_ips: int = Field(default=DEFAULT_MAX_LOCAL_IPS, ge=1, le=16_777_216)
+    mac_learn_rate_per_s: float = Field(default=DEFAULT_MAC_LEARN_RATE_PER_S, gt=0)
+    mac_learn_burst: int = Field(default=DEFAULT_MAC_LEARN_BURST, ge=1)
+    flood_rate_pps: float = Field(default=DEFAULT_FLOOD_RATE_PPS, gt=0)
+    flood_burst: int = Field(default=DEFAULT_FLOOD_BURST, ge=1)
 
     @property
     def vxlan_device(self) -> str:
@@ -154,6 +173,24 @@ def _route_target(v: Any) -> Any:
 RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
 
 
+class MaxPrefixesConfig(Frozen):
+    """`bgp.neighbors[].max_prefixes`: how many routes one peer may have accepted at once.
+
+    At 90% of `limit` a warning is logged. A route beyond `limit` is refused
+    (counted); with `action: teardown` the session is closed with NOTIFICATION
+    Cease / Maximum Number of Prefixes Reached (RFC 4486 2) and the peer is
+    left Idle for `restart_s` (connections from it refused) before it may
+    connect again. Written as a mapping, or as a number (the limit alone).
+    """
+
+    limit: int = Field(default=DEFAULT_MAX_PREFIXES, ge=1)
+    action: Literal["warn", "teardown"] = "warn"
+    restart_s: float = Field(default=DEFAULT_MAX_PREFIXES_RESTART_S, gt=0, description="seconds")
+
+
+def _max_prefixes(v: Any) -> Any:
+    """`max_prefixes: 5000` is `max_prefixes: {limit: 5000}`."""
+    return {"limit": v} if isinstance(v, int) and not isinstance(v, bool) else v
 TCP_MD5SIG_MAXKEYLEN = 80  # linux/tcp.h
 
 
@@ -176,6 +213,7 @@ class NeighborConfig(Frozen):
     port: int = Field(default=179, ge=1, le=65535)
     description: str = ""
     families: tuple[Family, ...] = ("evpn",)
+    max_prefixes: Annotated[MaxPrefixesConfig, BeforeValidator(_max_prefixes)] = MaxPrefixesConfig()
     # TCP MD5 signatures (RFC 2385) with this key; a SecretStr: it prints as '**********'
     password: Annotated[SecretStr | None, BeforeValidator(_password)] = None
     ttl_security: bool = False  # GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (directly connected)

@@ -23,6 +23,9 @@ through a `Fabric` (the Switch). Theory of operation:
   families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
+- Max-prefix (prefix_limit.py): a route that would be one more in a peer's
+  Adj-RIB-In than its `max_prefixes` allows is refused, and with `action:
+  teardown` the session closes with Cease/1 and stays Idle for `restart_s`.
 - Graceful restart (RFC 4724, only with `bgp.graceful_restart`). Helper: a
   peer that advertised the capability and whose connection ends without a
   NOTIFICATION either way (closed, reset, or replaced by its new OPEN) keeps
@@ -69,6 +72,7 @@ from overlayd.control.events import (
 )
 from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
+from overlayd.control.prefix_limit import PrefixLimit, Verdict
 from overlayd.control.routed import RoutedSubnets
 from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
@@ -83,6 +87,7 @@ from overlayd.fabric.mobility import (
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
+from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.attributes import PathAttributes
 from overlayd.wire.bgp.errors import CEASE_ADMIN_RESET
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
@@ -159,6 +164,7 @@ class Speaker:
         self.alarms: list[str] = []
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
+        self.prefix_limits: dict[str, PrefixLimit] = {}  # max-prefix per peer (prefix_limit.py)
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         gr = bgp.graceful_restart
         self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
@@ -246,6 +252,7 @@ class Speaker:
         times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
+        times += [lim.idle_until for lim in self.prefix_limits.values() if lim.idle_until is not None]
         times.extend(self._stale_until.values())
         return min(times) if times else None
 
@@ -254,6 +261,10 @@ class Speaker:
             t = peer.get_timer()
             if t is not None and t <= now:
                 peer.handle_timer(now)
+        for address, limit in self.prefix_limits.items():
+            if limit.restart_due(now) and not self._stopped:  # idle after a max-prefix teardown: over
+                log.info("peer %s: restarting after the max-prefix idle time", address)
+                self.peers[address].start(now)
         self._mobility(self.mobility.expire(now), now)
         for address, until in list(self._stale_until.items()):
             if until <= now:
@@ -320,6 +331,7 @@ class Speaker:
         peer = self.peers[address] = Peer(cfg, now)
         peer.restarting = self.restart_time_s is not None  # until our End-of-RIB
         self.stats[address] = PeerStats(nb.asn)
+        self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
         return peer
 
     def remove_neighbor(self, address: str, now: float) -> Peer | None:
@@ -335,7 +347,7 @@ class Speaker:
         self._stale.pop(address, None)
         self._stale_until.pop(address, None)
         self._import(self.rib.drop_peer(address, now), now)  # kept as stale, or never Established
-        for table in (self.peers, self.stats, self._pending, self._gr_families):
+        for table in (self.peers, self.stats, self._pending, self._gr_families, self.prefix_limits):
             table.pop(address, None)
         self._eor.discard(address)
         log.info("peer %s: removed from the config", address)
@@ -525,6 +537,8 @@ class Speaker:
                     log.info("peer %s: %s", address, stats.last_error)
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
+                if not self._admit(address, route.key, now):
+                    continue
                 path = Path(
                     route, attrs, address,
                     peer_router_id=neg.remote_router_id if neg else ipaddress.IPv4Address(0),
@@ -534,6 +548,27 @@ class Speaker:
                 )
                 changes += self.rib.update(path, now)
         self._import(changes, now)
+
+    def _admit(self, address: str, key: tuple, now: float) -> bool:
+        """Max-prefix (prefix_limit.py): may this route from `address` go into the RIB?"""
+        if self.rib.holds(address, key):
+            return True  # replaces the peer's own path: not one more
+        limit = self.prefix_limits[address]
+        count = self.rib.count_from(address)
+        verdict = limit.admit(count, now)
+        if verdict is Verdict.ADMIT:
+            if limit.warning(count + 1):
+                log.warning("peer %s: %d routes accepted: 90%% of its max_prefixes (%d)",
+                            address, count + 1, limit.limit)
+            return True
+        if verdict is Verdict.TEARDOWN:
+            log.warning("peer %s: max_prefixes (%d) reached: closing the session (Cease/1), idle for %gs",
+                        address, limit.limit, limit.restart_s)
+            self.peers[address].stop(now, f"maximum number of prefixes reached ({limit.limit})",
+                                     E.CEASE_MAX_PREFIXES)
+        elif limit.refused_now == 1 and limit.idle_until is None:
+            log.warning("peer %s: max_prefixes (%d) reached: refusing its new routes", address, limit.limit)
+        return False
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
         """Why a received route must not be used (it is then treated as withdrawn), or ""."""

@@ -186,6 +186,11 @@ class KernelBackend:
             for net in self.segments:
                 mac = await dev.mac_of(ipr, net.device)
                 self.switch.add_kernel_segment(net.vni, net.name, own_macs=[mac])
+                # The bridge learns and floods by itself: what overlayd bounds is what it takes
+                # from the bridge into its FDB, and so announces.
+                self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs, learn_rate_per_s=None,
+                                       learn_burst=None, flood_rate_pps=None, flood_burst=None,
+                                       now=self.clock(), max_local_ips=net.max_local_ips)
                 self.switch.learn_local(net.vni, mac, self.clock())
                 if net.address is not None:  # the bridge's own address, as a TAP's is snooped
                     self.switch.bind_local(net.vni, net.address.ip, mac, self.clock())

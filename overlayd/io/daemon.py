@@ -267,6 +267,10 @@ class Daemon:
         self.fds[net.vni] = tap.fd
         self.mtus[net.vni] = mtu
         self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+        self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs,
+                               learn_rate_per_s=net.mac_learn_rate_per_s, learn_burst=net.mac_learn_burst,
+                               flood_rate_pps=net.flood_rate_pps, flood_burst=net.flood_burst,
+                               now=self.clock(), max_local_ips=net.max_local_ips)
         if self.fastpath is not None:
             self.fastpath.fds[net.vni] = self.fastpath.tap_fds[net.vni] = tap.fd
 

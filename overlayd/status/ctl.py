@@ -52,6 +52,11 @@ def render_status(s: dict[str, Any]) -> str:
             f"\nbgp: AS {bgp['asn']}  router ID {bgp['router_id']}  "
             f"peers {bgp['peers_established']}/{bgp['peers']} established  rib paths {bgp['rib_paths']}"
         )
+        caps = [f"{m['neighbor']} {m['routes_received']}/{m['max_prefixes']} {m['max_prefixes_action']}"
+                + (f" ({m['prefixes_refused']} refused, {m['max_prefix_teardowns']} teardowns)"
+                   if m["prefixes_refused"] else "") for m in bgp.get("max_prefixes", ())]
+        if caps:
+            head += "\nbgp max prefixes: " + ", ".join(caps)
         if "pending_connections" in bgp:
             gr = bgp.get("graceful_restart_s")
             gr_text = f"{gr} s" if gr else "off"
@@ -100,9 +105,25 @@ def render_status(s: dict[str, Any]) -> str:
         head += "\n" + _status_socket_line(s["status_socket"])
     if not rows:
         return head
-    return head + "\n\n" + table(
+    out = head + "\n\n" + table(
         ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
     )
+    limits = [(n["name"], n["limits"]) for n in s["networks"] if n.get("limits")]
+    if limits:
+        out += "\n\n" + table(
+            ("NETWORK", "LOCAL MACS", "REFUSED FULL", "LEARN RATE", "REFUSED RATE", "LOCAL IPS", "REFUSED IPS",
+             "FLOOD RATE", "FLOOD DROPPED"),
+            [(name, f"{x['local_macs']}/{x['max_local_macs']}", x["refused_fdb_full"],
+              _rate(x["mac_learn_rate_per_s"], x["mac_learn_burst"], "/s"), x["refused_rate"],
+              f"{x.get('local_ips', 0)}/{x.get('max_local_ips')}", x.get("refused_ips", 0),
+              _rate(x["flood_rate_pps"], x["flood_burst"], " pps"), x["flood_dropped"]) for name, x in limits],
+        )
+    return out
+
+
+def _rate(rate: float | None, burst: float | None, unit: str) -> str:
+    """'1000/s burst 1000', or 'kernel' where the kernel does the work unbounded by overlayd."""
+    return "kernel" if rate is None else f"{rate:g}{unit} burst {burst:g}"
 
 
 def _duration(seconds: float | None) -> str:

@@ -56,6 +56,7 @@ class SwitchView:
                     "backend": net.backend,
                     "mac_source": self._mac_source(f"network {net.name}"),
                     "vxlan_device": net.vxlan_device if net.backend == "kernel" else None,
+                    "limits": self._limits(net.vni),
                 }
             )
         return {
@@ -71,6 +72,29 @@ class SwitchView:
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
             "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
+        }
+
+    def _limits(self, vni: int) -> dict[str, Any] | None:
+        """The bounds a network runs with (README "Limits and security") and how often they bit;
+        a rate of None is not limited here (a kernel segment's bridge learns and floods)."""
+        sw = self.switch
+        limit = sw.fdb.local_limits.get(vni)
+        if limit is None:
+            return None
+        learn, flood = limit.bucket, sw.segment(vni).flood_bucket
+        return {
+            "max_local_macs": limit.max_macs,
+            "local_macs": sw.fdb.local_count(vni),
+            "refused_fdb_full": limit.refused_full,
+            "max_local_ips": sw.neighbors.local_limits.get(vni),
+            "local_ips": sw.neighbors.local_count(vni),
+            "refused_ips": sw.neighbors.refused.get(vni, 0),
+            "mac_learn_rate_per_s": learn.rate_per_s if learn else None,
+            "mac_learn_burst": learn.burst if learn else None,
+            "refused_rate": limit.refused_rate,
+            "flood_rate_pps": flood.rate_per_s if flood else None,
+            "flood_burst": flood.burst if flood else None,
+            "flood_dropped": flood.refused if flood else 0,
         }
 
     def _mac_source(self, role: str) -> str | None:
@@ -184,6 +208,8 @@ class SwitchView:
             "peers_established": sum(1 for p in peers if p["state"] == "Established"),
             "peers": len(peers),
             "rib_paths": sum(1 for _ in sp.rib),
+            "max_prefixes": [{k: p[k] for k in ("neighbor", "routes_received", "max_prefixes", "max_prefixes_action",
+                                                "prefixes_refused", "max_prefix_teardowns")} for p in peers],
             "graceful_restart_s": sp.restart_time_s,  # ours; None: not advertised (no helper either)
             "pending_connections": sp.pending_connections(),  # in the OPEN exchange
             "max_pending_connections": sp.max_pending_connections,

@@ -48,7 +48,7 @@ from tests.support import require_netns, require_programs
 from tools.lab import Lab, run, wait_for
 from tools.nodes import Overlayd, start_overlayd
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.soak]
 
 LOSS_PERCENT = 5
 DEGRADED_S = size(20, 300)

@@ -49,6 +49,11 @@ def test_minimal_config_gets_the_documented_defaults():
     (net,) = cfg.networks
     assert (net.name, net.vni, net.device) == ("blue", 100, "blue0")
     assert (net.address, net.mac, net.mtu, net.vteps, net.fdb) == (None, None, None, (), ())
+    limits = (net.max_local_macs, net.mac_learn_rate_per_s, net.mac_learn_burst, net.flood_rate_pps, net.flood_burst,
+              net.max_local_ips)
+    print(f"\nnetwork limits by default: max_local_macs {limits[0]}, mac_learn_rate_per_s {limits[1]:g} "
+          f"burst {limits[2]}, flood_rate_pps {limits[3]:g} burst {limits[4]}, max_local_ips {limits[5]}")
+    assert limits == (8192, 1000, 1000, 2000, 2000, 16384)
 
 
 @pytest.mark.parametrize(
@@ -168,6 +173,19 @@ CASES = [
      r"^networks\[0\]\.mac: write the MAC in quotes"),
     ("fdb-vtep-missing", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02"}]),
      r"^networks\[0\]\.fdb\[0\]\.vtep: required but missing$"),
+    ("max-local-macs-zero", _set(["networks", 0, "max_local_macs"], 0),
+     r"^networks\[0\]\.max_local_macs: .*greater than or equal to 1"),
+    ("max-local-ips-zero", _set(["networks", 0, "max_local_ips"], 0), r"^networks\[0\]\.max_local_ips: "),
+    ("learn-rate-zero", _set(["networks", 0, "mac_learn_rate_per_s"], 0), r"^networks\[0\]\.mac_learn_rate_per_s: "),
+    ("learn-burst-zero", _set(["networks", 0, "mac_learn_burst"], 0), r"^networks\[0\]\.mac_learn_burst: "),
+    ("flood-rate-negative", _set(["networks", 0, "flood_rate_pps"], -5), r"^networks\[0\]\.flood_rate_pps: "),
+    ("flood-burst-not-a-number", _set(["networks", 0, "flood_burst"], "lots"), r"^networks\[0\]\.flood_burst: "),
+    ("max-prefixes-action", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": {"limit": 10, "action": "drop"}}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.action: Input should be 'warn' or 'teardown'"),
+    ("max-prefixes-zero", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": 0}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.limit: .*greater than or equal to 1"),
     ("fdb-unknown-key", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02", "vtep": "10.0.0.2", "via": 1}]),
      r"^networks\[0\]\.fdb\[0\]\.via: unknown key$"),
 ]
