@@ -529,6 +529,12 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _shown(value: Any, limit: int = 120) -> str:
+    """The repr of a bad value for an error message: passwords hidden, cut to `limit` characters."""
+    text = repr(_redacted(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
@@ -556,7 +562,7 @@ def _explain(err: ValidationError) -> str:
         elif where.endswith(".password"):
             lines.append(f"{where}: {msg}")  # never the input: it may be the key
         else:
-            lines.append(f"{where}: {msg} (got {_redacted(e.get('input'))!r})")
+            lines.append(f"{where}: {msg} (got {_shown(e.get('input'))})")
     return "\n".join(dict.fromkeys(lines))
 
 

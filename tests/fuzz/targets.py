@@ -422,6 +422,9 @@ def _at(doc, path):
     return doc
 
 
+MAX_PATHS = 2000  # a mutated document stays this small: far beyond any real config's size
+
+
 def config_document(data: bytes):
     """A YAML-ish document from bytes: a YAML text, or a base config with mutations.
 
@@ -442,6 +445,8 @@ def config_document(data: bytes):
     for at in range(1, len(data) - 2, 3):
         where, op, which = data[at], data[at + 1], data[at + 2]
         paths = list(_paths(doc))
+        if len(paths) > MAX_PATHS:  # wrapping and appending copies grows a document exponentially
+            break
         path = paths[where % len(paths)]
         value = _PALETTE[which % len(_PALETTE)]
         op %= 6

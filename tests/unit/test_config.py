@@ -288,3 +288,8 @@ def test_readme_bgp_and_routing_examples_load():
     cfg = parse_config({"node": {"vtep": "10.0.0.1"}, **bgp, **routing})
     assert cfg.bgp.neighbors[0].families == ("evpn",)
     assert str(cfg.routing.subnet6) == "fd00:244:0:1::/64" and cfg.routing.route_target == "65000:1"
+
+
+def test_a_bad_value_is_shown_cut_short_however_big_it_is():
+    message = error_of(with_changes(lambda d: d["node"].update(vtep=[["10.0.0.1"] * 1000] * 1000)))
+    assert message.startswith("node.vtep: ") and message.endswith("...)") and len(message) < 300, message
