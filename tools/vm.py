@@ -73,7 +73,7 @@ echo "vm: guest up after $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)" >&
 cd {cwd}
 """
 
-PASSED_ENV = ("CI", "OVERLAYD_VM_READY_TIMEOUT_S")
+PASSED_ENV = ("CI", "OVERLAYD_VM_READY_TIMEOUT_S", "OVERLAYD_SOAK")  # OVERLAYD_SOAK: tests/soak.py
 
 
 def in_guest() -> bool:

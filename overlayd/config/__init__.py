@@ -544,6 +544,12 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _shown(value: Any, limit: int = 120) -> str:
+    """The repr of a bad value for an error message: passwords hidden, cut to `limit` characters."""
+    text = repr(_redacted(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     errors = err.errors()
@@ -571,7 +577,7 @@ def _explain(err: ValidationError) -> str:
         elif where.endswith(".password"):
             lines.append(f"{where}: {msg}")  # never the input: it may be the key
         else:
-            lines.append(f"{where}: {msg} (got {_redacted(e.get('input'))!r})")
+            lines.append(f"{where}: {msg} (got {_shown(e.get('input'))})")
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -602,7 +608,7 @@ def _find_vtep(node: dict, vtep_of: VtepFinder | None) -> Any:
     if problem is not None:
         raise ConfigError(f"node.vtep_interface: {problem}")
     if family not in ("ipv4", "ipv6"):
-        raise ConfigError(f"node.vtep_family: must be ipv4 or ipv6, got {str(family)[:40]!r}")
+        raise ConfigError(f"node.vtep_family: must be ipv4 or ipv6, got {_shown(family)}")
     if vtep_of is None:
         raise ConfigError(f"node.vtep_interface: {name}: its address can only be found on the host that runs it")
     try:

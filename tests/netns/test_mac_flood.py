@@ -8,7 +8,7 @@ there before (the three TAP MACs, here and there) survives, the overlay
 still pings, and every daemon's RSS stays bounded (printed before and after).
 
 The CI version pushes 100,000 MACs at a cap of CAP (so that the rate of
-1000/s reaches it within a second); `make soak` (OVERLAYD_SOAK=1) pushes
+1000/s reaches it within a second); `make soak` (OVERLAYD_SOAK=full) pushes
 1,000,000 at the default cap, 8192. Both at RATE_PPS, which the daemon
 keeps up with: what overflows the TAP's queue is lost before overlayd sees
 it (printed).
@@ -16,7 +16,6 @@ it (printed).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -25,13 +24,14 @@ from pathlib import Path
 import pytest
 
 from tests.netns.topology import NAMES, BgpOverlay, add_underlay_host, bgp_node_config, overlay_ip
+from tests.soak import full
 from tests.support import require_netns
 from tools.lab import Lab, wait_for
 from tools.nodes import start_overlayd
 
 pytestmark = [pytest.mark.root, pytest.mark.soak]
 
-SOAK = os.environ.get("OVERLAYD_SOAK", "") not in ("", "0")
+SOAK = full()
 MAC_FRAMES = 1_000_000 if SOAK else 100_000
 CAP = None if SOAK else 1500  # None: the default (8192)
 RATE_PPS = 20_000  # what one daemon reads on a loaded 2-core machine; faster overflows the TAP's queue

@@ -336,3 +336,6 @@ def test_a_vtep_interface_that_cannot_give_an_address_is_an_error_naming_it(node
     with pytest.raises(ConfigError) as err:
         parse_config(on_interface(**node), vtep_of)
     assert str(err.value).startswith(message), str(err.value)
+def test_a_bad_value_is_shown_cut_short_however_big_it_is():
+    message = error_of(with_changes(lambda d: d["node"].update(vtep=[["10.0.0.1"] * 1000] * 1000)))
+    assert message.startswith("node.vtep: ") and message.endswith("...)") and len(message) < 300, message
