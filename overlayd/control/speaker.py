@@ -128,6 +128,7 @@ class PeerStats:
     stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
     unknown_routes: int = 0  # EVPN routes of a type we do not speak, discarded (RFC 7606 5.4)
     session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
+    flaps: int = 0  # Established sessions that went down, for any reason
     last_error: str = ""
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
@@ -347,6 +348,7 @@ class Speaker:
                 stats.adj_out = {}
                 self._pending.pop(address, None)
                 self._eor.discard(address)
+                stats.flaps += event.was_established
                 if event.was_established and self._helps(address, event):
                     self._keep_stale(address, event.reason, now)
                 elif event.was_established:

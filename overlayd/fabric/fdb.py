@@ -103,6 +103,7 @@ class Fdb:
         self.aging_s = aging_s
         self.aging_exempt: set[int] = set()  # VNIs whose local entries something else ages (a kernel bridge)
         self._entries: dict[tuple[int, bytes], FdbEntry] = {}
+        self.moves: dict[int, int] = {}  # VNI -> MACs that moved to another place (VTEP or local)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,6 +133,8 @@ class Fdb:
         if not source.may_replace(entry.source):
             return None
         change = MacMoved(vni, mac, entry.vtep, entry.source, vtep, source)
+        if entry.vtep != vtep:  # not just learned another way
+            self.moves[vni] = self.moves.get(vni, 0) + 1
         entry.vtep, entry.source, entry.updated = vtep, source, now
         return change
 

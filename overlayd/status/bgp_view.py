@@ -6,7 +6,13 @@ from typing import Any
 
 from overlayd.control.speaker import Speaker
 from overlayd.fabric.rib import Path
-from overlayd.wire.bgp.evpn import ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute
+from overlayd.wire.bgp.evpn import (
+    ZERO_ESI,
+    EvpnRoute,
+    ImetRoute,
+    MacIpRoute,
+    PrefixRoute,
+)
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import family_name
 from overlayd.wire.ethernet import mac_str
@@ -38,6 +44,7 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "routes_rejected": stats.routes_rejected,
                 "unknown_routes": stats.unknown_routes,
                 "session_resets": stats.session_resets,
+                "flaps": stats.flaps,  # Established sessions that went down
                 "graceful_restart_s": stats.graceful_restart_s,  # the peer's restart time; None: not advertised
                 "graceful_restarts": stats.graceful_restarts,
                 "stale_routes": len(speaker.stale_keys(address)),
@@ -61,16 +68,23 @@ def _esi(esi: bytes) -> str:
     return "0" if esi == ZERO_ESI else esi.hex(":")
 
 
+def route_type(route: EvpnRoute | UnicastRoute) -> str:
+    """What `overlayctl rib` calls a route's type: macip, imet, prefix; ipv4-unicast, ipv6-unicast."""
+    if isinstance(route, UnicastRoute):
+        return family_name(route.family)
+    return ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type))
+
+
 def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
     route = path.route
     next_hop = str(path.next_hop) if path.next_hop is not None else None
     if isinstance(route, UnicastRoute):
-        return {"type": family_name(route.family), "rd": None, "esi": None, "ethernet_tag": None, "mac": None,
+        return {"type": route_type(route), "rd": None, "esi": None, "ethernet_tag": None, "mac": None,
                 "ip": None, "prefix": str(route.prefix), "vni": None, "label": None, "next_hop": next_hop,
                 "sequence": None, "route_targets": [str(rt) for rt in path.attributes.route_targets()],
                 "best": best, "peer": path.peer}
     row: dict[str, Any] = {
-        "type": ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type)),
+        "type": route_type(route),
         "rd": str(route.rd),
         "esi": None,
         "ethernet_tag": route.ethernet_tag,
