@@ -36,6 +36,7 @@ class SwitchView:
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
         self.status_socket: Any = None  # status.server.StatusServer
+        self.metrics_server: Any = None  # io.metrics.MetricsServer, with `metrics:`
         self.after_change: Callable[[], None] | None = None
         self.reload_hook: Callable[[], Any] | None = None
 
@@ -71,6 +72,7 @@ class SwitchView:
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
             "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
+            "metrics": self.metrics_server.summary() if self.metrics_server is not None else None,
         }
 
     def _mac_source(self, role: str) -> str | None:
