@@ -10,15 +10,12 @@ behind, and a clean stop closes the listening socket.
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from overlayd import __version__
@@ -31,13 +28,12 @@ from tests.netns.topology import (
     overlay_ip,
 )
 from tests.support import require_netns
+from tests.unit.test_metrics import CONTRIB, ROOT, metric_names_in
 from tools.lab import Host, Lab, wait_for
 from tools.nodes import start_overlayd
 
 pytestmark = pytest.mark.root
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTRIB = [ROOT / "contrib" / "grafana" / "overlayd.json", ROOT / "contrib" / "prometheus" / "overlayd-alerts.yml"]
 LISTEN = ("127.0.0.1:9477", "[::1]:9477")
 PINGS = 20
 PING_FRAME_BYTES = 14 + 20 + 8 + 56  # Ethernet, IPv4, ICMP echo, ping's default 56 bytes of data
@@ -154,17 +150,6 @@ def test_tables_are_what_overlayctl_shows(mesh: BgpOverlay):
         assert paths == rib and paths[(peer, "imet")] == 1 and paths[(peer, "macip")] >= 1, paths
         assert samples[key("flood_list_vteps", network="blue")] == 1
         assert samples[key("network_mtu_bytes", network="blue")] == mesh.query(i, "status")["networks"][0]["mtu"]
-
-
-def metric_names_in(path: Path) -> set[str]:
-    """Every overlayd_ or process_ metric named in the PromQL of a dashboard or a rules file."""
-    if path.suffix == ".json":
-        exprs = re.findall(r'"expr": "((?:[^"\\]|\\.)*)"', path.read_text())
-        exprs = [json.loads(f'"{e}"') for e in exprs]
-    else:
-        exprs = [r["expr"] for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
-    assert exprs, path
-    return {m for e in exprs for m in re.findall(r"\b((?:overlayd|process)_[a-z0-9_]+)\b", e)}
 
 
 # -- one daemon's lifecycle ---------------------------------------------------------------------

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import re
 import socket
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +35,8 @@ from overlayd.status.view import SwitchView
 from overlayd.wire.vxlan import encode_header
 from tests.unit.bgp_scripted import PEER, Scripted
 
+ROOT = Path(__file__).resolve().parents[2]
+CONTRIB = [ROOT / "contrib" / "grafana" / "overlayd.json", ROOT / "contrib" / "prometheus" / "overlayd-alerts.yml"]
 CONFIG = parse_config({
     "node": {"name": "node1", "vtep": "10.0.0.1"},
     "networks": [
@@ -105,6 +110,38 @@ def test_every_family_is_exposed_whatever_is_configured():
     names = family_names(switch_view())  # no BGP, no services: those families have no samples
     assert {PREFIX + f.name for f in FAMILIES} <= names
     assert {"process_cpu_seconds", "process_resident_memory_bytes"} <= names
+
+
+def exprs_in(node) -> list[str]:
+    """Every `expr` (PromQL) in a parsed dashboard or rules file."""
+    if isinstance(node, dict):
+        return [e for k, v in node.items() for e in ([v] if k == "expr" else exprs_in(v))]
+    return [e for v in node for e in exprs_in(v)] if isinstance(node, list) else []
+
+
+def metric_names_in(path: Path) -> set[str]:
+    """Every overlayd_ or process_ metric named in the PromQL of a dashboard or a rules file."""
+    exprs = exprs_in(json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text()))
+    assert exprs, path
+    return {m for e in exprs for m in re.findall(r"\b((?:overlayd|process)_[a-z0-9_]+)\b", e)}
+
+
+@pytest.mark.parametrize("path", CONTRIB, ids=[p.name for p in CONTRIB])
+def test_contrib_uses_only_metrics_overlayd_has(path):
+    """The static half of tests/netns/test_metrics.py's check against a real scrape."""
+    ours = {PREFIX + f.name + ("_total" if f.kind == "counter" else "") for f in FAMILIES}
+    used = metric_names_in(path)
+    assert not {m for m in used if m.startswith(PREFIX)} - ours
+    if path.suffix == ".json":
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] == "overlayd" and dashboard["panels"]
+        for panel in dashboard["panels"]:
+            assert panel["type"] == "row" or panel["targets"], panel["title"]
+    else:
+        rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+        assert {"OverlaydBgpPeerDown", "OverlaydDropsRising", "OverlaydFdbNearCap"} <= {r["alert"] for r in rules}
+        for rule in rules:
+            assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"], rule
 
 
 # -- the collector against the tables -----------------------------------------------------
