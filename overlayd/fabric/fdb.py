@@ -18,6 +18,7 @@ Time is a parameter; every mutation returns what changed (`MacLearned`,
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -104,6 +105,8 @@ class Fdb:
         self.aging_exempt: set[int] = set()  # VNIs whose local entries something else ages (a kernel bridge)
         self._entries: dict[tuple[int, bytes], FdbEntry] = {}
         self.moves: dict[int, int] = {}  # VNI -> MACs that moved to another place (VTEP or local)
+        # (VNI, source) -> entries: the table's size by network and source without a walk (metrics)
+        self.counts: Counter[tuple[int, Source]] = Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -126,6 +129,7 @@ class Fdb:
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = FdbEntry(vni, mac, vtep, source, now)
+            self.counts[vni, source] += 1
             return MacLearned(vni, mac, vtep, source)
         if entry.vtep == vtep and entry.source is source:
             entry.updated = now
@@ -135,6 +139,9 @@ class Fdb:
         change = MacMoved(vni, mac, entry.vtep, entry.source, vtep, source)
         if entry.vtep != vtep:  # not just learned another way
             self.moves[vni] = self.moves.get(vni, 0) + 1
+        if entry.source is not source:
+            self.counts[vni, entry.source] -= 1
+            self.counts[vni, source] += 1
         entry.vtep, entry.source, entry.updated = vtep, source, now
         return change
 
@@ -144,6 +151,7 @@ class Fdb:
         if entry is None or entry.source is not source:
             return None
         del self._entries[(vni, mac)]
+        self.counts[vni, source] -= 1
         return MacRemoved(vni, mac, entry.vtep, source, aged=False)
 
     def expire(self, now: float) -> list[MacRemoved]:
@@ -156,6 +164,7 @@ class Fdb:
         stale.sort(key=lambda e: e.updated)
         for e in stale:
             del self._entries[(e.vni, e.mac)]
+            self.counts[e.vni, e.source] -= 1
         return [MacRemoved(e.vni, e.mac, e.vtep, e.source, aged=True) for e in stale]
 
     def flush(self, vni: int | None = None, source: Source | None = None) -> list[MacRemoved]:
@@ -167,4 +176,5 @@ class Fdb:
         ]
         for e in gone:
             del self._entries[(e.vni, e.mac)]
+            self.counts[e.vni, e.source] -= 1
         return [MacRemoved(e.vni, e.mac, e.vtep, e.source, aged=False) for e in gone]

@@ -28,6 +28,7 @@ behind the caller's back.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ class Neighbors:
         self.aging_exempt: set[int] = set()  # VNIs whose local bindings something else ages (a kernel bridge)
         self._slots: dict[tuple[int, IP], dict[Source, Binding]] = {}
         self._by_mac: dict[tuple[int, bytes], set[tuple[IP, Source]]] = {}
+        self.counts: Counter[tuple[int, Source]] = Counter()  # (VNI, source) -> bindings, kept as it changes
 
     def __len__(self) -> int:
         """The number of bindings, each source's counted."""
@@ -140,6 +142,7 @@ class Neighbors:
         binding = slots.get(source)
         if binding is None:
             slots[source] = Binding(vni, ip, mac, source, now)
+            self.counts[vni, source] += 1
             self._index(vni, mac, ip, source)
             return NeighborLearned(vni, ip, mac, source)
         binding.updated = now
@@ -191,6 +194,7 @@ class Neighbors:
         key = (binding.vni, binding.ip)
         slots = self._slots[key]
         del slots[binding.source]
+        self.counts[binding.vni, binding.source] -= 1
         if not slots:
             del self._slots[key]
         self._unindex(binding.vni, binding.mac, binding.ip, binding.source)

@@ -4,6 +4,7 @@ against a deliberately naive model (a flat dict keyed by VNI, IP and source)."""
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -197,6 +198,7 @@ def test_table_agrees_with_naive_model(ops):
                 now += dt
                 assert table.expire(now) == model.expire(now)
         assert len(table) == len(model.d)
+        assert +table.counts == Counter((v, s) for v, _, s in model.d)  # (+: without the keys back at 0)
         for v in (100, 200):
             for i in IPS:
                 got = table.lookup(v, i)
