@@ -22,7 +22,6 @@ use does not depend on the node.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from overlayd import __version__
 from overlayd.control.session import State
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.neighbors import SOURCES as BINDING_SOURCES
-from overlayd.status.bgp_view import route_type
+from overlayd.status.bgp_view import ROUTE_TYPE_NAMES
 
 PREFIX = "overlayd_"
 
@@ -97,8 +96,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("bgp_connect_attempts", "counter", ("peer",), "TCP connections we tried to open to the neighbor"),
     Family("bgp_connect_failures", "counter", ("peer",), "TCP connections to the neighbor that failed or timed out"),
     Family("bgp_peer_routes_received", "gauge", ("peer",), "Paths the neighbor announced that we hold"),
-    Family("bgp_peer_routes_accepted", "gauge", ("peer",),
-           "Paths from the neighbor that were imported (they map to a network here)"),
     Family("bgp_peer_routes_sent", "gauge", ("peer",), "Paths the neighbor has from us"),
     Family("bgp_session_resets", "counter", ("peer",),
            "Sessions we reset for a malformed message from the neighbor"),
@@ -171,7 +168,6 @@ def dataplane_metric(counter: str) -> tuple[str, dict[str, str]]:
 
 MESSAGE_TYPES = ("open", "update", "notification", "keepalive", "route_refresh")  # SessionCounters' names
 PEER_STATES = tuple(s.value for s in State)
-FDB_SOURCES = tuple(s.label for s in Source)
 
 
 class Families:
@@ -217,42 +213,46 @@ class OverlaydCollector(Collector):
 
     def _networks(self, out: Families) -> None:
         switch = self.view.switch
-        fdb = Counter((e.vni, e.source.label) for e in switch.fdb)
-        bindings = Counter((b.vni, b.source.label) for b in switch.neighbors)
+        fdb = switch.fdb.counts
+        bindings = switch.neighbors.counts
         for net in self.view.config.networks:
             name, vni = net.name, net.vni
             out.add("network_info", 1, network=name, vni=vni, device=net.device, backend=net.backend)
             if vni in self.view.mtus:
                 out.add("network_mtu_bytes", self.view.mtus[vni], network=name)
-            for source in FDB_SOURCES:
-                out.add("fdb_entries", fdb[vni, source], network=name, source=source)
+            for source in Source:
+                out.add("fdb_entries", fdb[vni, source], network=name, source=source.label)
             for source in BINDING_SOURCES:
-                out.add("neighbor_bindings", bindings[vni, source.label], network=name, source=source.label)
+                out.add("neighbor_bindings", bindings[vni, source], network=name, source=source.label)
             out.add("flood_list_vteps", len(switch.flood.targets(vni)), network=name)
             out.add("mac_moves", switch.fdb.moves.get(vni, 0), network=name)
 
     def _bgp(self, out: Families, now: float) -> None:
+        """What `overlayctl peers` shows, read from the same objects, without its per-path import check
+        (routes accepted): the RIB's sizes by peer and route type are kept as it changes, no walk."""
         speaker = self.view.speaker
-        for row in self.view.peers(now):
-            peer = row["neighbor"]
-            out.add("bgp_peer_up", int(row["state"] == State.ESTABLISHED.value), peer=peer)
-            for state in PEER_STATES:
-                out.add("bgp_peer_state", int(row["state"] == state), peer=peer, state=state)
-            out.add("bgp_peer_uptime_seconds", row["uptime_s"] or 0, peer=peer)
-            out.add("bgp_peer_flaps", row["flaps"], peer=peer)
-            out.add("bgp_peer_routes_received", row["routes_received"], peer=peer)
-            out.add("bgp_peer_routes_accepted", row["routes_accepted"], peer=peer)
-            out.add("bgp_peer_routes_sent", row["routes_sent"], peer=peer)
-            out.add("bgp_session_resets", row["session_resets"], peer=peer)
-            counters = speaker.peers[peer].counters
+        rib = speaker.rib
+        for peer, session in speaker.peers.items():
+            stats = speaker.stats[peer]
+            state = session.state.value
+            since = session.established_since
+            out.add("bgp_peer_up", int(state == State.ESTABLISHED.value), peer=peer)
+            for name in PEER_STATES:
+                out.add("bgp_peer_state", int(state == name), peer=peer, state=name)
+            out.add("bgp_peer_uptime_seconds", round(now - since, 3) if since is not None else 0, peer=peer)
+            out.add("bgp_peer_flaps", stats.flaps, peer=peer)
+            out.add("bgp_session_resets", stats.session_resets, peer=peer)
+            out.add("bgp_peer_routes_received", sum(n for (p, _), n in rib.counts.items() if p == peer), peer=peer)
+            out.add("bgp_peer_routes_sent", len(stats.adj_out), peer=peer)
+            counters = session.counters
             for kind in MESSAGE_TYPES:
                 out.add("bgp_messages_received", getattr(counters, f"rx_{kind}"), peer=peer, type=kind)
                 out.add("bgp_messages_sent", getattr(counters, f"tx_{kind}"), peer=peer, type=kind)
             out.add("bgp_connect_attempts", counters.connect_attempts, peer=peer)
             out.add("bgp_connect_failures", counters.connect_failures, peer=peer)
-        paths = Counter((e.path.peer, route_type(e.path.route)) for e in speaker.rib)
-        for (peer, kind), n in sorted(paths.items()):
-            out.add("bgp_rib_paths", n, peer=peer, type=kind)
+        for (peer, kind), n in sorted(rib.counts.items(), key=str):
+            if n:
+                out.add("bgp_rib_paths", n, peer=peer, type=ROUTE_TYPE_NAMES.get(kind, str(kind)))
         out.add("bgp_duplicate_macs", len(speaker.mobility.frozen()))
 
     def _services(self, out: Families, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -106,11 +107,7 @@ class SwitchView:
 
     def services(self, now: float) -> list[dict[str, Any]]:
         rt = self._require_services()
-        flows: dict[str, dict[str, int]] = {}
-        for f in rt.conntrack:
-            per = flows.setdefault(f.service, {})
-            name = format_endpoint(f.backend)
-            per[name] = per.get(name, 0) + 1
+        flows = Counter((f.service, f.backend) for f in rt.conntrack)  # one pass, nothing formatted
         rows = []
         for s in rt.table:
             checker = rt.checkers.get(s.name)
@@ -124,7 +121,7 @@ class SwitchView:
                     "healthy": b in s.healthy,
                     "check": checker.config.type if checker is not None else "none",
                     "failures": health[b].failures if b in health else 0,
-                    "flows": flows.get(s.name, {}).get(b, 0),
+                    "flows": flows[s.name, s.endpoints[b]],
                     "hits": s.backend_hits.get(b, 0),
                 } for b in s.backends],
             })

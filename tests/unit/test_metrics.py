@@ -25,6 +25,7 @@ from overlayd.control.session import State
 from overlayd.dataplane.counters import COUNTERS
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.conntrack import Conntrack
+from overlayd.fabric.endpoint import parse_endpoint
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.services import ServiceTable
 from overlayd.io.metrics import MetricsServer
@@ -232,7 +233,7 @@ def test_bgp_session_state_flaps_messages_and_routes_by_type():
     assert value(samples, "bgp_rib_paths", peer=PEER, type="imet") == 1
     assert value(samples, "bgp_rib_paths", peer="local", type="imet") == 1  # our own flood-list route
     assert value(samples, "bgp_peer_routes_received", peer=PEER) == 3
-    assert value(samples, "bgp_peer_routes_accepted", peer=PEER) == 3
+    assert value(samples, "bgp_peer_routes_sent", peer=PEER) == view.peers(n.now)[0]["routes_sent"] == 1
     n.lose()
     n.connect()
     n.lose("hold timer expired")
@@ -258,6 +259,9 @@ def test_services_hits_per_service_and_backend():
     for h in range(40):
         web.pick(h * 7919, b"\x0a\x00\x00\x01", 0.0)
     conntrack = Conntrack(64)
+    vip = parse_endpoint("10.96.0.10:80")
+    for port in range(3):  # three flows pinned to the second backend
+        conntrack.create(6, (b"\x0a\x00\x00\x01", 40000 + port), vip, parse_endpoint(backends[1]), 0.0, service="web")
     runtime = SimpleNamespace(table=table, checkers={}, conntrack=conntrack, path=None, file_error="")
     view = SwitchView(CONFIG, switch_view().switch, started=0.0, mtus={}, services=runtime)
     samples = scrape(view)
@@ -266,7 +270,9 @@ def test_services_hits_per_service_and_backend():
     hits = [value(samples, "service_backend_hits_total", service="web", backend=b) for b in backends]
     assert sum(hits) == 40 and all(hits) and hits == [web.backend_hits[b] for b in backends]
     assert all(value(samples, "service_backend_healthy", service="web", backend=b) == 1 for b in backends)
-    assert value(samples, "conntrack_entries") == 0 and value(samples, "conntrack_entries_limit") == 64
+    flows = [value(samples, "service_backend_flows", service="web", backend=b) for b in backends]
+    assert flows == [0, 3] == [b["flows"] for b in view.services(0.0)[0]["backends"]]
+    assert value(samples, "conntrack_entries") == 3 and value(samples, "conntrack_entries_limit") == 64
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------
