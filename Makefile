@@ -3,12 +3,13 @@ PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap test unit vm-test demo bench wheels base-image clean
+.PHONY: help bootstrap test unit vm-test soak demo bench wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
 	@echo "make vm-test    bootstrap, then run the full-kernel tier tests/vm alone (root; Debian's kernel under qemu)"
+	@echo "make soak       bootstrap, then the long versions of the tests marked soak (root; OVERLAYD_SOAK=1)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
 	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
 	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
@@ -27,6 +28,10 @@ unit: bootstrap
 
 vm-test: bootstrap
 	$(PYTHON) -m pytest -ra tests/vm $(PYTEST_ARGS)
+
+# The long versions of the tests marked `soak` (CI runs their short versions with the rest).
+soak: bootstrap
+	OVERLAYD_SOAK=1 $(PYTHON) -m pytest -ra -s -m soak $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(PYTHON) tools/demo.py

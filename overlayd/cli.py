@@ -21,7 +21,11 @@ cluster network's node subnets (EVPN type-5) through a TUN or TAP device.
 
 Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it:
 BGP sessions are closed with a Cease, and the devices, status socket and
-subnet files it created are removed. Query a running daemon with
+subnet files it created are removed. SIGHUP reads the config file
+again and applies the neighbors, userspace networks, static vteps/fdb
+and services that changed, leaving the rest running; a file that does
+not load, or that changes a key only a restart changes, is refused and
+logged, and the running config stays. Query a running daemon with
 `overlayctl`."""
 
 EPILOG = """\
@@ -59,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log = logging.getLogger("overlayd")
+    from overlayd.io.netlink import interface_address  # node.vtep_interface's address
+
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, interface_address)
     except ConfigError as err:
         print(f"overlayd: bad config {args.config}:", file=sys.stderr)
         for line in str(err).splitlines():
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        parts = [f"node {config.node.name}", f"vtep {config.node.vtep}", f"{len(config.networks)} network(s)"]
+        parts = [f"node {config.node.name}", f"vtep {config.node.vtep}" + (f" (on {config.node.vtep_interface})" if config.node.vtep_interface else ""), f"{len(config.networks)} network(s)"]
         if config.bgp is not None:
             parts.append(f"bgp AS {config.bgp.asn} with {len(config.bgp.neighbors)} neighbor(s)")
         if config.routing is not None:
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
     try:
-        run(config)
+        run(config, args.config)
     except SetupError as err:
         log.error("setup failed: %s", err)
         return EXIT_SETUP

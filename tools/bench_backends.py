@@ -199,7 +199,9 @@ def programming_rate(macs: int, subnets: int, vteps: int, log: Callable[[str], N
         s = lab.add_host("s", v4="10.0.0.3/24")
         node = start_overlayd(n, {
             "node": {"vtep": "10.0.0.1"},
-            "bgp": {"asn": ASN, "hold_time": 90, "neighbors": [{"address": "10.0.0.3", "asn": ASN, "passive": True}]},
+            # max_prefixes raised: --macs may ask for more routes than the default 200,000
+            "bgp": {"asn": ASN, "hold_time": 90, "neighbors": [{"address": "10.0.0.3", "asn": ASN, "passive": True,
+                                                                "max_prefixes": 1 << 24}]},
             "networks": [{"name": "blue", "vni": 100, "device": "br-blue", "backend": "kernel"}],
             "routing": {"vni": 1, "network": "10.128.0.0/9", "subnet": "10.128.0.0/24", "backend": "kernel",
                         "env_file": str(lab.tmpdir / "n.env")},

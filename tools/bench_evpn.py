@@ -23,7 +23,8 @@ unicast records only.) Then, each run:
          the elapsed time is the row's `uptime_s` (0.1 s resolution).
     out  tools.evpn_load macs writes routes_out frames with distinct source
          MACs into blue0 (its txqueuelen raised so the kernel drops none);
-         overlayd learns each MAC and originates a type-2 route. From the
+         overlayd learns each MAC and originates a type-2 route (the network's
+         MAC and flood limits raised for it: RAISED_LIMITS). From the
          first frame until gobgpd's Adj-RIB-In for n1 has grown by routes_out
          (`gobgp neighbor -j`, polled every POLL_S): routes_out / that time.
          gobgpd parses every route but does not put it in its RIB, so this
@@ -84,10 +85,18 @@ def node_config() -> dict[str, Any]:
     return {
         "node": {"vtep": NODE, "vxlan_port": 4789},
         "bgp": {"asn": ASN, "hold_time": HOLD_TIME, "connect_retry": 1,
-                "neighbors": [{"address": GOBGP, "asn": ASN}]},
+                "neighbors": [{"address": GOBGP, "asn": ASN, "max_prefixes": RAISED_MAX_PREFIXES}]},
         "networks": [{"name": "blue", "vni": VNI, "device": "blue0", "mtu": 1450,
-                      "address": "192.168.100.1/24", "route_target": RT}],
+                      "address": "192.168.100.1/24", "route_target": RT, **RAISED_LIMITS}],
     }
+
+
+# `out` learns 100k MACs from one TAP as fast as they come: far beyond a network's default
+# limits (8192 local MACs, 1000 new a second, 2000 floods a second; README "Limits and
+# security"), which this bench raises so that it measures what it did before them.
+RAISED_LIMITS = {"max_local_macs": 1 << 20, "mac_learn_rate_per_s": 1e9, "mac_learn_burst": 1 << 30,
+                 "flood_rate_pps": 1e9, "flood_burst": 1 << 30}
+RAISED_MAX_PREFIXES = 1 << 24  # `in` may be asked for more routes than the default 200,000
 
 
 def load_gobgpd(sender: Any, gobgp: Any, routes: int) -> float:

@@ -23,15 +23,20 @@ holds the session: a KEEPALIVE every third of the negotiated hold time, and
 whatever the peer sends is read and dropped without decoding, so that a
 benchmark's other measurements do not pay for it. It is not a BGP
 implementation (no FSM past Established, no NOTIFICATION handling): it stops
-when the peer closes or on SIGTERM. One JSON line on stdout when the
-UPDATEs are written: {"established": t, "written": t, "routes": n,
+on SIGTERM, or when the peer closes, printing {"closed": t, "notification":
+"cease/..."} (the last NOTIFICATION the peer sent, in words, or null). One
+JSON line on stdout when the UPDATEs are written: {"established": t, "written": t, "routes": n,
 "updates": n} (times from CLOCK_MONOTONIC, which every process shares).
 
 `macs` writes `--count` frames into device `--dev` through a packet socket:
 broadcast, ethertype 0x88B5 (IEEE local experimental), source MAC
 02:02:00:00:00:00 + i, so the daemon reading the TAP learns one local MAC per
-frame. JSON line: {"first_frame": t, "last_frame": t, "frames": n}. The
-kernel drops frames when the TAP's queue is full; raise its txqueuelen first.
+frame; with `--random SEED`, random locally administered unicast source MACs
+instead (a pod forging MACs), made as they are sent; with `--rate PPS`, at
+most that many frames a second (a reader slower than the writer otherwise
+loses what overflows the TAP's queue). JSON line:
+{"first_frame": t, "last_frame": t, "frames": n}. The kernel drops frames
+when the TAP's queue is full; raise its txqueuelen first.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import errno
 import ipaddress
 import json
+import random
 import select
 import signal
 import socket
@@ -139,6 +145,18 @@ def open_session(sock: socket.socket, config: SessionConfig) -> int:
                 return hold
 
 
+def last_notification(tail: bytes) -> str | None:
+    """The last NOTIFICATION in `tail` (the end of what the peer sent), in words, or None."""
+    found = None
+    at = tail.find(b"\xff" * 16)
+    while at >= 0 and at + 21 <= len(tail):
+        length = int.from_bytes(tail[at + 16 : at + 18], "big")
+        if tail[at + 18] == NOTIFICATION and at + length <= len(tail) and length >= 21:
+            found = describe_notification(tail[at + 19], tail[at + 20], bytes(tail[at + 21 : at + length]))
+        at = tail.find(b"\xff" * 16, at + max(length, 19))
+    return found
+
+
 def announce(args: argparse.Namespace) -> int:
     config = SessionConfig(local_asn=args.asn, peer_asn=args.asn, router_id=args.local,
                            peer_address=args.peer, hold_time_s=args.hold_time)
@@ -175,6 +193,7 @@ def announce(args: argparse.Namespace) -> int:
     interval = hold / 3 if hold else None
     next_keepalive = time.monotonic() + interval if interval else None
     buf = bytearray(1 << 20)
+    tail = b""  # the last bytes the peer sent: where its NOTIFICATION is when it closes
     while True:
         if withdraw.is_set():
             withdraw.clear()
@@ -182,12 +201,32 @@ def announce(args: argparse.Namespace) -> int:
             print(json.dumps({"withdrawn": time.monotonic()}), flush=True)
         timeout = 0.1 if next_keepalive is None else min(0.1, max(0.0, next_keepalive - time.monotonic()))
         ready, _, _ = select.select([sock], [], [], timeout)
-        if ready and sock.recv_into(buf) == 0:
-            print("evpn_load: the peer closed the session", file=sys.stderr)
-            return 0
+        if ready:
+            try:
+                n = sock.recv_into(buf)
+            except ConnectionResetError:  # closed with our UPDATEs unread: a reset after its NOTIFICATION
+                n = 0
+            if n == 0:
+                print("evpn_load: the peer closed the session", file=sys.stderr)
+                print(json.dumps({"closed": time.monotonic(), "notification": last_notification(tail)}),
+                      flush=True)
+                return 0
+            tail = (tail + buf[:n])[-4096:]
         if next_keepalive is not None and time.monotonic() >= next_keepalive:
             sock.sendall(keepalive)
             next_keepalive += interval
+
+
+def source_macs(count: int, first: int = 0, seed: int | None = None) -> Iterator[bytes]:
+    """02:02:00:00:00:00 + first, + first + 1, ...; or, with a seed, random locally
+    administered unicast MACs (the first octet's bit 1 set, bit 0 clear)."""
+    if seed is None:
+        for i in range(count):
+            yield mac_bytes(OUT_MAC_BASE, first + i)
+        return
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield ((rng.getrandbits(48) | 1 << 41) & ~(1 << 40)).to_bytes(6, "big")
 
 
 def send_macs(args: argparse.Namespace) -> int:
@@ -195,9 +234,13 @@ def send_macs(args: argparse.Namespace) -> int:
     sock.bind((args.dev, 0))
     head = b"\xff" * 6
     tail = HELLO.to_bytes(2, "big") + bytes(MIN_FRAME - 14)
-    frames = [head + mac_bytes(OUT_MAC_BASE, args.first + i) + tail for i in range(args.count)]
+    frames = (head + mac + tail for mac in source_macs(args.count, args.first, args.random))
     first = time.monotonic()
-    for frame in frames:
+    for i, frame in enumerate(frames):
+        if args.rate and i % 64 == 0:  # paced in batches of 64: on time, or asleep until it is
+            ahead = first + i / args.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         while True:
             try:
                 sock.send(frame)
@@ -233,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--dev", required=True)
     m.add_argument("--count", type=int, default=100_000)
     m.add_argument("--first", type=int, default=0, help="index of the first MAC")
+    m.add_argument("--random", type=int, default=None, metavar="SEED", help="random source MACs from this seed")
+    m.add_argument("--rate", type=float, default=0, metavar="PPS", help="at most this many frames a second")
     return p.parse_args(argv)
 
 

@@ -5,6 +5,7 @@
     node.counters()["tx_flood_frames"]
     node.established("10.0.0.2"), node.fdb_row(mac), node.flood_list(), node.tap_mac()
     node.metrics()             # the text of GET /metrics (config `metrics: {listen: ...}`)
+    node.reload(new_config)    # write the file, SIGHUP, return the log line saying how it went
     node.stop()                # SIGTERM, wait, return the exit code
 
 The daemon runs from the same Python as the caller (`python -m overlayd`),
@@ -92,6 +93,27 @@ class Overlayd:
             return "ready; status socket" in self.log()
 
         wait_for(ready, timeout, what=f"overlayd on {self.host.name} to be ready")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the config file (SIGHUP or `overlayctl reload` reads it); socket and name kept."""
+        config = json.loads(json.dumps(config))
+        config["node"].setdefault("status_socket", self.socket)
+        config["node"].setdefault("name", self.host.name)
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def reload_lines(self) -> list[str]:
+        """The log's lines saying how each reload went (applied or refused)."""
+        return [line for line in self.log().splitlines() if "reload: " in line or "reload refused" in line]
+
+    def reload(self, config: dict[str, Any] | None = None, timeout: float = 10.0) -> str:
+        """SIGHUP, after writing `config` if given; the log line that says how it went."""
+        if config is not None:
+            self.write_config(config)
+        seen = len(self.reload_lines())
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(self.reload_lines()) > seen, timeout, what=f"overlayd on {self.host.name} to reload")
+        return self.reload_lines()[seen]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:

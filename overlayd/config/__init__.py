@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,7 @@ from overlayd.config.fields import (
     IpNetwork,
     SocketPath,
     UnicastMac,
+    ifname_problem,
 )
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
 from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
@@ -55,6 +57,17 @@ ASSIGNED_ROUTE_PROTOCOLS = {
 DEFAULT_ROUTE_PROTOCOL = 149
 GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")  # what shadow's useradd takes, or a gid
 
+# Limits per network (README "Limits and security").
+DEFAULT_MAX_LOCAL_MACS = 8192  # local FDB entries (DECISIONS.md, issue 13)
+DEFAULT_MAX_LOCAL_IPS = 16384  # local IP bindings (type-2 routes with an IP): two per MAC
+DEFAULT_MAC_LEARN_RATE_PER_S = 1000.0  # new local MACs a second (a token bucket per TAP)...
+DEFAULT_MAC_LEARN_BURST = 1000  # ... with this many at once
+DEFAULT_FLOOD_RATE_PPS = 2000.0  # frames flooded a second (a token bucket per network)...
+DEFAULT_FLOOD_BURST = 2000  # ... with this many at once
+# Per BGP peer: routes accepted (DECISIONS.md, issue 13), and the idle time after a teardown.
+DEFAULT_MAX_PREFIXES = 200_000
+DEFAULT_MAX_PREFIXES_RESTART_S = 60.0
+
 Family = Literal["evpn", "ipv4-unicast", "ipv6-unicast"]
 TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
@@ -62,7 +75,9 @@ TUNNEL_BACKENDS = ("userspace", "kernel", "ipip")
 
 class NodeConfig(Frozen):
     name: str = Field(default_factory=platform.node, min_length=1)
-    vtep: IpAddress
+    vtep: IpAddress  # or, found at start (parse_config's vtep_of), the first global address of:
+    vtep_interface: IfName | None = None  # this interface (flannel's --iface) ...
+    vtep_family: Literal["ipv4", "ipv6"] = "ipv4"  # ... of this family
     vxlan_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
     status_socket: SocketPath = DEFAULT_STATUS_SOCKET
     status_group: str | int | None = None  # the socket's group (name or gid); default: the daemon's own
@@ -71,6 +86,9 @@ class NodeConfig(Frozen):
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)
+    # SIGTERM: `remove` what overlayd made in the kernel (default), or `keep` the kernel backends
+    # forwarding (devices, routes, neighbour/FDB entries, nftables) for the next start to adopt
+    on_stop: Literal["remove", "keep"] = "remove"
 
     @field_validator("status_group", mode="before")
     @classmethod
@@ -87,6 +105,12 @@ class NodeConfig(Frozen):
         if v.is_multicast or v.is_unspecified or v.is_loopback and v.version == 6:
             raise ValueError(f"{v} cannot be a VTEP address")
         return v
+
+    @model_validator(mode="after")
+    def _found_on_its_interface(self) -> NodeConfig:
+        if self.vtep_interface is not None and self.vtep.version != (4 if self.vtep_family == "ipv4" else 6):
+            raise ValueError(f"vtep_family: {self.vtep_interface}'s address {self.vtep} is not {self.vtep_family}")
+        return self
 
     @property
     def family(self) -> int:
@@ -113,6 +137,14 @@ class NetworkConfig(Frozen):
     fdb: tuple[StaticFdbEntry, ...] = ()
     route_target: RouteTargetText = None
     backend: Literal["userspace", "kernel"] = "userspace"
+    # Limits (README "Limits and security"): local FDB entries and how fast they are learned,
+    # and how many frames a second are flooded (head-end replicated) to the flood list.
+    max_local_macs: int = Field(default=DEFAULT_MAX_LOCAL_MACS, ge=1, le=16_777_216)
+    max_local_ips: int = Field(default=DEFAULT_MAX_LOCAL_IPS, ge=1, le=16_777_216)
+    mac_learn_rate_per_s: float = Field(default=DEFAULT_MAC_LEARN_RATE_PER_S, gt=0)
+    mac_learn_burst: int = Field(default=DEFAULT_MAC_LEARN_BURST, ge=1)
+    flood_rate_pps: float = Field(default=DEFAULT_FLOOD_RATE_PPS, gt=0)
+    flood_burst: int = Field(default=DEFAULT_FLOOD_BURST, ge=1)
 
     @property
     def vxlan_device(self) -> str:
@@ -155,6 +187,24 @@ def _route_target(v: Any) -> Any:
 RouteTargetText = Annotated[str | None, BeforeValidator(_route_target)]
 
 
+class MaxPrefixesConfig(Frozen):
+    """`bgp.neighbors[].max_prefixes`: how many routes one peer may have accepted at once.
+
+    At 90% of `limit` a warning is logged. A route beyond `limit` is refused
+    (counted); with `action: teardown` the session is closed with NOTIFICATION
+    Cease / Maximum Number of Prefixes Reached (RFC 4486 2) and the peer is
+    left Idle for `restart_s` (connections from it refused) before it may
+    connect again. Written as a mapping, or as a number (the limit alone).
+    """
+
+    limit: int = Field(default=DEFAULT_MAX_PREFIXES, ge=1)
+    action: Literal["warn", "teardown"] = "warn"
+    restart_s: float = Field(default=DEFAULT_MAX_PREFIXES_RESTART_S, gt=0, description="seconds")
+
+
+def _max_prefixes(v: Any) -> Any:
+    """`max_prefixes: 5000` is `max_prefixes: {limit: 5000}`."""
+    return {"limit": v} if isinstance(v, int) and not isinstance(v, bool) else v
 TCP_MD5SIG_MAXKEYLEN = 80  # linux/tcp.h
 
 
@@ -177,6 +227,7 @@ class NeighborConfig(Frozen):
     port: int = Field(default=179, ge=1, le=65535)
     description: str = ""
     families: tuple[Family, ...] = ("evpn",)
+    max_prefixes: Annotated[MaxPrefixesConfig, BeforeValidator(_max_prefixes)] = MaxPrefixesConfig()
     # TCP MD5 signatures (RFC 2385) with this key; a SecretStr: it prints as '**********'
     password: Annotated[SecretStr | None, BeforeValidator(_password)] = None
     ttl_security: bool = False  # GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (directly connected)
@@ -550,17 +601,43 @@ def _explain(err: ValidationError) -> str:
     return "\n".join(dict.fromkeys(lines))
 
 
-def parse_config(data: Any) -> Config:
-    """Validate an already-parsed YAML document."""
+# Finds `node.vtep` from `node.vtep_interface` and `node.vtep_family` (4 or 6) on this host, or
+# raises LookupError saying why not (the I/O layer provides one: io/netlink.interface_address).
+VtepFinder = Callable[[str, int], Any]
+
+
+def parse_config(data: Any, vtep_of: VtepFinder | None = None) -> Config:
+    """Validate an already-parsed YAML document. With `node.vtep_interface`, `vtep_of` finds
+    the VTEP address (without it, such a config is refused: nothing can find the address)."""
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping with `node` and `networks`")
+    node = data.get("node")
+    if isinstance(node, dict) and node.get("vtep_interface") is not None:
+        if node.get("vtep") is not None:
+            raise ConfigError("node.vtep_interface: give node.vtep or node.vtep_interface, not both")
+        data = {**data, "node": {**node, "vtep": _find_vtep(node, vtep_of)}}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_explain(err)) from None
 
 
-def load_config(path: str | Path) -> Config:
+def _find_vtep(node: dict, vtep_of: VtepFinder | None) -> Any:
+    name, family = node["vtep_interface"], node.get("vtep_family", "ipv4")
+    problem = ifname_problem(name) if isinstance(name, str) else "must be a string"
+    if problem is not None:
+        raise ConfigError(f"node.vtep_interface: {problem}")
+    if family not in ("ipv4", "ipv6"):
+        raise ConfigError(f"node.vtep_family: must be ipv4 or ipv6, got {str(family)[:40]!r}")
+    if vtep_of is None:
+        raise ConfigError(f"node.vtep_interface: {name}: its address can only be found on the host that runs it")
+    try:
+        return str(vtep_of(name, 4 if family == "ipv4" else 6))
+    except LookupError as err:
+        raise ConfigError(f"node.vtep_interface: {err}") from None
+
+
+def load_config(path: str | Path, vtep_of: VtepFinder | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as err:
@@ -569,4 +646,4 @@ def load_config(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(data)
+    return parse_config(data, vtep_of)

@@ -130,6 +130,12 @@ class Peer:
         self._output: dict[int, list] = {}  # conn_id -> [bytearray, close]
         self._events: deque[Event] = deque()
 
+    def preserve_forwarding(self) -> None:
+        """Our OPENs from now on set the graceful restart F bit (see Speaker.preserve_forwarding)."""
+        self.config = replace(self.config, forwarding_preserved=True)
+        for session in self._sessions():
+            session.config = replace(session.config, forwarding_preserved=True)
+
     # -- status --------------------------------------------------------------------
 
     def _sessions(self) -> list[Session]:

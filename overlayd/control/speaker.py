@@ -23,6 +23,9 @@ through a `Fabric` (the Switch). Theory of operation:
   families, and an End-of-RIB for each after the initial table.
 - Peer down: all its paths leave the RIB at once, and with them its MACs
   and flood list entries.
+- Max-prefix (prefix_limit.py): a route that would be one more in a peer's
+  Adj-RIB-In than its `max_prefixes` allows is refused, and with `action:
+  teardown` the session closes with Cease/1 and stays Idle for `restart_s`.
 - Graceful restart (RFC 4724, only with `bgp.graceful_restart`). Helper: a
   peer that advertised the capability and whose connection ends without a
   NOTIFICATION either way (closed, reset, or replaced by its new OPEN) keeps
@@ -33,8 +36,8 @@ through a `Fabric` (the Switch). Theory of operation:
   capability, or without the F bit for a family, withdraws that family's
   stale paths at once (4.2). Restarting side: every start may be a restart
   (nothing tells a first start from a crash), so the OPENs carry the R bit
-  until End-of-RIB has gone to that peer; the F bit is 0 (see
-  SessionConfig.forwarding_preserved).
+  until End-of-RIB has gone to that peer; the F bit is 0 unless the I/O side
+  says the kernel kept forwarding across the restart (`preserve_forwarding`).
 
 The I/O side drives it like this:
 
@@ -59,7 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from overlayd.config import Config
+from overlayd.config import Config, NeighborConfig
 from overlayd.control.events import (
     EndOfRibReceived,
     RouteRefreshReceived,
@@ -69,6 +72,7 @@ from overlayd.control.events import (
 )
 from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
+from overlayd.control.prefix_limit import PrefixLimit, Verdict
 from overlayd.control.routed import RoutedSubnets
 from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
@@ -83,6 +87,7 @@ from overlayd.fabric.mobility import (
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.fabric.rib import LOCAL, BestPathChanged, MacLocationChanged, Path, Rib
+from overlayd.wire.bgp import errors as E
 from overlayd.wire.bgp.attributes import PathAttributes
 from overlayd.wire.bgp.errors import CEASE_ADMIN_RESET
 from overlayd.wire.bgp.evpn import ImetRoute, IpAddress, IpNetwork, MacIpRoute, PrefixRoute, UnknownRoute
@@ -160,27 +165,11 @@ class Speaker:
         self.alarms: list[str] = []
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
+        self.prefix_limits: dict[str, PrefixLimit] = {}  # max-prefix per peer (prefix_limit.py)
         self.unicast = UnicastRoutes(self.vtep, families_named([f for nb in bgp.neighbors for f in nb.families]))
         gr = bgp.graceful_restart
         self.restart_time_s: int | None = gr.restart_time_s if gr is not None else None
-        for nb in bgp.neighbors:
-            address = str(nb.address)
-            cfg = SessionConfig(
-                local_asn=self.asn,
-                peer_asn=nb.asn,
-                router_id=self.router_id,
-                peer_address=address,
-                hold_time_s=bgp.hold_time,
-                min_hold_time_s=min(3, bgp.hold_time),
-                passive=nb.passive,
-                connect_retry_s=bgp.connect_retry,
-                connect_retry_max_s=max(60.0, bgp.connect_retry),
-                families=families_named(nb.families),
-                graceful_restart_time_s=self.restart_time_s,
-            )
-            self.peers[address] = Peer(cfg, now)
-            self.peers[address].restarting = self.restart_time_s is not None  # until our End-of-RIB
-            self.stats[address] = PeerStats(nb.asn)
+        self.forwarding_preserved = False  # our OPENs' F bit (preserve_forwarding)
         self._local_ips: dict[tuple[int, bytes], set] = {}  # (VNI, MAC) -> snooped IPs
         # (VNI, IP) -> route key -> MAC: the remote MAC/IP best paths binding an IP, latest last.
         # Each VTEP announces with its own RD, so after a move two keys bind the same IP for a
@@ -197,6 +186,8 @@ class Speaker:
         self.max_pending_connections = MAX_PENDING_CONNECTIONS
         self.refused_pending = 0  # inbound connections closed because of that cap
         self.subnet_moves: list = []  # SubnetMoved, for the daemon to re-address the device
+        for nb in bgp.neighbors:
+            self.add_neighbor(nb, now)
         for net in self.networks.values():
             route, attrs = self.factory.imet(net)
             self._originate(route, attrs, now)
@@ -263,6 +254,7 @@ class Speaker:
         times = [t for p in self.peers.values() if (t := p.get_timer()) is not None]
         if (t := self.mobility.deadline()) is not None:
             times.append(t)
+        times += [lim.idle_until for lim in self.prefix_limits.values() if lim.idle_until is not None]
         times.extend(self._stale_until.values())
         return min(times) if times else None
 
@@ -271,6 +263,10 @@ class Speaker:
             t = peer.get_timer()
             if t is not None and t <= now:
                 peer.handle_timer(now)
+        for address, limit in self.prefix_limits.items():
+            if limit.restart_due(now) and not self._stopped:  # idle after a max-prefix teardown: over
+                log.info("peer %s: restarting after the max-prefix idle time", address)
+                self.peers[address].start(now)
         self._mobility(self.mobility.expire(now), now)
         for address, until in list(self._stale_until.items()):
             if until <= now:
@@ -313,6 +309,101 @@ class Speaker:
         peer.start(now)
         self.poll(now)
         return True
+
+    # -- a reloaded config: neighbors and networks come and go (config.reload plans it) ----
+
+    def add_neighbor(self, nb: NeighborConfig, now: float) -> Peer:
+        """A new Peer for `nb` (its session starts as the I/O side connects or accepts)."""
+        bgp = self.config.bgp
+        assert bgp is not None
+        address = str(nb.address)
+        cfg = SessionConfig(
+            local_asn=self.asn,
+            peer_asn=nb.asn,
+            router_id=self.router_id,
+            peer_address=address,
+            hold_time_s=bgp.hold_time,
+            min_hold_time_s=min(3, bgp.hold_time),
+            passive=nb.passive,
+            connect_retry_s=bgp.connect_retry,
+            connect_retry_max_s=max(60.0, bgp.connect_retry),
+            families=families_named(nb.families),
+            graceful_restart_time_s=self.restart_time_s,
+            forwarding_preserved=self.forwarding_preserved,
+        )
+        peer = self.peers[address] = Peer(cfg, now)
+        peer.restarting = self.restart_time_s is not None  # until our End-of-RIB
+        self.stats[address] = PeerStats(nb.asn)
+        self.prefix_limits[address] = PrefixLimit.from_config(nb.max_prefixes)
+        return peer
+
+    def preserve_forwarding(self) -> None:
+        """Our forwarding state survived our restart (the kernel carries every packet and kept
+        what an earlier run programmed): our OPENs set the graceful restart F bit, so helpers
+        keep our routes (stale) until our End-of-RIB. Call before the sessions start."""
+        self.forwarding_preserved = True
+        for peer in self.peers.values():
+            peer.preserve_forwarding()
+
+    def remove_neighbor(self, address: str, now: float) -> Peer | None:
+        """Cease `address`'s session and forget it: its paths leave the RIB and the fabric now
+        (no graceful restart for a peer that is gone). Returns the Peer, whose last bytes (the
+        NOTIFICATION) the I/O side still sends."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        peer.stop(now)
+        while (event := peer.next_event()) is not None:  # its SessionDown, while it is still ours
+            self._peer_event(address, event, now)
+        self._stale.pop(address, None)
+        self._stale_until.pop(address, None)
+        self._import(self.rib.drop_peer(address, now), now)  # kept as stale, or never Established
+        for table in (self.peers, self.stats, self._pending, self._gr_families, self.prefix_limits):
+            table.pop(address, None)
+        self._eor.discard(address)
+        log.info("peer %s: removed from the config", address)
+        self._flush(now)
+        return peer
+
+    def add_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` of the reloaded `config` joins: its type-3 route goes out, and what the
+        RIB already holds for it (flood list members, MACs, IP bindings) reaches the fabric."""
+        self._reimport(config, now)
+        self._replay(vni, True, now)
+        route, attrs = self.factory.imet(self.networks[vni])
+        self._originate(route, attrs, now)
+        self._flush(now)
+
+    def remove_network(self, config: Config, vni: int, now: float) -> None:
+        """Network `vni` leaves (`config`, the reloaded one, no longer has it): our routes for it
+        are withdrawn, and its flood list, MACs and bindings leave the fabric."""
+        if vni not in self.networks:
+            return
+        for key in [k for k, p in self._originated.items()
+                    if isinstance(p.route, (ImetRoute, MacIpRoute)) and self.importer.domain_of(p) == vni]:
+            self._retract(key, now)
+        self._replay(vni, False, now)
+        self._local_ips = {k: ips for k, ips in self._local_ips.items() if k[0] != vni}
+        self._reimport(config, now)
+        self._flush(now)
+
+    def _reimport(self, config: Config, now: float) -> None:
+        self.config = config
+        self.networks = evpn_networks(config)
+        routed = self.routed
+        self.importer = Importer(self.networks, (routed.route_target, routed.vni) if routed else None)
+        self._import(self.rib.set_domain_of(self.importer.domain_of), now)
+
+    def _replay(self, vni: int, appear: bool, now: float) -> None:
+        """Make the fabric follow the RIB's best type-2 and type-3 paths of network `vni`: as if
+        each had just arrived (`appear`) or just left."""
+        changes = []
+        for path in self.rib.bests():
+            if path.is_local or not isinstance(path.route, (ImetRoute, MacIpRoute)):
+                continue
+            if self.importer.domain_of(path) == vni:
+                changes.append(BestPathChanged(path.key, None, path) if appear else BestPathChanged(path.key, path, None))
+        self._import(changes, now)
 
     # -- peer events -----------------------------------------------------------------
 
@@ -458,6 +549,8 @@ class Speaker:
                     log.info("peer %s: %s", address, stats.last_error)
                     changes += self.rib.withdraw(address, route.key, now)
                     continue
+                if not self._admit(address, route.key, now):
+                    continue
                 path = Path(
                     route, attrs, address,
                     peer_router_id=neg.remote_router_id if neg else ipaddress.IPv4Address(0),
@@ -467,6 +560,27 @@ class Speaker:
                 )
                 changes += self.rib.update(path, now)
         self._import(changes, now)
+
+    def _admit(self, address: str, key: tuple, now: float) -> bool:
+        """Max-prefix (prefix_limit.py): may this route from `address` go into the RIB?"""
+        if self.rib.holds(address, key):
+            return True  # replaces the peer's own path: not one more
+        limit = self.prefix_limits[address]
+        count = self.rib.count_from(address)
+        verdict = limit.admit(count, now)
+        if verdict is Verdict.ADMIT:
+            if limit.warning(count + 1):
+                log.warning("peer %s: %d routes accepted: 90%% of its max_prefixes (%d)",
+                            address, count + 1, limit.limit)
+            return True
+        if verdict is Verdict.TEARDOWN:
+            log.warning("peer %s: max_prefixes (%d) reached: closing the session (Cease/1), idle for %gs",
+                        address, limit.limit, limit.restart_s)
+            self.peers[address].stop(now, f"maximum number of prefixes reached ({limit.limit})",
+                                     E.CEASE_MAX_PREFIXES)
+        elif limit.refused_now == 1 and limit.idle_until is None:
+            log.warning("peer %s: max_prefixes (%d) reached: refusing its new routes", address, limit.limit)
+        return False
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
         """Why a received route must not be used (it is then treated as withdrawn), or ""."""

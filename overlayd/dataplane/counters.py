@@ -18,6 +18,14 @@ COUNTERS: dict[str, str] = {
     "tx_drop_local_dst": "frames for a MAC that lives on this node",
     "tx_drop_no_flood_list": "frames to flood on a network whose flood list is empty",
     "tx_drop_send_error": "datagrams the kernel refused (buffer full, no route, ...)",
+    "tx_drop_flood_rate": "frames to flood beyond their network's flood_rate_pps (broadcast, multicast, "
+    "unknown unicast)",
+    "learn_refused_fdb_full": "local source MACs not learned nor announced: their network's local FDB "
+    "entries are at max_local_macs (the frames are forwarded)",
+    "learn_refused_rate": "local source MACs not learned yet: more new MACs a second on the network than "
+    "mac_learn_rate_per_s allows (learned once the rate allows, if they still send)",
+    "learn_refused_ips": "local IP bindings (snooped ARP / neighbour discovery, or the kernel bridge's) not "
+    "made nor announced: the network holds max_local_ips",
     "tx_arp_suppressed": "ARP requests and IPv6 neighbour solicitations answered locally from a remote binding",
     "tx_arp_flooded": "ARP requests and neighbour solicitations suppression could not answer, forwarded as usual",
     "tx_tso_superframes": "TCP super-frames (TSO) read from TAP devices and cut into the frames counted above",

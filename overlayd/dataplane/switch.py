@@ -35,6 +35,17 @@ them on, and `data_learning` off):
 Only frames with ethertype ARP, or IPv6 with next header ICMPv6 and type
 135/136 at fixed offsets, go further than two integer compares; frames with
 an 802.1Q tag are not looked into.
+
+Limits (`set_limits`, from `networks[]`; none until set): a network's local
+FDB entries are capped and their learning rate-limited (see fabric/fdb.py:
+a source MAC refused is counted `learn_refused_fdb_full` or
+`learn_refused_rate`, and its frame is forwarded all the same; a refused
+MAC gets no IP binding either), its local IP bindings are capped (see
+fabric/neighbors.py; `learn_refused_ips`), and the
+frames it floods (broadcast, multicast, unknown unicast, each sent to every
+VTEP of the flood list) go through a token bucket of `flood_rate_pps`:
+beyond it they are dropped and counted `tx_drop_flood_rate`. Both cost
+nothing on the path of a known unicast frame from a known source.
 """
 
 from __future__ import annotations
@@ -48,9 +59,10 @@ from dataclasses import dataclass, field
 from overlayd.dataplane.counters import Counters
 from overlayd.dataplane.egress import ND_MIN_FRAME, Address, Egress, RoutedVni
 from overlayd.dataplane.flowhash import flow_hash
-from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, MacRemoved, Source
+from overlayd.fabric.fdb import Fdb, FdbChange, MacMoved, MacRefused, MacRemoved, Source
 from overlayd.fabric.flood import FloodChange, FloodLists
-from overlayd.fabric.neighbors import IP, NeighborChange, Neighbors
+from overlayd.fabric.neighbors import IP, LOCAL_FULL, NeighborChange, Neighbors
+from overlayd.fabric.ratelimit import TokenBucket
 from overlayd.wire.arp import OP_REQUEST, ArpPacket, reply_frame
 from overlayd.wire.errors import DecodeError
 from overlayd.wire.ethernet import ETH_HEADER_LEN, ZERO_MAC
@@ -74,6 +86,7 @@ class Segment:
     own_macs: frozenset[bytes] = frozenset()
     allowed: frozenset[str] = frozenset()  # remote VTEPs we accept VXLAN from
     vouchers: Counter[str] = field(default_factory=Counter)  # non-flood reasons to accept a VTEP
+    flood_bucket: TokenBucket | None = None  # frames flooded per second (set_limits); None: no limit
 
 
 class Switch:
@@ -106,6 +119,17 @@ class Switch:
         self._flood[vni] = tuple((v, self.vxlan_port) for v in self.flood.targets(vni))
         self._refresh_allowed(vni)
 
+    def remove_segment(self, vni: int) -> None:
+        """Forget segment `vni` and everything the tables hold for it (a network a reload
+        removed); what left is recorded in `events`, as any other removal."""
+        del self._segments[vni]
+        self._flood.pop(vni, None)
+        self.events.extend(self.fdb.flush(vni))
+        self.events.extend(self.neighbors.flush(vni))
+        self.events.extend(self.flood.flush(vni))
+        self.fdb.aging_exempt.discard(vni)
+        self.neighbors.aging_exempt.discard(vni)
+
     def add_router(self, router: RoutedVni) -> None:
         """Route VNI `router.vni`: `from_vxlan` hands its datagrams to `router.from_vxlan`.
 
@@ -131,11 +155,28 @@ class Switch:
         self.fdb.aging_exempt.add(vni)
         self.neighbors.aging_exempt.add(vni)
 
+    def set_limits(self, vni: int, *, max_local_macs: int, learn_rate_per_s: float | None,
+                   learn_burst: float | None, flood_rate_pps: float | None, flood_burst: float | None,
+                   now: float, max_local_ips: int | None = None) -> None:
+        """Bound network `vni` (see the module docstring): its local FDB entries (at most
+        `max_local_macs`, new ones at `learn_rate_per_s` with `learn_burst`; the segment's own
+        MACs exempt), its local IP bindings (`max_local_ips`; None: twice `max_local_macs`)
+        and its flooding (`flood_rate_pps` frames with `flood_burst`). A rate of None is no
+        rate limit; a burst of None is one second's worth."""
+        seg = self._segments[vni]
+        self.fdb.limit_local(vni, max_local_macs, learn_rate_per_s, learn_burst, now, seg.own_macs)
+        self.neighbors.limit_local(vni, max_local_ips or 2 * max_local_macs)
+        seg.flood_bucket = (TokenBucket(flood_rate_pps, flood_burst or flood_rate_pps, now)
+                            if flood_rate_pps else None)
+
     def learn_local(self, vni: int, mac: bytes, now: float) -> None:
         """The kernel's bridge learned `mac` on one of its local ports."""
         change = self.fdb.learn(vni, mac, None, Source.LOCAL, now)
         if change is not None:
-            self.events.append(change)
+            if type(change) is MacRefused:
+                self._refused(change)
+            else:
+                self.events.append(change)
 
     def forget_local(self, vni: int, mac: bytes, aged: bool = True) -> None:
         """The kernel's bridge forgot a local `mac` (aged out or deleted)."""
@@ -152,7 +193,11 @@ class Switch:
 
     def set_own_macs(self, vni: int, macs: Iterable[bytes]) -> None:
         """The MACs of our own TAP device: frames arriving from them are loops."""
-        self._segments[vni].own_macs = frozenset(macs)
+        seg = self._segments[vni]
+        seg.own_macs = frozenset(macs)
+        limit = self.fdb.local_limits.get(vni)
+        if limit is not None:
+            limit.exempt = seg.own_macs
 
     def segments(self) -> list[Segment]:
         return [self._segments[v] for v in sorted(self._segments)]
@@ -225,6 +270,12 @@ class Switch:
         self.replies.clear()
         return replies
 
+    def _refused(self, why: MacRefused) -> None:
+        if why is MacRefused.FULL:
+            self.counters.learn_refused_fdb_full += 1
+        else:
+            self.counters.learn_refused_rate += 1
+
     def _flood_changed(self, vni: int, change: FloodChange) -> None:
         port = self.vxlan_port
         self._flood[vni] = tuple((v, port) for v in self.flood.targets(vni))
@@ -269,9 +320,12 @@ class Switch:
         fdb = self.fdb
         change = fdb.learn(vni, src, None, Source.LOCAL, now)
         if change is not None:
-            self.events.append(change)
-            if type(change) is MacMoved and change.old_source is Source.BGP:
-                self._vouch(vni, change.old_vtep, -1)  # the host moved here from that VTEP
+            if type(change) is MacRefused:  # not learned, not announced; the frame goes on
+                self._refused(change)
+            else:
+                self.events.append(change)
+                if type(change) is MacMoved and change.old_source is Source.BGP:
+                    self._vouch(vni, change.old_vtep, -1)  # the host moved here from that VTEP
         kind = frame[12]  # ARP and ND only: IPv4 pays this compare and the next
         if kind == 0x08:
             if frame[13] == 0x06 and self._arp(vni, frame, src, now):
@@ -279,7 +333,7 @@ class Switch:
         elif kind == 0x86 and frame[13] == 0xDD and size >= ND_MIN_FRAME and frame[20] == 58:
             if self._nd(vni, frame, src, now):  # ICMPv6 right after the IPv6 header
                 return None
-        header = self._segments[vni].header
+        seg = self._segments[vni]
         unicast = not frame[0] & 1
         if unicast:
             entry = fdb.get(vni, bytes(frame[0:6]))
@@ -289,15 +343,22 @@ class Switch:
                     return None
                 c.tx_unicast_frames += 1
                 c.tx_datagrams += 1
-                return header, self._unicast_to(entry.vtep), flow_hash(frame)
+                return seg.header, self._unicast_to(entry.vtep), flow_hash(frame)
         targets = self._flood[vni]
         if not targets:
             c.tx_drop_no_flood_list += 1
             return None
+        bucket = seg.flood_bucket
+        if bucket is not None:
+            if bucket.stamp == now and bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0  # TokenBucket.take without the call: the same `now` earns nothing
+            elif not bucket.take(now):
+                c.tx_drop_flood_rate += 1
+                return None
         c.tx_flood_frames += 1
         c.tx_unknown_unicast_frames += unicast  # a unicast frame flooded: its MAC is unknown
         c.tx_datagrams += len(targets)
-        return header, targets, flow_hash(frame)
+        return seg.header, targets, flow_hash(frame)
 
     def from_vxlan(
         self, vtep: str, data: bytes | memoryview, now: float
@@ -410,8 +471,13 @@ class Switch:
         return True
 
     def _learn_local(self, vni: int, ip: IP, mac: bytes, now: float) -> None:
+        entry = self.fdb.get(vni, mac)
+        if entry is None or entry.vtep is not None:  # a MAC not learned here (refused): no address for it
+            return
         change = self.neighbors.learn(vni, ip, mac, Source.LOCAL, now)
-        if change is not None:
+        if change is LOCAL_FULL:
+            self.counters.learn_refused_ips += 1
+        elif change is not None:
             self.events.append(change)
 
     def _answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:

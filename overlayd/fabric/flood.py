@@ -66,6 +66,12 @@ class FloodLists:
                 changes.append(c)
         return changes
 
+    def flush(self, vni: int) -> list[FloodMemberRemoved]:
+        """Empty `vni`'s list, whatever put each member there."""
+        members = self._members.pop(vni, {})
+        self._targets.pop(vni, None)
+        return [FloodMemberRemoved(vni, vtep) for vtep in sorted(members)]
+
     def targets(self, vni: int) -> tuple[str, ...]:
         """The VTEPs to replicate to, sorted; the same tuple until the list changes."""
         return self._targets.get(vni, ())

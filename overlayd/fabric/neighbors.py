@@ -23,6 +23,13 @@ never touches another's.
 Time is a parameter; every mutation returns what changed (`NeighborLearned`,
 `NeighborMoved`, `NeighborRemoved`), per source, and nothing else happens
 behind the caller's back.
+
+Local bindings are bounded per VNI (`limit_local`, `networks[].max_local_ips`):
+one more address than that is not bound -- `learn` returns `LOCAL_FULL`
+instead of a change, counted in `refused` -- so a host claiming address
+after address cannot grow the type-2 routes every other VTEP holds. What is
+bound stays and refreshes; an address that moves to another MAC is not one
+more.
 """
 
 from __future__ import annotations
@@ -83,6 +90,18 @@ class NeighborRemoved:
 NeighborChange = NeighborLearned | NeighborMoved | NeighborRemoved
 
 
+class NeighborRefused:
+    """`learn` did not bind a local address: the VNI holds its `max_local_ips` already."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "LOCAL_FULL"
+
+
+LOCAL_FULL = NeighborRefused()
+
+
 def _check_source(source: Source) -> None:
     if source not in SOURCES:
         raise ValueError(f"a neighbour binding cannot come from {source.label!r}")
@@ -98,7 +117,20 @@ class Neighbors:
         self.aging_exempt: set[int] = set()  # VNIs whose local bindings something else ages (a kernel bridge)
         self._slots: dict[tuple[int, IP], dict[Source, Binding]] = {}
         self._by_mac: dict[tuple[int, bytes], set[tuple[IP, Source]]] = {}
-        self.counts: Counter[tuple[int, Source]] = Counter()  # (VNI, source) -> bindings, kept as it changes
+        self.local_limits: dict[int, int] = {}  # VNI -> the most local bindings it may hold
+        self.refused: dict[int, int] = {}  # VNI -> local bindings refused for that
+        # (VNI, source) -> bindings, kept as the table changes: the local ones are what
+        # limit_local bounds, and the metrics read the table's size without a walk
+        self.counts: Counter[tuple[int, Source]] = Counter()
+
+    def limit_local(self, vni: int, max_ips: int) -> None:
+        """At most `max_ips` local bindings on `vni` (those beyond it now stay until they go)."""
+        if max_ips < 1:
+            raise ValueError("max_ips must be at least 1")
+        self.local_limits[vni] = max_ips
+
+    def local_count(self, vni: int) -> int:
+        return self.counts[vni, Source.LOCAL]
 
     def __len__(self) -> int:
         """The number of bindings, each source's counted."""
@@ -132,15 +164,22 @@ class Neighbors:
         found.sort(key=lambda b: (b.ip.version, b.ip, b.source.rank))
         return found
 
-    def learn(self, vni: int, ip: IP, mac: bytes, source: Source, now: float) -> NeighborChange | None:
-        """`source` says `ip` is at `mac`; return the change, or None if it only refreshed."""
+    def learn(self, vni: int, ip: IP, mac: bytes, source: Source,
+              now: float) -> NeighborChange | NeighborRefused | None:
+        """`source` says `ip` is at `mac`; return the change, or None if it only refreshed, or
+        `LOCAL_FULL` if a new local binding would be one more than the VNI may hold."""
         _check_source(source)
         key = (vni, ip)
         slots = self._slots.get(key)
-        if slots is None:
-            slots = self._slots[key] = {}
-        binding = slots.get(source)
+        binding = None if slots is None else slots.get(source)
         if binding is None:
+            if source is Source.LOCAL:
+                count = self.counts[vni, Source.LOCAL]
+                if count >= self.local_limits.get(vni, count + 1):
+                    self.refused[vni] = self.refused.get(vni, 0) + 1
+                    return LOCAL_FULL
+            if slots is None:
+                slots = self._slots[key] = {}
             slots[source] = Binding(vni, ip, mac, source, now)
             self.counts[vni, source] += 1
             self._index(vni, mac, ip, source)

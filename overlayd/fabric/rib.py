@@ -447,6 +447,14 @@ class Rib:
         """The Adj-RIB-In of `peer` (LOCAL: our own routes)."""
         return list(self._adj_in.get(peer, {}).values())
 
+    def count_from(self, peer: str) -> int:
+        """How many paths `peer` has in its Adj-RIB-In."""
+        return len(self._adj_in.get(peer, ()))
+
+    def holds(self, peer: str, key: RouteKey) -> bool:
+        """Whether `peer` has a path for `key`."""
+        return key in self._adj_in.get(peer, ())
+
     # -- mutations
 
     def update(self, path: Path, now: float) -> list[RibChange]:

@@ -186,6 +186,11 @@ class KernelBackend:
             for net in self.segments:
                 mac = await dev.mac_of(ipr, net.device)
                 self.switch.add_kernel_segment(net.vni, net.name, own_macs=[mac])
+                # The bridge learns and floods by itself: what overlayd bounds is what it takes
+                # from the bridge into its FDB, and so announces.
+                self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs, learn_rate_per_s=None,
+                                       learn_burst=None, flood_rate_pps=None, flood_burst=None,
+                                       now=self.clock(), max_local_ips=net.max_local_ips)
                 self.switch.learn_local(net.vni, mac, self.clock())
                 if net.address is not None:  # the bridge's own address, as a TAP's is snooped
                     self.switch.bind_local(net.vni, net.address.ip, mac, self.clock())
@@ -204,13 +209,21 @@ class KernelBackend:
         assert self.monitor is not None
         loop.add_reader(self.monitor.fileno(), self._on_monitor)
 
-    async def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Remove everything overlayd made in the kernel: devices, routes of our protocol, ipmasq."""
+    async def close(self, loop: asyncio.AbstractEventLoop | None = None, keep: bool = False) -> None:
+        """Remove everything overlayd made in the kernel: devices, routes of our protocol, ipmasq
+        (`keep`: none of it, only let go of the sockets; the next start adopts what is there)."""
         if self.monitor is not None:
             if loop is not None:
                 loop.remove_reader(self.monitor.fileno())
             self.monitor.close()
             self.monitor = None
+        if keep:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            log.info("kept in the kernel (node.on_stop: keep): %s, %d entries, services and ipmasq rules",
+                     ", ".join(self.owned) or "no devices", len(self.programmed))
+            return
         try:
             async with AsyncIPRoute() as ipr:
                 for name in reversed(self.owned):

@@ -33,7 +33,7 @@ import struct
 import termios
 from collections.abc import Callable
 
-from overlayd.config import Config
+from overlayd.config import Config, NeighborConfig
 from overlayd.control.peer import Peer
 from overlayd.control.speaker import Speaker
 from overlayd.io import tcp_auth
@@ -86,6 +86,9 @@ class _Connection(asyncio.Protocol):
                 transport.close()
                 return
             self.peer, self.conn_id = accepted
+        elif self.service.speaker.peers.get(self.peer.peer) is not self.peer:  # removed by a reload meanwhile
+            transport.close()
+            return
         else:
             self.peer.connection_made(self.conn_id, now)
         self.service.connections[(self.peer.peer, self.conn_id)] = self
@@ -287,17 +290,41 @@ class BgpService:
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
+    def add_neighbor(self, nb: NeighborConfig) -> None:
+        """A neighbor a reload added: its session starts like the others did."""
+        self._ports[str(nb.address)] = nb.port
+        self.speaker.add_neighbor(nb, self.clock())
+        self.kick()
+
+    def remove_neighbor(self, address: str) -> None:
+        """A neighbor a reload removed: Cease, its routes go, its connections close."""
+        peer = self.speaker.remove_neighbor(address, self.clock())
+        self._ports.pop(address, None)
+        if peer is None:
+            return
+        for cid, data, close in peer.data_to_send():
+            conn = self.connections.get((address, cid))
+            if conn is not None and conn.transport is not None and data:
+                conn.transport.write(data)
+        for (addr, _), conn in list(self.connections.items()):
+            if addr == address:
+                conn.close_soon()
+        self.kick()
+
     def local_events(self, events: list) -> None:
         """Feed the Switch's events to the speaker and send what follows."""
         self.speaker.local_events(events, self.clock())
         self.kick()
 
-    async def close(self) -> None:
-        """Cease every session, give the NOTIFICATIONs a moment to leave, close everything."""
-        self.speaker.stop(self.clock())
-        self._service()
-        if self.connections:
-            await asyncio.sleep(CLOSE_GRACE_S)
+    async def close(self, graceful: bool = False) -> None:
+        """Cease every session, give the NOTIFICATIONs a moment to leave, close everything.
+        `graceful` (a restart with node.on_stop: keep): no NOTIFICATION, the connections are
+        reset, so a peer helping with graceful restart keeps our routes (RFC 4724 4.2)."""
+        if not graceful:
+            self.speaker.stop(self.clock())
+            self._service()
+            if self.connections:
+                await asyncio.sleep(CLOSE_GRACE_S)
         for task in list(self._connecting):
             task.cancel()
         if self._progress is not None:

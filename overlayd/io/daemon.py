@@ -16,7 +16,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from overlayd.config import Config
+from overlayd.config import Config, ConfigError, NetworkConfig, load_config
+from overlayd.config.reload import ReloadPlan, reload_plan
 from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
@@ -33,11 +34,13 @@ from overlayd.io.metrics import MetricsServer
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
 from overlayd.dataplane.services import ServicePath
-from overlayd.io.netlink import Netlink
+from overlayd.io.netlink import Netlink, interface_address
+from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
 from overlayd.status.metrics import registry as metrics_registry
+from overlayd.status.protocol import StatusError
 from overlayd.status.server import SocketInUseError, StatusServer, claim_path
 from overlayd.status.view import SwitchView
 from overlayd.fabric.macs import DeviceMac
@@ -51,6 +54,7 @@ log = logging.getLogger("overlayd")
 BATCH = 64
 BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
+VTEP_CHECK_S = 5.0  # how often node.vtep_interface's addresses are read (a change is shown, not followed)
 ROUTE_CHECK_S = 10.0  # how often the subnet table is compared with the host's own routes
 EVENTS_TICK_S = 0.05  # with BGP: how soon a MAC learned on a TAP is announced
 ANNOUNCE_DELAY_S = 0.2  # a flood list grew: announce our addresses once it has settled a moment
@@ -91,8 +95,10 @@ def describe(event: object) -> str:
 
 
 class Daemon:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 config_path: str | None = None):
         self.config = config
+        self.config_path = config_path  # what SIGHUP reads again
         self.clock = clock
         self.switch = Switch(config.node.vxlan_port, config.node.fdb_aging)
         self.taps: dict[int, Tap] = {}
@@ -116,12 +122,11 @@ class Daemon:
         self.device_macs: dict = {}  # role -> fabric.macs.DeviceMac: every device's MAC and its source
         self._announce: dict[int, float] = {}  # VNI -> when to announce its TAP's addresses (GARP / NA)
         self.services: Services | None = None  # `services:`, `services_file`
-        # The reload SIGHUP does, for `overlayctl reload` too (issue 13 item 7): a callable taking
-        # nothing and returning the reply's result, JSON-able (raise status.protocol.StatusError to
-        # refuse, e.g. StatusError("reload_failed", why)). Set it before run(), or later on
-        # status_view.reload_hook. None: `reload` answers not_supported.
-        self.reload_hook: Callable[[], object] | None = None
-        self.status_view: SwitchView | None = None
+        self.status_view: SwitchView | None = None  # what the status socket shows
+        self.underlay_mtu = 0
+        self._services_task: asyncio.Task | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task] = set()
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -176,27 +181,13 @@ class Daemon:
                         f"node.vxlan_port: cannot bind {node.vtep} port {node.vxlan_port}: {err.strerror}"
                     ) from None
                 self._stack.callback(self.sockets.close)
+            self.underlay_mtu = underlay_mtu
             for i, net in enumerate(cfg.networks):
                 if net.backend != "userspace":
                     continue
-                try:
-                    tap = Tap(net.device, vnet_hdr=self.offloads.vnet_hdr)
-                except TapExistsError:
-                    raise SetupError(f"networks[{i}].device: {net.device} already exists") from None
-                except OSError as err:
-                    raise SetupError(f"networks[{i}].device: {err.strerror}") from None
+                tap, mtu, mac = await self._open_tap(nl, i, net)
                 self._stack.callback(tap.close)
-                mtu = cfg.mtu_for(net, underlay_mtu)
-                try:
-                    mac = await nl.configure(net.device, mtu, net.address,
-                                             tso_max_bytes(mtu, node.vtep.version) if self.offloads.tso else None,
-                                             mac=mac_str(self.device_macs[f"network {net.name}"].mac))
-                except Exception as err:  # pyroute2's NetlinkError and friends
-                    raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
-                self.taps[net.vni] = tap
-                self.fds[net.vni] = tap.fd
-                self.mtus[net.vni] = mtu
-                self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+                self._add_tap(net, tap, mtu, mac)
         if cfg.routing is not None:
             # Routed datagrams are decided one by one (destination subnet, TAP MAC rewrite),
             # which the GRO batch path does not do.
@@ -206,18 +197,9 @@ class Daemon:
                                            node.vtep.version == 6, self.clock)
         now = self.clock()
         for net in cfg.networks:
-            if net.backend != "userspace":
-                continue
-            for vtep in net.vteps:
-                self.switch.add_flood_vtep(net.vni, str(vtep), Source.STATIC)
-            for entry in net.fdb:
-                self.switch.install_mac(net.vni, entry.mac_bytes, str(entry.vtep), Source.STATIC, now)
-            log.info(
-                "network %s: vni %d on %s (mtu %d, mac %s), flood list: %s",
-                net.name, net.vni, net.device, self.mtus[net.vni],
-                mac_str(min(self.switch.segment(net.vni).own_macs)),
-                ", ".join(self.switch.flood.targets(net.vni)) or "empty",
-            )
+            self._apply_static(net, None, now)
+            if net.backend == "userspace":
+                self._log_network(net)
         if cfg.bgp is not None:
             # Remote MACs come from the control plane only (kernel VXLAN `nolearning`);
             # snooped IP bindings go into type-2 routes, remote ones answer ARP/ND here.
@@ -243,11 +225,8 @@ class Daemon:
                 self.fastpath.fds[cfg.routing.vni] = self.routed.fd
         if cfg.services or cfg.services_file:
             self.services = Services(cfg, self.clock)
-            if self.routed is not None:  # the userspace path rewrites packets to VIPs itself
-                path = ServicePath(self.services.table, self.services.conntrack, cfg.services_network, (),
-                                   self.switch.counters, emit=lambda packet: None)
-                self.routed.router.attach_services(path)
-                self.services.path = path
+            if self.routed is not None:
+                self._attach_service_path()
             self.services.load()
         kernel = KernelBackend(cfg, self.switch, self.speaker, self.prefixes, self.clock, self.device_macs)
         if kernel.needed:
@@ -262,6 +241,10 @@ class Daemon:
                 raise SetupError(f"kernel backend: {err.strerror or err}") from None
             except Exception as err:  # pyroute2's NetlinkError and friends
                 raise SetupError(f"kernel backend: {err}") from None
+            if kernel.adopted is not None and self.speaker is not None and not cfg.uses_userspace_vxlan():
+                # The kernel carries every packet and kept forwarding while we were away.
+                self.speaker.preserve_forwarding()
+                log.info("the kernel kept forwarding across the restart: graceful restart F bit set")
             for net in cfg.networks:
                 if net.backend == "kernel":
                     self.mtus[net.vni] = cfg.mtu_for(net, underlay_mtu)
@@ -277,6 +260,63 @@ class Daemon:
             ",".join(map(str, self.sockets.source_ports)) if self.sockets else "none (no userspace VXLAN)",
         )
 
+    async def _open_tap(self, nl: Netlink, i: int, net: NetworkConfig) -> tuple[Tap, int, bytes]:
+        """Create and configure the TAP of networks[i]: (tap, MTU, MAC). Raises SetupError naming
+        the field; a TAP made before the failure is closed again."""
+        try:
+            tap = Tap(net.device, vnet_hdr=self.offloads.vnet_hdr)
+        except TapExistsError:
+            raise SetupError(f"networks[{i}].device: {net.device} already exists") from None
+        except OSError as err:
+            raise SetupError(f"networks[{i}].device: {err.strerror}") from None
+        mtu = self.config.mtu_for(net, self.underlay_mtu)
+        try:
+            mac = await nl.configure(net.device, mtu, net.address,
+                                     tso_max_bytes(mtu, self.config.node.vtep.version) if self.offloads.tso else None,
+                                     mac=mac_str(self.device_macs[f"network {net.name}"].mac))
+        except Exception as err:  # pyroute2's NetlinkError and friends
+            tap.close()
+            raise SetupError(f"networks[{i}]: cannot configure {net.device}: {err}") from None
+        return tap, mtu, mac
+
+    def _add_tap(self, net: NetworkConfig, tap: Tap, mtu: int, mac: bytes) -> None:
+        self.taps[net.vni] = tap
+        self.fds[net.vni] = tap.fd
+        self.mtus[net.vni] = mtu
+        self.switch.add_segment(net.vni, net.name, own_macs=[mac])
+        self.switch.set_limits(net.vni, max_local_macs=net.max_local_macs,
+                               learn_rate_per_s=net.mac_learn_rate_per_s, learn_burst=net.mac_learn_burst,
+                               flood_rate_pps=net.flood_rate_pps, flood_burst=net.flood_burst,
+                               now=self.clock(), max_local_ips=net.max_local_ips)
+        if self.fastpath is not None:
+            self.fastpath.fds[net.vni] = self.fastpath.tap_fds[net.vni] = tap.fd
+
+    def _apply_static(self, net: NetworkConfig, was: NetworkConfig | None, now: float) -> None:
+        """Make network `net`'s static flood list and FDB entries (`vteps`, `fdb`) what its config
+        says, given what it said before (`was`; None at start)."""
+        switch, vni = self.switch, net.vni
+        before = {str(v) for v in was.vteps} if was is not None else set()
+        after = {str(v) for v in net.vteps}
+        for vtep in sorted(before - after):
+            switch.remove_flood_vtep(vni, vtep, Source.STATIC)
+        for vtep in sorted(after - before):
+            switch.add_flood_vtep(vni, vtep, Source.STATIC)
+        old_fdb = {e.mac_bytes: str(e.vtep) for e in was.fdb} if was is not None else {}
+        new_fdb = {e.mac_bytes: str(e.vtep) for e in net.fdb}
+        for mac in sorted(old_fdb.keys() - new_fdb.keys()):
+            switch.withdraw_mac(vni, mac, Source.STATIC)
+        for mac, vtep in new_fdb.items():
+            if old_fdb.get(mac) != vtep:
+                switch.install_mac(vni, mac, vtep, Source.STATIC, now)
+
+    def _log_network(self, net: NetworkConfig) -> None:
+        log.info(
+            "network %s: vni %d on %s (mtu %d, mac %s), flood list: %s",
+            net.name, net.vni, net.device, self.mtus[net.vni],
+            mac_str(min(self.switch.segment(net.vni).own_macs)),
+            ", ".join(self.switch.flood.targets(net.vni)) or "empty",
+        )
+
     def _device_field(self, name: str) -> str:
         """The config field that names device `name` (for an error message)."""
         for i, net in enumerate(self.config.networks):
@@ -284,11 +324,11 @@ class Daemon:
                 return f"networks[{i}].device"
         return "routing.device"
 
-    async def _close_kernel(self) -> None:
+    async def _close_kernel(self, keep: bool = False) -> None:
         if self.kernel is not None:
             kernel, self.kernel = self.kernel, None
             try:
-                await kernel.close(asyncio.get_running_loop())
+                await kernel.close(asyncio.get_running_loop(), keep=keep)
             except Exception as err:  # noqa: BLE001 - cleanup goes on, and says what failed
                 log.error("kernel backend cleanup: %s", err)
 
@@ -315,7 +355,7 @@ class Daemon:
             self.status = StatusServer(node.status_socket, view, self.clock, max_clients=node.status_max_clients,
                                        idle_timeout_s=node.status_idle_timeout_s, group=node.status_group)
             view.status_socket = self.status
-            view.reload_hook = self.reload_hook
+            view.reload_hook = self._reload_command
             self.status_view = view
             try:
                 await self.status.start()
@@ -342,6 +382,7 @@ class Daemon:
                 view.after_change = self.bgp.kick  # `clear` changed the speaker: send what follows
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
             for vni, tap in self.taps.items():
                 loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
                                 vni, tap.fd)
@@ -355,11 +396,14 @@ class Daemon:
                 loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
             tick = loop.create_task(self._tick())
-            services = loop.create_task(self.services.run()) if self.services is not None else None
+            if self.services is not None:
+                self._services_task = loop.create_task(self.services.run())
             await self._stopping.wait()
             tick.cancel()
-            if services is not None:
-                services.cancel()
+            for task in self._reloads:
+                task.cancel()
+            if self._services_task is not None:
+                self._services_task.cancel()
                 await self.services.close()
             log.info("stopping")
         finally:
@@ -371,24 +415,156 @@ class Daemon:
                 loop.remove_reader(self.routed.fd)
             if self.sockets is not None:
                 loop.remove_reader(self.sockets.rx.fileno())
+            # node.on_stop: keep, on a stop (not a failed start): the kernel goes on forwarding,
+            # and peers that help with graceful restart keep our routes until we are back.
+            keep = self.config.node.on_stop == "keep" and self._stopping.is_set()
             if self.bgp is not None:
-                await self.bgp.close()
+                await self.bgp.close(graceful=keep and self.speaker.restart_time_s is not None)
             if self.status is not None:
                 await self.status.close()
             await self._close_metrics()
-            await self._close_kernel()
+            kept = keep and self.kernel is not None
+            await self._close_kernel(keep=keep)
             self.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            log.info("stopped; devices, kernel entries, status socket and metrics endpoint removed")
+            if kept:
+                log.info("stopped; status socket and metrics endpoint closed, the kernel backends left forwarding "
+                         "(node.on_stop: keep)")
+            else:
+                log.info("stopped; devices, kernel entries, status socket and metrics endpoint removed")
 
     def stop(self) -> None:
         self._stopping.set()
+
+    # -- reloading the config (SIGHUP) ------------------------------------------
+
+    def reload_soon(self) -> None:
+        """SIGHUP: reload the config file in a task of its own."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> tuple[bool, str]:
+        """Read the config file again and apply what changed: (applied, what happened).
+
+        What did not change carries on untouched (sessions, devices, flows). A file that does
+        not load, or that changes what only a restart can change (config/reload.py), is refused
+        as a whole, with the reason logged: the running config stays.
+        """
+        if self.config_path is None:
+            return False, "reload refused: the daemon was started without a config file"
+        async with self._reload_lock:
+            try:
+                new = load_config(self.config_path, interface_address)
+            except ConfigError as err:
+                why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                return self._refuse(why if self.config_path in why else f"{self.config_path}: {why}")
+            plan = reload_plan(self.config, new)
+            if plan.restart_needed:
+                return self._refuse("these keys change only with a restart: " + ", ".join(plan.restart_needed))
+            for role, dm in device_macs(new).items():
+                self.device_macs.setdefault(role, dm)
+            opened: list[tuple[NetworkConfig, Tap, int, bytes]] = []
+            try:
+                async with Netlink() as nl:
+                    for net in plan.networks_added:
+                        if await nl.link_exists(net.device):
+                            raise SetupError(f"networks[{new.networks.index(net)}].device: {net.device} already exists")
+                        opened.append((net, *await self._open_tap(nl, new.networks.index(net), net)))
+                        if self.offloads.tso and not enable_tap_tso(opened[-1][1].fd):
+                            raise SetupError(f"networks[{new.networks.index(net)}].device: the TAP refuses TSO, "
+                                             f"which the others use")
+            except (SetupError, OSError) as err:
+                for _, tap, _, _ in opened:
+                    tap.close()
+                return self._refuse(str(err))
+            self._apply(plan, new, opened)
+            what = plan.describe()
+            log.info("reload: %s applied: %s", self.config_path, what)
+            return True, what
+
+    async def _reload_command(self) -> dict:
+        """`overlayctl reload`: as SIGHUP, with the outcome in the reply."""
+        applied, what = await self.reload()
+        if not applied:
+            raise StatusError("reload_refused", what)
+        return {"reloaded": self.config_path, "changes": what}
+
+    def _refuse(self, why: str) -> tuple[bool, str]:
+        log.error("reload refused, the running config stays: %s", why)
+        return False, f"reload refused: {why}"
+
+    def _apply(self, plan: ReloadPlan, new: Config, opened: list) -> None:
+        """Apply a checked plan; nothing here can fail half-way (the TAPs are open already)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        old, self.config = self.config, new
+        for holder in (self.status_view, self.bgp, self.kernel, self.services):
+            if holder is not None:
+                holder.config = new
+        for net in plan.networks_removed:
+            vni = net.vni
+            tap = self.taps.pop(vni)
+            loop.remove_reader(tap.fd)
+            self.fds.pop(vni, None)
+            if self.fastpath is not None:
+                self.fastpath.fds.pop(vni, None)
+                self.fastpath.tap_fds.pop(vni, None)
+            if self.speaker is not None:
+                self.speaker.remove_network(new, vni, now)
+            self.switch.remove_segment(vni)
+            self._log_events()  # the speaker and the log hear of what left while the VNI is known
+            tap.close()
+            self.mtus.pop(vni, None)
+            self._announce.pop(vni, None)
+            self.device_macs.pop(f"network {net.name}", None)
+            log.info("network %s: vni %d removed, %s closed", net.name, vni, net.device)
+        for net, tap, mtu, mac in opened:
+            self._stack.callback(tap.close)
+            self._add_tap(net, tap, mtu, mac)
+            self._apply_static(net, None, now)
+            if self.speaker is not None:
+                self.speaker.add_network(new, net.vni, now)
+            loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
+                            net.vni, tap.fd)
+            self._log_network(net)
+        for was, net in plan.networks_changed:
+            self._apply_static(net, was, now)
+        if self.bgp is not None:
+            for address in plan.neighbors_removed:
+                self.bgp.remove_neighbor(address)
+            for nb in plan.neighbors_added:
+                self.bgp.add_neighbor(nb)
+        if plan.services_changed:
+            self._reload_services(new)
+        del old
+
+    def _attach_service_path(self) -> None:
+        """The userspace routed path rewrites packets to VIPs itself."""
+        assert self.services is not None and self.routed is not None
+        path = ServicePath(self.services.table, self.services.conntrack, self.config.services_network, (),
+                           self.switch.counters, emit=lambda packet: None)
+        self.routed.router.attach_services(path)
+        self.services.path = path
+
+    def _reload_services(self, new: Config) -> None:
+        if self.services is None:
+            self.services = Services(new, self.clock)
+            if self.routed is not None:
+                self._attach_service_path()
+            if self.kernel is not None:
+                self.kernel.services = self.services.table
+            if self.status_view is not None:
+                self.status_view.services_runtime = self.services
+            self._services_task = asyncio.get_running_loop().create_task(self.services.run())
+        self.services.load()
 
     async def _tick(self) -> None:
         """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""
         next_aging = self.clock() + AGING_TICK_S
         next_route_check = self.clock() + 1.0
+        next_vtep_check = self.clock() + VTEP_CHECK_S
         while True:
             tick = EVENTS_TICK_S if self.bgp is not None else AGING_TICK_S
             if self.switch.events or self._announce:  # an announcement is due before the next tick
@@ -411,8 +587,26 @@ class Daemon:
                 await self.kernel.step()
             if self._announce:
                 self._announce_addresses()
+            if self.config.node.vtep_interface is not None and self.clock() >= next_vtep_check:
+                next_vtep_check = self.clock() + VTEP_CHECK_S
+                await self._check_vtep_interface()
             if self.routed is not None and self.routed.router is not None and self.routed.router.replies:
                 self.routed.flush_replies()  # resets the service path sent outside a read
+
+    async def _check_vtep_interface(self) -> None:
+        """node.vtep_interface's addresses changed? Say so (log, status); the VTEP stays until a
+        restart binds again."""
+        node = self.config.node
+        async with Netlink() as nl:
+            now = await nl.global_addresses(node.vtep_interface, node.family)
+        shown = None if node.vtep in now else [str(a) for a in now]
+        if shown != self.status_view.vtep_interface_now:
+            if shown is None:
+                log.info("node.vtep_interface %s: holds %s again", node.vtep_interface, node.vtep)
+            else:
+                log.warning("node.vtep_interface %s: its addresses are now %s, not %s; the VTEP stays %s "
+                            "until a restart", node.vtep_interface, ", ".join(shown) or "none", node.vtep, node.vtep)
+            self.status_view.vtep_interface_now = shown
 
     def _announce_addresses(self) -> None:
         """A gratuitous ARP and an unsolicited neighbour advertisement for each TAP address whose
@@ -529,6 +723,7 @@ def device_macs(cfg: Config) -> dict[str, DeviceMac]:
     return plan_macs(cfg.node.name, devices, taken)
 
 
-def run(config: Config) -> None:
-    """Run a Daemon for `config` in a new event loop until it stops (the `overlayd` command)."""
-    asyncio.run(Daemon(config).run())
+def run(config: Config, config_path: str | None = None) -> None:
+    """Run a Daemon for `config` in a new event loop until it stops (the `overlayd` command);
+    SIGHUP reads `config_path` again."""
+    asyncio.run(Daemon(config, config_path=config_path).run())

@@ -92,9 +92,10 @@ class FastPath:
         pending: list = []  # frames of one size for one socket and destination list, sent in one sendmsg
         p_sock = p_targets = p_header = None
         p_size = 0
-        # The Switch's answer for the last IP frame, reused (and counted as it counts) while the
-        # next ones repeat its Ethernet header: nothing ran in between, so it would answer the
-        # same. IPv6 frames that may be neighbour discovery (next header ICMPv6) always ask it.
+        # The Switch's answer for the last unicast IP frame, reused (and counted as it counts)
+        # while the next ones repeat its Ethernet header: nothing ran in between, so it would
+        # answer the same. IPv6 frames that may be neighbour discovery (next header ICMPv6)
+        # always ask it, and so does every frame it floods: flooding has a rate limit to pass.
         c_key = c_header = c_targets = None
         c_v4 = False
         c_counts = (0, 0, 0, 0)
@@ -140,7 +141,8 @@ class FastPath:
                     continue
                 header, targets, flow = egress
                 ethertype = frame[12] << 8 | frame[13]
-                if n - skip >= 34 and ethertype in (0x0800, 0x86DD):  # never ARP; ND is checked above
+                if (n - skip >= 34 and ethertype in (0x0800, 0x86DD)  # never ARP; ND is checked above
+                        and counters.tx_flood_frames == before[1]):
                     c_key, c_header, c_targets, c_v4 = bytes(frame[:14]), header, targets, ethertype == 0x0800
                     c_counts = (counters.tx_unicast_frames - before[0], counters.tx_flood_frames - before[1],
                                 counters.tx_unknown_unicast_frames - before[2],

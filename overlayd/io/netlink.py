@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pyroute2 import AsyncIPRoute
+from pyroute2 import AsyncIPRoute, IPRoute
 
 from overlayd.config.fields import ifname_problem
 
@@ -41,6 +41,34 @@ def announce_changes(name: str) -> None:
             pass
 
 
+RT_SCOPE_UNIVERSE = 0  # a global address (not link-local, host or site)
+
+
+def global_addresses(addr_msgs, index: int, family: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Interface `index`'s global addresses of `family` (4 or 6), in the kernel's order."""
+    found = []
+    for msg in addr_msgs:
+        local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+        if msg["index"] == index and msg["scope"] == RT_SCOPE_UNIVERSE and local:
+            address = ipaddress.ip_address(local)
+            if address.version == family:
+                found.append(address)
+    return found
+
+
+def interface_address(name: str, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The first global IPv`family` address of interface `name` (`node.vtep_interface`);
+    LookupError naming what is missing."""
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)
+        if not index:
+            raise LookupError(f"{name}: no such interface on this host")
+        addresses = global_addresses(ipr.get_addr(family=2 if family == 4 else 10), index[0], family)
+    if not addresses:
+        raise LookupError(f"{name} has no global IPv{family} address")
+    return addresses[0]
+
+
 class Netlink:
     """An rtnetlink socket for the daemon's setup; use as `async with Netlink() as nl`."""
 
@@ -53,6 +81,14 @@ class Netlink:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._ipr.__aexit__(*exc)
+
+    async def global_addresses(self, name: str, family: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Interface `name`'s global addresses of `family` (none if it is gone)."""
+        index = await self._ipr.link_lookup(ifname=name)
+        if not index:
+            return []
+        msgs = [m async for m in await self._ipr.get_addr(family=2 if family == 4 else 10)]
+        return global_addresses(msgs, index[0], family)
 
     async def link_exists(self, name: str) -> bool:
         return bool(await self._ipr.link_lookup(ifname=name))

@@ -26,6 +26,7 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
     protection = {str(nb.address): (nb.password is not None, nb.ttl_security) for nb in speaker.config.bgp.neighbors}
     for address, peer in speaker.peers.items():
         stats = speaker.stats[address]
+        limit = speaker.prefix_limits[address]
         received = speaker.rib.paths_from(address)
         since = peer.established_since
         families = peer.negotiated.families if peer.negotiated else peer.config.families
@@ -52,6 +53,10 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "families": [family_name(f) for f in families],  # negotiated; configured while down
                 "end_of_rib_received": peer.negotiated is not None and stats.end_of_rib >= set(families),
                 "last_error": stats.last_error,
+                "max_prefixes": limit.limit,  # prefix_limit.py: routes_received is what it bounds
+                "max_prefixes_action": limit.action,
+                "prefixes_refused": limit.refused,
+                "max_prefix_teardowns": limit.teardowns,
                 "tcp_md5": protection.get(address, (False, False))[0],  # whether, never the key
                 "ttl_security": protection.get(address, (False, False))[1],
             }

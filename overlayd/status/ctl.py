@@ -31,10 +31,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
+    vtep = s["vtep"] + (f" (on {s['vtep_interface']})" if s.get("vtep_interface") else "")
     head = (
-        f"node {s['node']}  vtep {s['vtep']} port {s['vxlan_port']}  "
+        f"node {s['node']}  vtep {vtep} port {s['vxlan_port']}  "
         f"uptime {s['uptime_s']}s  fdb entries {s['fdb_entries']}"
     )
+    if s.get("vtep_interface_now") is not None:
+        now = ", ".join(s["vtep_interface_now"]) or "none"
+        head += (f"\nWARNING: {s['vtep_interface']}'s addresses are now {now}; overlayd goes on with "
+                 f"{s['vtep']} until a restart")
     rows = [
         (n["name"], n["vni"], n.get("backend", "userspace"),
          n["device"] + (f" + {n['vxlan_device']}" if n.get("vxlan_device") else ""),
@@ -52,6 +57,11 @@ def render_status(s: dict[str, Any]) -> str:
             f"\nbgp: AS {bgp['asn']}  router ID {bgp['router_id']}  "
             f"peers {bgp['peers_established']}/{bgp['peers']} established  rib paths {bgp['rib_paths']}"
         )
+        caps = [f"{m['neighbor']} {m['routes_received']}/{m['max_prefixes']} {m['max_prefixes_action']}"
+                + (f" ({m['prefixes_refused']} refused, {m['max_prefix_teardowns']} teardowns)"
+                   if m["prefixes_refused"] else "") for m in bgp.get("max_prefixes", ())]
+        if caps:
+            head += "\nbgp max prefixes: " + ", ".join(caps)
         if "pending_connections" in bgp:
             gr = bgp.get("graceful_restart_s")
             gr_text = f"{gr} s" if gr else "off"
@@ -104,9 +114,25 @@ def render_status(s: dict[str, Any]) -> str:
                  f"{metrics['refused_busy']} refused busy, {metrics['bad_requests']} bad requests")
     if not rows:
         return head
-    return head + "\n\n" + table(
+    out = head + "\n\n" + table(
         ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
     )
+    limits = [(n["name"], n["limits"]) for n in s["networks"] if n.get("limits")]
+    if limits:
+        out += "\n\n" + table(
+            ("NETWORK", "LOCAL MACS", "REFUSED FULL", "LEARN RATE", "REFUSED RATE", "LOCAL IPS", "REFUSED IPS",
+             "FLOOD RATE", "FLOOD DROPPED"),
+            [(name, f"{x['local_macs']}/{x['max_local_macs']}", x["refused_fdb_full"],
+              _rate(x["mac_learn_rate_per_s"], x["mac_learn_burst"], "/s"), x["refused_rate"],
+              f"{x.get('local_ips', 0)}/{x.get('max_local_ips')}", x.get("refused_ips", 0),
+              _rate(x["flood_rate_pps"], x["flood_burst"], " pps"), x["flood_dropped"]) for name, x in limits],
+        )
+    return out
+
+
+def _rate(rate: float | None, burst: float | None, unit: str) -> str:
+    """'1000/s burst 1000', or 'kernel' where the kernel does the work unbounded by overlayd."""
+    return "kernel" if rate is None else f"{rate:g}{unit} burst {burst:g}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -214,7 +240,7 @@ def render_clear(r: dict[str, Any]) -> str:
 
 
 def render_reload(r: Any) -> str:
-    return r if isinstance(r, str) else json.dumps(r, indent=2, sort_keys=True)
+    return f"reloaded {r['reloaded']}: {r['changes']}"
 
 
 def _status_socket_line(sock: dict[str, Any]) -> str:
@@ -248,7 +274,9 @@ CLEAR_TARGETS = {
     "peer": "reset the BGP session with a neighbor: Cease (administrative reset), its routes withdrawn, "
             "then it reconnects",
 }
-RELOAD_HELP = "root only: re-read the config file and apply it, as SIGHUP does"
+RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
+               "networks, static vteps/fdb and services change live; a file that does not load, or that "
+               "changes a key only a restart changes, is refused (exit 3) and the running config stays")
 
 
 def build_parser() -> argparse.ArgumentParser:

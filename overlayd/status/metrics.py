@@ -70,6 +70,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("arp_requests", "counter", ("outcome",),
            "ARP requests and IPv6 neighbour solicitations from TAP devices: suppressed (answered here from a "
            "remote binding) or forwarded (flooded as usual)"),
+    Family("mac_learn_refused", "counter", ("reason",),
+           "Local source MACs not learned nor announced: fdb_full (the network holds max_local_macs), rate "
+           "(past mac_learn_rate_per_s); their frames are forwarded"),
+    Family("ip_learn_refused", "counter", (), "Local IP bindings not made nor announced: the network holds max_local_ips"),
     Family("tso_superframes", "counter", (), "TCP super-frames (TSO) read from TAP devices and cut into frames"),
     Family("gro_superframes", "counter", (), "Super-frames written to TAP devices, each coalesced from several frames"),
     Family("routed_packets", "counter", ("direction",),
@@ -138,6 +142,9 @@ DATAPLANE: dict[str, tuple[str, dict[str, str]]] = {
     "rx_datagrams": ("vxlan_datagrams", {"direction": "rx"}),
     "tx_arp_suppressed": ("arp_requests", {"outcome": "suppressed"}),
     "tx_arp_flooded": ("arp_requests", {"outcome": "forwarded"}),
+    "learn_refused_fdb_full": ("mac_learn_refused", {"reason": "fdb_full"}),
+    "learn_refused_rate": ("mac_learn_refused", {"reason": "rate"}),
+    "learn_refused_ips": ("ip_learn_refused", {}),
     "tx_tso_superframes": ("tso_superframes", {}),
     "rx_gro_superframes": ("gro_superframes", {}),
     "tx_routed_packets": ("routed_packets", {"direction": "tx"}),

@@ -18,6 +18,7 @@ SO_PEERCRED) and `handle_line` refuses those two otherwise, with code
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -140,7 +141,30 @@ def _clear(view: NodeView, args: dict[str, str], now: float) -> Any:
 def handle_line(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
     """One request line in, one reply line out. Never raises on bad input.
 
-    `privileged`: the client may change state (PRIVILEGED_COMMANDS); the server decides it."""
+    `privileged`: the client may change state (PRIVILEGED_COMMANDS); the server decides it.
+    A command whose handler answers later (`reload`) needs `handle_line_async`."""
+    reply = _handle(line, view, now, privileged)
+    if not isinstance(reply, str):
+        getattr(reply[1], "close", lambda: None)()  # a coroutine never awaited
+        return _error("not_supported", f"{reply[0]} answers asynchronously: the server awaits it")
+    return reply
+
+
+async def handle_line_async(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
+    """As `handle_line`, awaiting a handler that answers later (`reload`)."""
+    reply = _handle(line, view, now, privileged)
+    if isinstance(reply, str):
+        return reply
+    command, pending = reply
+    try:
+        result = await pending
+    except StatusError as err:
+        return _error(err.code, str(err))
+    return _reply(True, command=command, result=result)
+
+
+def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | tuple[str, Any]:
+    """A reply line, or (command, the awaitable its result comes from)."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
@@ -165,6 +189,8 @@ def handle_line(line: str | bytes, view: NodeView, now: float, privileged: bool 
         result = _dispatch(view, command, args, now)
     except StatusError as err:
         return _error(err.code, str(err))
+    if inspect.isawaitable(result):
+        return command, result
     return _reply(True, command=command, result=result)
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from overlayd.status.protocol import MAX_LINE_BYTES, NodeView, error_reply, handle_line
+from overlayd.status.protocol import MAX_LINE_BYTES, NodeView, error_reply, handle_line_async
 
 log = logging.getLogger("overlayd.status")
 
@@ -232,7 +232,7 @@ class StatusServer:
                 await self._drain(writer)
                 return
             client.idle_since = None
-            reply = handle_line(line, self._view, self._clock(), privileged=privileged)
+            reply = await handle_line_async(line, self._view, self._clock(), privileged=privileged)
             if not privileged and reply.startswith(_NOT_PERMITTED):
                 self.counters["refused_not_permitted"] += 1
                 if self.counters["refused_not_permitted"] == 1 or log.isEnabledFor(logging.DEBUG):

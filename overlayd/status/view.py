@@ -40,6 +40,8 @@ class SwitchView:
         self.metrics_server: Any = None  # io.metrics.MetricsServer, with `metrics:`
         self.after_change: Callable[[], None] | None = None
         self.reload_hook: Callable[[], Any] | None = None
+        # node.vtep_interface's addresses as last read, when node.vtep is no longer one of them
+        self.vtep_interface_now: list[str] | None = None
 
     def status(self, now: float) -> dict[str, Any]:
         node = self.config.node
@@ -58,11 +60,14 @@ class SwitchView:
                     "backend": net.backend,
                     "mac_source": self._mac_source(f"network {net.name}"),
                     "vxlan_device": net.vxlan_device if net.backend == "kernel" else None,
+                    "limits": self._limits(net.vni),
                 }
             )
         return {
             "node": node.name,
             "vtep": str(node.vtep),
+            "vtep_interface": node.vtep_interface,  # where node.vtep was found at start, if configured so
+            "vtep_interface_now": self.vtep_interface_now,  # its addresses, once node.vtep is not one
             "vxlan_port": node.vxlan_port,
             "uptime_s": round(now - self.started, 1),
             "fdb_entries": len(self.switch.fdb),
@@ -74,6 +79,29 @@ class SwitchView:
             "services": self._services_summary(now),
             "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
             "metrics": self.metrics_server.summary() if self.metrics_server is not None else None,
+        }
+
+    def _limits(self, vni: int) -> dict[str, Any] | None:
+        """The bounds a network runs with (README "Limits and security") and how often they bit;
+        a rate of None is not limited here (a kernel segment's bridge learns and floods)."""
+        sw = self.switch
+        limit = sw.fdb.local_limits.get(vni)
+        if limit is None:
+            return None
+        learn, flood = limit.bucket, sw.segment(vni).flood_bucket
+        return {
+            "max_local_macs": limit.max_macs,
+            "local_macs": sw.fdb.local_count(vni),
+            "refused_fdb_full": limit.refused_full,
+            "max_local_ips": sw.neighbors.local_limits.get(vni),
+            "local_ips": sw.neighbors.local_count(vni),
+            "refused_ips": sw.neighbors.refused.get(vni, 0),
+            "mac_learn_rate_per_s": learn.rate_per_s if learn else None,
+            "mac_learn_burst": learn.burst if learn else None,
+            "refused_rate": limit.refused_rate,
+            "flood_rate_pps": flood.rate_per_s if flood else None,
+            "flood_burst": flood.burst if flood else None,
+            "flood_dropped": flood.refused if flood else 0,
         }
 
     def _mac_source(self, role: str) -> str | None:
@@ -183,6 +211,8 @@ class SwitchView:
             "peers_established": sum(1 for p in peers if p["state"] == "Established"),
             "peers": len(peers),
             "rib_paths": sum(1 for _ in sp.rib),
+            "max_prefixes": [{k: p[k] for k in ("neighbor", "routes_received", "max_prefixes", "max_prefixes_action",
+                                                "prefixes_refused", "max_prefix_teardowns")} for p in peers],
             "graceful_restart_s": sp.restart_time_s,  # ours; None: not advertised (no helper either)
             "pending_connections": sp.pending_connections(),  # in the OPEN exchange
             "max_pending_connections": sp.max_pending_connections,
@@ -321,7 +351,7 @@ class SwitchView:
 
     def reload(self, now: float) -> Any:
         if self.reload_hook is None:
-            raise StatusError("not_supported", "reload is not supported yet by this overlayd: restart it to "
+            raise StatusError("not_supported", "this status view has no daemon to reload: restart overlayd to "
                                                "apply a changed config")
         return self.reload_hook()
 

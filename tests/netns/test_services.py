@@ -200,6 +200,24 @@ def test_a_services_file_change_is_applied_without_touching_other_flows(site: Si
     assert {r["name"] for r in site.query(0, "services")} >= {"file", "file2"}
 
 
+def test_a_sighup_changes_the_configs_services_and_leaves_the_other_flows(site: Site):
+    before = {(f["client"], f["backend"]) for f in site.query(0, "conntrack", service="dns")}
+    cfg = site.config(0)
+    for spec in cfg["services"]:
+        if spec["name"] == "empty":
+            spec["backends"] = [f"{pod_ip(0)}:8080"]
+    cfg["services"].append({"name": "hup", "vip": "10.96.0.30", "port": 80, "backends": [f"{pod_ip(2)}:8080"]})
+    line = site.nodes[0].reload(cfg)
+    assert "applied: services" in line, line
+    assert {a[0] for a in site.clients(0, "tcp", "10.96.0.30", 80, 3)["answers"]} == {"pod3"}
+    got = site.clients(0, "tcp", "10.96.0.99", 80, 3)  # refused until now: no backends
+    assert {a[0] for a in got["answers"]} == {"pod1"} and not got["refused"], got
+    assert before <= {(f["client"], f["backend"]) for f in site.query(0, "conntrack", service="dns")}
+    assert "applied: services" in site.nodes[0].reload(site.config(0))
+    assert "hup" not in {r["name"] for r in site.query(0, "services")}
+    assert site.clients(0, "tcp", "10.96.0.99", 80, 2)["refused"] == 2
+
+
 def test_a_dead_backend_stops_getting_connections_within_its_checks(site: Site):
     victim = 2
     server = site.servers[victim]

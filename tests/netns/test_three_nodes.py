@@ -101,34 +101,71 @@ def test_fdb_lists_remote_macs_behind_their_vteps_and_own_mac_as_local(overlay: 
     assert any(overlay.macs[1] in line and overlay.vtep(1) in line for line in text.splitlines())
 
 
+EXPERIMENTAL = 0x88B5  # the crafted frames' ethertype: nothing else in the overlay uses it
+PER_CASE = 20
+
+
+def count_pcap_records(path: Path) -> int:
+    """How many packets a pcap file (tcpdump -w) holds."""
+    data = path.read_bytes()
+    at, n = 24, 0  # global header, then (16-byte record header + captured bytes) per packet
+    while at + 16 <= len(data):
+        at += 16 + struct.unpack_from("<I", data, at + 8)[0]
+        n += 1
+    return n
+
+
 def test_bad_vxlan_datagrams_are_dropped_and_counted_by_reason(overlay: Overlay):
-    node = overlay.nodes[0]
-    forged_src = "02:00:00:00:0d:0d"
-    frame = (bytes.fromhex(overlay.macs[0].replace(":", ""))
-             + bytes.fromhex(forged_src.replace(":", "")) + b"\x88\xb5" + b"x" * 46)
+    """Every drop of Switch.from_vxlan, from a stranger on the underlay (d) or from a peer (b):
+    nothing reaches the TAP, the FDB is unchanged, each reason's counter moves by what was sent."""
+    node, peer, stranger = overlay.nodes[0], overlay.hosts[1], overlay.outsider
+    assert overlay.hosts[0].ping(overlay_ip(1)) and overlay.hosts[2].ping(overlay_ip(1))  # the FDB knows b's MAC
+    own = bytes.fromhex(overlay.macs[0].replace(":", ""))
+    victim = bytes.fromhex(overlay.macs[1].replace(":", ""))  # b's TAP MAC, which a's FDB places at b
+
+    def inner(src: bytes, dst: bytes = own) -> bytes:
+        return dst + src + EXPERIMENTAL.to_bytes(2, "big") + b"x" * 46
 
     def vxlan(word0: int, vni: int, low: int = 0) -> bytes:
         return struct.pack("!II", word0, vni << 8 | low)
 
-    datagrams = {
-        "rx_drop_i_flag_clear": vxlan(0, VNI) + frame,
-        "rx_drop_reserved_bits": vxlan(0x88 << 24, VNI) + frame,  # I + the GBP G bit
-        "rx_drop_unknown_vni": vxlan(0x08 << 24, VNI + 1) + frame,
-        "rx_drop_unknown_vtep": vxlan(0x08 << 24, VNI) + frame,  # valid, but from d
-        "rx_drop_runt": vxlan(0x08 << 24, VNI) + frame[:10],
+    ok = vxlan(0x08 << 24, VNI)
+    from_stranger = {
+        "rx_drop_runt": [ok + inner(victim)[:10]],
+        "rx_drop_i_flag_clear": [vxlan(0, VNI) + inner(victim)],
+        "rx_drop_reserved_bits": [vxlan(0x88 << 24, VNI) + inner(victim),  # I + the GBP G bit
+                                  vxlan(0x08 << 24, VNI, low=1) + inner(victim)],  # the byte after the VNI
+        "rx_drop_unknown_vni": [vxlan(0x08 << 24, VNI + 1) + inner(victim)],
+        # valid VXLAN from a VTEP in no flood list, carrying the victim's MAC: unicast and broadcast
+        "rx_drop_unknown_vtep": [ok + inner(victim), ok + inner(victim, b"\xff" * 6)],
     }
+    from_peer = {  # from b, a VTEP a accepts: the inner frame's checks
+        "rx_drop_bad_src_mac": [ok + inner(b"\x01\x00\x5e\x00\x00\x01"), ok + inner(bytes(6))],
+        "rx_drop_own_mac": [ok + inner(own, b"\xff" * 6)],
+    }
+    expected = {name: PER_CASE * len(d) for name, d in (from_stranger | from_peer).items()}
+    fdb_before = {(r["mac"], r["where"], r["learned"]) for r in node.ctl("fdb")}
     before = node.counters()
-    overlay.outsider.run(sys.executable, udp_send.__file__, overlay.vtep(0), "4789",
-                         *(d.hex() for d in datagrams.values()))
-    wait_for(lambda: node.counters()["rx_datagrams"] >= before["rx_datagrams"] + len(datagrams),
-             timeout=5, what="the daemon to read the crafted datagrams")
+    capture = overlay.hosts[0].capture(overlay.lab.tmpdir / "drops.pcap", f"ether proto {EXPERIMENTAL:#x}",
+                                       iface=DEVICE)
+    try:
+        for sender, cases in ((stranger, from_stranger), (peer, from_peer)):
+            hexes = [d.hex() for datagrams in cases.values() for d in datagrams for _ in range(PER_CASE)]
+            sender.run(sys.executable, udp_send.__file__, overlay.vtep(0), "4789", *hexes)
+        wait_for(lambda: node.counters()["rx_datagrams"] >= before["rx_datagrams"] + sum(expected.values()),
+                 timeout=5, what="the daemon to read the crafted datagrams")
+    finally:
+        capture.stop()
     moved = delta(before, node.counters())
     drops = {k: v for k, v in moved.items() if k.startswith("rx_drop_")}
-    assert drops == {name: 1 for name in datagrams}, moved
+    print(f"\nsent {sum(expected.values())} bad datagrams ({PER_CASE} per case); counted: {drops}")
+    assert drops == expected, moved
     # Every datagram read is one of ours, or a frame the kernels of B and C sent meanwhile
     # (an ARP refresh), which is delivered, not dropped.
-    assert moved["rx_datagrams"] == len(datagrams) + moved.get("rx_frames", 0), moved
-    assert forged_src not in {r["mac"] for r in node.ctl("fdb")}
+    assert moved["rx_datagrams"] == sum(expected.values()) + moved.get("rx_frames", 0), moved
+    assert count_pcap_records(capture.path) == 0, "a crafted frame reached the TAP"
+    assert {(r["mac"], r["where"], r["learned"]) for r in node.ctl("fdb")} == fdb_before
+    assert (overlay.macs[1], overlay.vtep(1), "data") in fdb_before  # the victim's entry, untouched
 
 
 # -- one daemon's lifecycle -------------------------------------------------------------

@@ -40,17 +40,17 @@ def test_missing_config_exits_2(tmp_path, capsys):
 
 def test_runs_the_daemon_and_maps_setup_failure_to_3(config_file, monkeypatch):
     ran = []
-    monkeypatch.setattr(daemon, "run", lambda config: ran.append(config.node.name))
+    monkeypatch.setattr(daemon, "run", lambda config, path: ran.append((config.node.name, path)))
     assert cli.main(["-c", str(config_file)]) == 0
-    assert ran == ["n1"]
+    assert ran == [("n1", str(config_file))]  # the file SIGHUP reads again
 
-    def fails(config):
+    def fails(config, path):
         raise daemon.SetupError("node.vtep: 10.0.0.1 is not assigned to any interface on this host")
 
     monkeypatch.setattr(daemon, "run", fails)
     assert cli.main(["-c", str(config_file)]) == cli.EXIT_SETUP == 3
 
-    def not_root(config):
+    def not_root(config, path):
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(daemon, "run", not_root)

@@ -49,6 +49,11 @@ def test_minimal_config_gets_the_documented_defaults():
     (net,) = cfg.networks
     assert (net.name, net.vni, net.device) == ("blue", 100, "blue0")
     assert (net.address, net.mac, net.mtu, net.vteps, net.fdb) == (None, None, None, (), ())
+    limits = (net.max_local_macs, net.mac_learn_rate_per_s, net.mac_learn_burst, net.flood_rate_pps, net.flood_burst,
+              net.max_local_ips)
+    print(f"\nnetwork limits by default: max_local_macs {limits[0]}, mac_learn_rate_per_s {limits[1]:g} "
+          f"burst {limits[2]}, flood_rate_pps {limits[3]:g} burst {limits[4]}, max_local_ips {limits[5]}")
+    assert limits == (8192, 1000, 1000, 2000, 2000, 16384)
 
 
 @pytest.mark.parametrize(
@@ -168,6 +173,19 @@ CASES = [
      r"^networks\[0\]\.mac: write the MAC in quotes"),
     ("fdb-vtep-missing", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02"}]),
      r"^networks\[0\]\.fdb\[0\]\.vtep: required but missing$"),
+    ("max-local-macs-zero", _set(["networks", 0, "max_local_macs"], 0),
+     r"^networks\[0\]\.max_local_macs: .*greater than or equal to 1"),
+    ("max-local-ips-zero", _set(["networks", 0, "max_local_ips"], 0), r"^networks\[0\]\.max_local_ips: "),
+    ("learn-rate-zero", _set(["networks", 0, "mac_learn_rate_per_s"], 0), r"^networks\[0\]\.mac_learn_rate_per_s: "),
+    ("learn-burst-zero", _set(["networks", 0, "mac_learn_burst"], 0), r"^networks\[0\]\.mac_learn_burst: "),
+    ("flood-rate-negative", _set(["networks", 0, "flood_rate_pps"], -5), r"^networks\[0\]\.flood_rate_pps: "),
+    ("flood-burst-not-a-number", _set(["networks", 0, "flood_burst"], "lots"), r"^networks\[0\]\.flood_burst: "),
+    ("max-prefixes-action", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": {"limit": 10, "action": "drop"}}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.action: Input should be 'warn' or 'teardown'"),
+    ("max-prefixes-zero", _set(["bgp"], {"asn": 65000, "neighbors": [
+        {"address": "10.0.0.2", "asn": 65000, "max_prefixes": 0}]}),
+     r"^bgp\.neighbors\[0\]\.max_prefixes\.limit: .*greater than or equal to 1"),
     ("fdb-unknown-key", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02", "vtep": "10.0.0.2", "via": 1}]),
      r"^networks\[0\]\.fdb\[0\]\.via: unknown key$"),
     ("metrics-host-name", _set(["metrics"], {"listen": "localhost:9477"}),
@@ -295,3 +313,51 @@ def test_readme_bgp_and_routing_examples_load():
     cfg = parse_config({"node": {"vtep": "10.0.0.1"}, **bgp, **routing})
     assert cfg.bgp.neighbors[0].families == ("evpn",)
     assert str(cfg.routing.subnet6) == "fd00:244:0:1::/64" and cfg.routing.route_target == "65000:1"
+
+
+def test_on_stop_is_remove_unless_keep_is_asked_for_and_nothing_else_is_taken():
+    assert parse_config(MINIMAL).node.on_stop == "remove"
+    assert parse_config(with_changes(lambda d: d["node"].update(on_stop="keep"))).node.on_stop == "keep"
+    assert "node.on_stop" in error_of(with_changes(lambda d: d["node"].update(on_stop="leave")))
+
+
+# -- node.vtep_interface ----------------------------------------------------------------------
+
+
+def on_interface(**node) -> dict:
+    doc = copy.deepcopy(MINIMAL)
+    del doc["node"]["vtep"]
+    doc["node"].update(node)
+    return doc
+
+
+def finder(addresses: dict):
+    """A fake vtep_of: (interface, family) -> address, LookupError otherwise."""
+    def vtep_of(name: str, family: int):
+        if (name, family) not in addresses:
+            raise LookupError(f"{name} has no global IPv{family} address")
+        return addresses[name, family]
+    return vtep_of
+
+
+def test_the_vtep_is_the_first_global_address_of_its_interface_in_its_family():
+    find = finder({("bond0.100", 4): "10.0.0.9", ("bond0.100", 6): "fd00::9"})
+    cfg = parse_config(on_interface(vtep_interface="bond0.100"), find)
+    assert (str(cfg.node.vtep), cfg.node.vtep_interface, cfg.node.vtep_family) == ("10.0.0.9", "bond0.100", "ipv4")
+    cfg = parse_config(on_interface(vtep_interface="bond0.100", vtep_family="ipv6"), find)
+    assert str(cfg.node.vtep) == "fd00::9"
+
+
+@pytest.mark.parametrize("node, vtep_of, message", [
+    ({"vtep_interface": "eth0", "vtep": "10.0.0.1"}, None, "node.vtep_interface: give node.vtep or node.vtep_interface, not both"),
+    ({"vtep_interface": "eth9"}, finder({}), "node.vtep_interface: eth9 has no global IPv4 address"),
+    ({"vtep_interface": "eth0"}, None, "node.vtep_interface: eth0: its address can only be found on the host"),
+    ({"vtep_interface": "a/b"}, finder({}), "node.vtep_interface: "),
+    ({"vtep_interface": "eth0", "vtep_family": "ipx"}, finder({}), "node.vtep_family: "),
+    ({"vtep_interface": "eth0", "vtep_family": "ipv6"}, finder({("eth0", 6): "10.0.0.1"}), "node.vtep_family: eth0's address 10.0.0.1 is not ipv6"),
+    ({}, None, "node.vtep: required"),
+])
+def test_a_vtep_interface_that_cannot_give_an_address_is_an_error_naming_it(node, vtep_of, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(on_interface(**node), vtep_of)
+    assert str(err.value).startswith(message), str(err.value)

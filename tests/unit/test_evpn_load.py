@@ -56,3 +56,25 @@ def test_gobgp_neighbors_take_their_families():
         Neighbor("10.0.0.3", 65000)]))
     names = [[f["config"]["afi-safi-name"] for f in nb["afi-safis"]] for nb in config["neighbors"]]
     assert names == [["ipv4-unicast"], ["l2vpn-evpn"]]
+
+
+def test_macs_are_sequential_or_random_unicast_locally_administered_and_reproducible():
+    from tools.evpn_load import OUT_MAC_BASE, source_macs
+
+    assert list(source_macs(3, first=5)) == [(OUT_MAC_BASE + i).to_bytes(6, "big") for i in (5, 6, 7)]
+    macs = list(source_macs(10_000, seed=1))
+    assert macs == list(source_macs(10_000, seed=1)) and macs != list(source_macs(10_000, seed=2))
+    assert all(m[0] & 0x03 == 0x02 for m in macs)  # unicast, locally administered
+    assert len(set(macs)) == len(macs)
+
+
+def test_the_last_notification_is_found_at_the_end_of_what_the_peer_sent():
+    from overlayd.wire.bgp.messages import Keepalive, Notification
+    from tools.evpn_load import last_notification
+
+    ka = encode_message(Keepalive())
+    cease = encode_message(Notification(6, 1, b""))
+    assert last_notification(ka * 3) is None
+    assert last_notification(ka[5:] + ka + cease) == "cease/maximum number of prefixes reached"
+    assert last_notification(cease + ka) == "cease/maximum number of prefixes reached"
+    assert last_notification(cease[:-1]) is None  # cut short: not there yet

@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from overlayd.fabric.fdb import Fdb, MacLearned, MacMoved, MacRemoved, Source
+from overlayd.fabric.fdb import Fdb, MacLearned, MacMoved, MacRefused, MacRemoved, Source
 
 A, B = "10.0.0.2", "10.0.0.3"
 MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
@@ -35,14 +35,22 @@ class Row:
 
 class NaiveFdb:
     """Rows in a list. Who may overwrite whom: a source of equal or higher rank,
-    and a MAC seen locally replaces what BGP said (the host moved here)."""
+    and a MAC seen locally replaces what BGP said (the host moved here). A VNI
+    in `max_local` holds at most that many local rows: one more is refused."""
 
     RANK = {Source.LOCAL: 0, Source.DATA: 0, Source.BGP: 1, Source.STATIC: 2}
     AGES = {Source.LOCAL, Source.DATA}
 
-    def __init__(self, aging_s: float):
+    def __init__(self, aging_s: float, max_local: dict[int, int] | None = None):
         self.aging_s = aging_s
         self.rows: list[Row] = []
+        self.max_local = max_local or {}
+
+    def local_rows(self, vni):
+        return [r for r in self.rows if r.vni == vni and r.source == Source.LOCAL]
+
+    def full(self, vni):
+        return vni in self.max_local and len(self.local_rows(vni)) >= self.max_local[vni]
 
     def find(self, vni, mac):
         for row in self.rows:
@@ -53,6 +61,8 @@ class NaiveFdb:
     def learn(self, vni, mac, vtep, source, now):
         row = self.find(vni, mac)
         if row is None:
+            if source == Source.LOCAL and self.full(vni):
+                return MacRefused.FULL
             self.rows.append(Row(vni, mac, vtep, source, now))
             return MacLearned(vni, mac, vtep, source)
         if (row.vtep, row.source) == (vtep, source):
@@ -61,6 +71,8 @@ class NaiveFdb:
         moved_here = source == Source.LOCAL and row.source == Source.BGP
         if self.RANK[source] < self.RANK[row.source] and not moved_here:
             return None
+        if source == Source.LOCAL and row.source != Source.LOCAL and self.full(vni):
+            return MacRefused.FULL
         change = MacMoved(vni, mac, row.vtep, row.source, vtep, source)
         row.vtep, row.source, row.updated = vtep, source, now
         return change
@@ -103,7 +115,8 @@ class FdbMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.fdb = Fdb(aging_s=AGING)
-        self.model = NaiveFdb(AGING)
+        self.fdb.limit_local(1, max_macs=2)  # VNI 1: at most 2 local MACs of the 3; VNI 2 unbounded
+        self.model = NaiveFdb(AGING, max_local={1: 2})
         self.now = 0
 
     @rule(step=st.integers(0, 60))
@@ -146,6 +159,9 @@ class FdbMachine(RuleBasedStateMachine):
         assert len(self.fdb) == len(self.model.rows)
         counts = Counter((r.vni, r.source) for r in self.model.rows)
         assert +self.fdb.counts == counts  # (+: without the keys that went back to 0)
+        for vni in (1, 2):
+            assert self.fdb.local_count(vni) == len(self.model.local_rows(vni))
+        assert self.fdb.local_count(1) <= 2
 
     @invariant()
     def lookups_agree(self):
@@ -270,3 +286,69 @@ def test_iterating_is_a_snapshot():
 def test_aging_must_be_positive(aging):
     with pytest.raises(ValueError, match="aging_s"):
         Fdb(aging_s=aging)
+
+
+# -- bounds on local entries ----------------------------------------------------------------
+
+
+def macs(n: int, base: int = 0x020500000000) -> list[bytes]:
+    return [(base + i).to_bytes(6, "big") for i in range(n)]
+
+
+def test_a_full_vni_refuses_new_local_macs_keeps_and_refreshes_the_old_ones():
+    fdb = Fdb(aging_s=AGING)
+    limit = fdb.limit_local(1, max_macs=3)
+    first, extra = macs(3), macs(2, base=0x020600000000)
+    assert all(isinstance(fdb.learn(1, m, None, Source.LOCAL, 0), MacLearned) for m in first)
+    assert [fdb.learn(1, m, None, Source.LOCAL, 1) for m in extra] == [MacRefused.FULL] * 2
+    assert fdb.local_count(1) == 3 and limit.refused_full == 2
+    assert all(fdb.learn(1, m, None, Source.LOCAL, 50) is None for m in first)  # refreshed, not refused
+    assert fdb.expire(now=120) == []  # the refresh counted
+    # other sources and other VNIs are not bounded by it
+    assert isinstance(fdb.learn(1, extra[0], A, Source.BGP, 2), MacLearned)
+    assert isinstance(fdb.learn(2, extra[0], None, Source.LOCAL, 2), MacLearned)
+    # a MAC moving here from a remote VTEP would be one more local entry: refused, stays remote
+    assert fdb.learn(1, extra[0], None, Source.LOCAL, 3) is MacRefused.FULL
+    assert fdb.get(1, extra[0]).vtep == A
+    # a local entry that ages out makes room
+    fdb.learn(1, first[0], None, Source.LOCAL, 200)
+    gone = fdb.expire(now=200 + AGING - 1)
+    assert sorted(r.mac for r in gone if r.vni == 1) == first[1:]
+    assert fdb.local_count(1) == 1
+    assert isinstance(fdb.learn(1, extra[1], None, Source.LOCAL, 300), MacLearned)
+
+
+def test_exempt_macs_are_never_refused():
+    fdb = Fdb()
+    own = b"\x02\x00\x00\x00\x0a\x01"
+    fdb.limit_local(1, max_macs=1, rate_per_s=1, burst=1, exempt={own})
+    assert isinstance(fdb.learn(1, MAC1, None, Source.LOCAL, 0), MacLearned)
+    assert isinstance(fdb.learn(1, own, None, Source.LOCAL, 0), MacLearned)
+    assert fdb.local_count(1) == 2
+
+
+def test_new_local_macs_are_rate_limited_per_vni_by_a_token_bucket():
+    fdb = Fdb(aging_s=10_000)
+    limit = fdb.limit_local(1, max_macs=1000, rate_per_s=10, burst=5, now=0.0)
+    got = [fdb.learn(1, m, None, Source.LOCAL, 0.0) for m in macs(8)]
+    assert [isinstance(c, MacLearned) for c in got] == [True] * 5 + [False] * 3
+    assert got[5:] == [MacRefused.RATE] * 3 and limit.refused_rate == 3
+    # a refused MAC is learned once it sends again after the bucket refilled
+    assert isinstance(fdb.learn(1, macs(8)[5], None, Source.LOCAL, 0.1), MacLearned)
+    # a second of random MACs at 10,000/s: the rate (plus nothing: the burst was spent) gets in
+    learned = sum(isinstance(fdb.learn(1, m, None, Source.LOCAL, 0.1 + i / 10_000), MacLearned)
+                  for i, m in enumerate(macs(10_000, base=0x020700000000)))
+    print(f"\n10,000 new MACs in 1 s at 10/s, burst 5: {learned} learned, {limit.refused_rate} refused by rate")
+    assert 9 <= learned <= 11
+    assert fdb.local_count(1) == 6 + learned
+
+
+def test_a_new_limit_keeps_the_refusal_counts_and_the_entries():
+    fdb = Fdb()
+    fdb.limit_local(1, max_macs=1, rate_per_s=100)
+    fdb.learn(1, MAC1, None, Source.LOCAL, 0)
+    fdb.learn(1, MAC2, None, Source.LOCAL, 0)
+    limit = fdb.limit_local(1, max_macs=1, rate_per_s=200)
+    assert limit.refused_full == 1 and fdb.local_count(1) == 1
+    with pytest.raises(ValueError):
+        fdb.limit_local(1, max_macs=0)

@@ -120,3 +120,11 @@ def test_restarting_side_sends_the_r_bit_until_its_end_of_rib_then_not_any_more(
     n.connect(peer_caps(RESTART_S))
     opens = [m for m in n.received if isinstance(m, Open)]
     assert opens[-1].capabilities[-1] == GracefulRestart(RESTART_S, False, ((25, 70, False),))
+
+
+def test_the_f_bit_is_set_only_once_the_io_side_says_the_kernel_kept_forwarding():
+    n = Scripted(graceful_restart_s=RESTART_S)
+    n.speaker.preserve_forwarding()  # before the sessions start, as the daemon does
+    n.connect(peer_caps(RESTART_S))
+    opens = [m for m in n.received if isinstance(m, Open)]
+    assert opens[-1].capabilities[-1] == GracefulRestart(RESTART_S, True, ((25, 70, True),))

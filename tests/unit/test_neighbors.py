@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.neighbors import (
+    LOCAL_FULL,
     Neighbors,
     NeighborLearned,
     NeighborMoved,
@@ -123,14 +124,19 @@ def test_data_plane_learning_is_not_a_binding_source_and_aging_must_be_positive(
 
 
 class Model:
-    """A flat dict (vni, ip, source) -> (mac, updated); everything done the slow, obvious way."""
+    """A flat dict (vni, ip, source) -> (mac, updated); everything done the slow, obvious way.
+    `limits`: VNI -> the most local bindings it may hold."""
 
-    def __init__(self, aging_s: float):
+    def __init__(self, aging_s: float, limits: dict | None = None):
         self.aging_s = aging_s
+        self.limits = limits or {}
         self.d: dict = {}
 
     def learn(self, vni, ip, mac, source, now):
         old = self.d.get((vni, ip, source))
+        if old is None and source is Source.LOCAL and vni in self.limits:
+            if sum(1 for (v, _, s) in self.d if v == vni and s is Source.LOCAL) >= self.limits[vni]:
+                return LOCAL_FULL
         self.d[(vni, ip, source)] = (mac, now)
         if old is None:
             return NeighborLearned(vni, ip, mac, source)
@@ -182,9 +188,11 @@ op = st.one_of(
 
 
 @settings(max_examples=300)
-@given(ops=st.lists(op, max_size=60))
-def test_table_agrees_with_naive_model(ops):
-    table, model = Neighbors(aging_s=5.0), Model(aging_s=5.0)
+@given(ops=st.lists(op, max_size=60), limit=st.none() | st.integers(1, 4))
+def test_table_agrees_with_naive_model(ops, limit):
+    table, model = Neighbors(aging_s=5.0), Model(aging_s=5.0, limits={100: limit} if limit else None)
+    if limit:  # VNI 100's local bindings capped (max_local_ips), VNI 200's not
+        table.limit_local(100, limit)
     now = 0.0
     for o in ops:
         match o:
@@ -199,6 +207,7 @@ def test_table_agrees_with_naive_model(ops):
                 assert table.expire(now) == model.expire(now)
         assert len(table) == len(model.d)
         assert +table.counts == Counter((v, s) for v, _, s in model.d)  # (+: without the keys back at 0)
+        assert table.local_count(100) == sum(1 for (v, _, src) in model.d if v == 100 and src is Source.LOCAL)
         for v in (100, 200):
             for i in IPS:
                 got = table.lookup(v, i)

@@ -216,6 +216,9 @@ def view() -> SwitchView:
     sw.add_segment(100, "blue", own_macs=[BLUE_MAC])
     sw.add_segment(200, "red")
     for net in CONFIG.networks:
+        sw.set_limits(net.vni, max_local_macs=net.max_local_macs, learn_rate_per_s=net.mac_learn_rate_per_s,
+                      learn_burst=net.mac_learn_burst, flood_rate_pps=net.flood_rate_pps,
+                      flood_burst=net.flood_burst, now=100.0, max_local_ips=net.max_local_ips)
         for vtep in net.vteps:
             sw.add_flood_vtep(net.vni, str(vtep), Source.STATIC)
         for entry in net.fdb:
@@ -339,7 +342,33 @@ def test_render_status(view):
         "NETWORK  VNI  BACKEND    DEVICE  MTU   MAC                ADDRESS           FLOOD LIST",
         "blue     100  userspace  blue0   1450  c2:40:b2:ec:d9:c8  192.168.100.1/24  10.0.0.2, 10.0.0.3",
         "red      200  userspace  red0    -     -                  -                 (none)",
+        "",
+        "NETWORK  LOCAL MACS  REFUSED FULL  LEARN RATE         REFUSED RATE  LOCAL IPS  REFUSED IPS  FLOOD RATE"
+        "           FLOOD DROPPED",
+        "blue     1/8192                 0  1000/s burst 1000             0  0/16384              0  2000 pps burst"
+        " 2000              0",
+        "red      0/8192                 0  1000/s burst 1000             0  0/16384              0  2000 pps burst"
+        " 2000              0",
     ]
+
+
+def test_status_shows_each_networks_limits_with_their_defaults_and_what_they_refused(view):
+    sw = view.switch
+    sw.set_limits(200, max_local_macs=2, learn_rate_per_s=1, learn_burst=1, flood_rate_pps=1, flood_burst=1, now=0.0)
+    sw.add_flood_vtep(200, "10.0.0.2", Source.STATIC)
+    for i in range(4):  # three new MACs at once: the first learned, then one refused by the rate, ...
+        src = bytes.fromhex(f"0200000003{i:02x}")
+        sw.from_tap(200, b"\xff" * 6 + src + b"\x88\xb5x", now=100.0 + 10 * (i >= 2))
+    red = view.status(now=112.0)["networks"][1]["limits"]
+    print(f"\ndefault limits of a network: {view.status(now=112.0)['networks'][0]['limits']}")
+    assert red == {"max_local_macs": 2, "local_macs": 2, "refused_fdb_full": 1, "max_local_ips": 4, "local_ips": 0,
+                   "refused_ips": 0, "mac_learn_rate_per_s": 1.0,
+                   "mac_learn_burst": 1.0, "refused_rate": 1, "flood_rate_pps": 1.0, "flood_burst": 1.0,
+                   "flood_dropped": 2}
+    assert sw.counters.learn_refused_fdb_full == 1 and sw.counters.learn_refused_rate == 1
+    assert sw.counters.tx_drop_flood_rate == 2
+    blue = view.status(now=112.0)["networks"][0]["limits"]
+    assert (blue["max_local_macs"], blue["mac_learn_rate_per_s"], blue["flood_rate_pps"]) == (8192, 1000.0, 2000.0)
 
 
 def test_render_fdb(view):

@@ -29,6 +29,7 @@ from overlayd.status.protocol import (
     decode_reply,
     encode_request,
     handle_line,
+    handle_line_async,
 )
 from overlayd.status.server import (
     DEFAULT_IDLE_TIMEOUT_S,
@@ -133,25 +134,36 @@ def test_clear_mac_and_peer_need_bgp(view):
         assert err.value.code == "not_configured"
 
 
-def test_reload_without_a_hook_is_not_supported_yet(view):
+def test_reload_without_a_hook_is_not_supported(view):
     with pytest.raises(StatusError) as err:
         ask(view, "reload")
-    assert err.value.code == "not_supported" and "not supported yet" in str(err.value)
+    assert err.value.code == "not_supported" and "restart" in str(err.value)
 
 
-def test_reload_calls_the_daemons_hook(view):
+def test_reload_awaits_the_daemons_hook(view):
     calls = []
-    view.reload_hook = lambda: calls.append(1) or {"applied": True}
-    assert ask(view, "reload") == {"applied": True}
-    assert calls == [1]
 
-    def refuses():
-        raise StatusError("reload_failed", "networks[0].vni: ...")
+    async def applies():
+        calls.append(1)
+        return {"changes": "neighbors + 10.0.0.4"}
+
+    line = encode_request("reload")
+    view.reload_hook = applies
+    assert decode_reply(asyncio.run(handle_line_async(line, view, 5.0, privileged=True))) == {
+        "changes": "neighbors + 10.0.0.4"}
+    assert calls == [1]
+    # the synchronous entry point cannot wait: it says so instead of answering for the hook
+    with pytest.raises(StatusError) as err:
+        ask(view, "reload")
+    assert err.value.code == "not_supported" and calls == [1]
+
+    async def refuses():
+        raise StatusError("reload_refused", "these keys change only with a restart: bgp.asn")
 
     view.reload_hook = refuses
     with pytest.raises(StatusError) as err:
-        ask(view, "reload")
-    assert err.value.code == "reload_failed"
+        decode_reply(asyncio.run(handle_line_async(line, view, 5.0, privileged=True)))
+    assert err.value.code == "reload_refused" and "bgp.asn" in str(err.value)
 
 
 # -- overlayctl clear / reload ------------------------------------------------------------------------------
@@ -184,7 +196,7 @@ def test_overlayctl_says_what_it_cleared(monkeypatch, capsys, view):
     assert ctl.main(["clear", "counters", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cleared"] == "counters"
     assert ctl.main(["reload"]) == ctl.EXIT_REFUSED
-    assert "not supported yet" in capsys.readouterr().err
+    assert "no daemon to reload" in capsys.readouterr().err
 
 
 def test_overlayctl_help_names_the_new_commands():
