@@ -88,9 +88,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("network_mtu_bytes", "gauge", ("network",), "The MTU set on the network's device"),
     Family("fdb_entries", "gauge", ("network", "source"),
            "FDB entries by how they were learned: local (our TAP), data (VXLAN learning), bgp, static"),
+    Family("fdb_local_macs_limit", "gauge", ("network",),
+           "The cap on the network's local FDB entries (max_local_macs); past it new local MACs are refused"),
     Family("flood_list_vteps", "gauge", ("network",), "Remote VTEPs on the network's flood list"),
     Family("neighbor_bindings", "gauge", ("network", "source"),
            "ARP/ND bindings (IP -> MAC) by source: local (snooped on our TAP), bgp, static"),
+    Family("neighbor_local_bindings_limit", "gauge", ("network",),
+           "The cap on the network's local ARP/ND bindings (max_local_ips)"),
     Family("mac_moves", "counter", ("network",), "MACs whose FDB entry moved to another place (VTEP or local)"),
     # -- BGP (`bgp:`), each neighbor by its configured address
     Family("bgp_peer_up", "gauge", ("peer",), "1 while the session with the neighbor is Established, else 0"),
@@ -103,6 +107,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("bgp_connect_failures", "counter", ("peer",), "TCP connections to the neighbor that failed or timed out"),
     Family("bgp_peer_routes_received", "gauge", ("peer",), "Paths the neighbor announced that we hold"),
     Family("bgp_peer_routes_sent", "gauge", ("peer",), "Paths the neighbor has from us"),
+    Family("bgp_peer_routes_limit", "gauge", ("peer",),
+           "The neighbor's max_prefixes: the most paths from it we hold (warned at 90%)"),
+    Family("bgp_routes_refused", "counter", ("peer",), "Paths from the neighbor refused at its max_prefixes"),
+    Family("bgp_max_prefix_teardowns", "counter", ("peer",),
+           "Sessions closed for reaching max_prefixes (action: teardown)"),
     Family("bgp_session_resets", "counter", ("peer",),
            "Sessions we reset for a malformed message from the neighbor"),
     Family("bgp_rib_paths", "gauge", ("peer", "type"),
@@ -234,6 +243,10 @@ class OverlaydCollector(Collector):
             for source in BINDING_SOURCES:
                 out.add("neighbor_bindings", bindings[vni, source], network=name, source=source.label)
             out.add("flood_list_vteps", len(switch.flood.targets(vni)), network=name)
+            if (limit := switch.fdb.local_limits.get(vni)) is not None:
+                out.add("fdb_local_macs_limit", limit.max_macs, network=name)
+            if (max_ips := switch.neighbors.local_limits.get(vni)) is not None:
+                out.add("neighbor_local_bindings_limit", max_ips, network=name)
             out.add("mac_moves", switch.fdb.moves.get(vni, 0), network=name)
 
     def _bgp(self, out: Families, now: float) -> None:
@@ -253,6 +266,10 @@ class OverlaydCollector(Collector):
             out.add("bgp_session_resets", stats.session_resets, peer=peer)
             out.add("bgp_peer_routes_received", sum(n for (p, _), n in rib.counts.items() if p == peer), peer=peer)
             out.add("bgp_peer_routes_sent", len(stats.adj_out), peer=peer)
+            if (limit := speaker.prefix_limits.get(peer)) is not None:
+                out.add("bgp_peer_routes_limit", limit.limit, peer=peer)
+                out.add("bgp_routes_refused", limit.refused, peer=peer)
+                out.add("bgp_max_prefix_teardowns", limit.teardowns, peer=peer)
             counters = session.counters
             for kind in MESSAGE_TYPES:
                 out.add("bgp_messages_received", getattr(counters, f"rx_{kind}"), peer=peer, type=kind)

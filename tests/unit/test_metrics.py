@@ -208,6 +208,21 @@ def test_mac_moves_count_a_change_of_place_not_of_source():
     assert value(samples, "mac_moves_total", network="red") == 0
 
 
+def test_the_caps_and_what_they_refused():
+    view = switch_view()
+    sw = view.switch
+    sw.set_limits(100, max_local_macs=3, learn_rate_per_s=None, learn_burst=None, flood_rate_pps=None,
+                  flood_burst=None, now=1.0)
+    for n in range(5):  # HOST is local already: two more fit, three are refused
+        sw.from_tap(100, b"\xff" * 6 + mac(50 + n) + b"\x88\xb5" + b"x" * 46, now=2.0)
+    samples = scrape(view)
+    assert value(samples, "fdb_local_macs_limit", network="blue") == 3
+    assert value(samples, "neighbor_local_bindings_limit", network="blue") == 6  # twice the MACs' cap
+    assert value(samples, "fdb_entries", network="blue", source="local") == 3 == sw.fdb.local_count(100)
+    assert value(samples, "mac_learn_refused_total", reason="fdb_full") == 3
+    assert (PREFIX + "fdb_local_macs_limit", frozenset({("network", "red")})) not in samples  # no cap set
+
+
 def test_bgp_session_state_flaps_messages_and_routes_by_type():
     n = Scripted()
     view = SwitchView(n.config, n.switch, started=0.0, mtus={}, speaker=n.speaker)
@@ -233,6 +248,8 @@ def test_bgp_session_state_flaps_messages_and_routes_by_type():
     assert value(samples, "bgp_rib_paths", peer=PEER, type="imet") == 1
     assert value(samples, "bgp_rib_paths", peer="local", type="imet") == 1  # our own flood-list route
     assert value(samples, "bgp_peer_routes_received", peer=PEER) == 3
+    assert value(samples, "bgp_peer_routes_limit", peer=PEER) == 200_000  # max_prefixes' default
+    assert value(samples, "bgp_routes_refused_total", peer=PEER) == 0
     assert value(samples, "bgp_peer_routes_sent", peer=PEER) == view.peers(n.now)[0]["routes_sent"] == 1
     n.lose()
     n.connect()
