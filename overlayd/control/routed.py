@@ -169,6 +169,10 @@ class RoutedSubnets:
                              f"using {choice.vtep}")
         self.table.install(choice, now)
 
+    def route_keys(self, prefix: Prefix, node: str) -> list[tuple]:
+        """The RIB keys of the type-5 routes behind the table's BGP candidate of (`prefix`, `node`)."""
+        return list(self._imported.get((ipaddress.ip_network(prefix), node), ()))
+
     def _entry(self, path: Path) -> PrefixEntry | None:
         route = path.route
         assert isinstance(route, PrefixRoute)

@@ -60,6 +60,8 @@ Counters (`counters.py`): one outcome per call — `tx_routed_packets` or a
 `tx_route_drop_*` / `tx_route_arp_*` counter out of the device, and
 `rx_routed_packets` or an `rx_route_drop_*` counter into it. Nothing
 malformed raises. `now` is taken for symmetry with `Switch` and unused.
+`dataplane/explain.py` mirrors these decisions for `overlayctl explain`
+(tests/unit/test_dataplane_explain.py holds both to the same counters).
 """
 
 from __future__ import annotations
@@ -338,7 +340,7 @@ class Router:
 
     # -- ARP and neighbour discovery on a tap device ---------------------------------------
 
-    def _answers_for(self, ip: Address) -> bool:
+    def answers_for(self, ip: Address) -> bool:
         """True if the device should reach `ip` through us: a remote address or a gateway."""
         if ip in self.gateways:
             return True
@@ -359,7 +361,7 @@ class Router:
             packet.op != OP_REQUEST
             or packet.sender_ip.is_unspecified  # a probe
             or packet.is_gratuitous
-            or not self._answers_for(packet.target_ip)
+            or not self.answers_for(packet.target_ip)
         ):
             c.tx_route_arp_ignored += 1
             return
@@ -373,7 +375,7 @@ class Router:
         except DecodeError:
             c.tx_route_arp_ignored += 1
             return
-        if msg.is_dad or not self._answers_for(msg.target):
+        if msg.is_dad or not self.answers_for(msg.target):
             c.tx_route_arp_ignored += 1
             return
         asker = msg.source_lladdr or bytes(frame[6:12])

@@ -36,16 +36,10 @@ Only frames with ethertype ARP, or IPv6 with next header ICMPv6 and type
 135/136 at fixed offsets, go further than two integer compares; frames with
 an 802.1Q tag are not looked into.
 
-Limits (`set_limits`, from `networks[]`; none until set): a network's local
-FDB entries are capped and their learning rate-limited (see fabric/fdb.py:
-a source MAC refused is counted `learn_refused_fdb_full` or
-`learn_refused_rate`, and its frame is forwarded all the same; a refused
-MAC gets no IP binding either), its local IP bindings are capped (see
-fabric/neighbors.py; `learn_refused_ips`), and the
-frames it floods (broadcast, multicast, unknown unicast, each sent to every
-VTEP of the flood list) go through a token bucket of `flood_rate_pps`:
-beyond it they are dropped and counted `tx_drop_flood_rate`. Both cost
-nothing on the path of a known unicast frame from a known source.
+`dataplane/explain.py` puts the same questions to these tables for one
+destination, learning and counting nothing (`overlayctl explain`); a change
+of the decision here is a change there, and tests/unit/test_dataplane_explain.py
+fails until both agree.
 """
 
 from __future__ import annotations
@@ -432,7 +426,7 @@ class Switch:
                 self._learn_local(vni, ip, src, now)
         if not self.arp_suppression or packet.op != OP_REQUEST or probe or packet.is_gratuitous:
             return False
-        mac = self._answer(vni, packet.target_ip, packet.sender_mac)
+        mac = self.suppression_answer(vni, packet.target_ip, packet.sender_mac)
         if mac is None:
             self.counters.tx_arp_flooded += 1
             return False
@@ -462,7 +456,7 @@ class Switch:
         if not self.arp_suppression or msg.is_advertisement:
             return False
         asker = msg.source_lladdr or src
-        mac = self._answer(vni, msg.target, asker)
+        mac = self.suppression_answer(vni, msg.target, asker)
         if mac is None:
             self.counters.tx_arp_flooded += 1
             return False
@@ -480,7 +474,7 @@ class Switch:
         elif change is not None:
             self.events.append(change)
 
-    def _answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:
+    def suppression_answer(self, vni: int, ip: IP, asker: bytes) -> bytes | None:
         """The MAC to answer for `ip` with, or None: bound, not the asker, behind a remote VTEP."""
         binding = self.neighbors.lookup(vni, ip)
         if binding is None or binding.mac == asker:

@@ -152,7 +152,7 @@ class Daemon:
             underlay = await nl.underlay_for(node.vtep)
             if underlay is None:
                 raise SetupError(f"node.vtep: {node.vtep} is not assigned to any interface on this host")
-            underlay_mtu = node.underlay_mtu or underlay.mtu
+            underlay_mtu = self.underlay_mtu = node.underlay_mtu or underlay.mtu
             for i, net in enumerate(cfg.networks):
                 if net.backend == "userspace" and await nl.link_exists(net.device):
                     raise SetupError(f"networks[{i}].device: {net.device} already exists")
@@ -350,7 +350,8 @@ class Daemon:
         try:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
-                              self.speaker, self.routed, self.kernel, self.services, self.device_macs)
+                              self.speaker, self.routed, self.kernel, self.services, self.device_macs,
+                              self.underlay_mtu)
             node = self.config.node
             self.status = StatusServer(node.status_socket, view, self.clock, max_clients=node.status_max_clients,
                                        idle_timeout_s=node.status_idle_timeout_s, group=node.status_group)

@@ -231,6 +231,21 @@ def render_conntrack(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def render_explain(r: dict[str, Any]) -> str:
+    """A head line (where, what happens, who carries it), then one numbered line per step."""
+    where = {"l2": f"network {r['network']}", "routed": f"routed network {r['network']}",
+             "none": "on no network of this node"}[r["path"]]
+    vni = f" (VNI {r['vni']})" if r["vni"] is not None else ""
+    to = f" {'from' if r['direction'] == 'in' else 'to'} {', '.join(r['vteps'])}" if r["vteps"] else ""
+    source = f" from {r['source']}" if r["source"] else ""
+    lines = [f"{r['destination']}{source}: {where}{vni}: {r['verdict']}{to} ({r['carrier']})"]
+    width = len(str(len(r["steps"])))
+    for s in r["steps"]:
+        counts = f" [counts {', '.join(s['counters'])}]" if s["counters"] else ""
+        lines.append(f"{s['step']:>{width}}. {s['text']}{counts}")
+    return "\n".join(lines)
+
+
 def render_clear(r: dict[str, Any]) -> str:
     if r["cleared"] == "counters":
         return f"cleared the {r['counters']} counters of `overlayctl stats` ({r['were_nonzero']} were not 0)"
@@ -262,6 +277,7 @@ RENDER = {
     "routes": render_routes,
     "services": render_services,
     "conntrack": render_conntrack,
+    "explain": render_explain,
     "clear": render_clear,
     "reload": render_reload,
 }
@@ -277,6 +293,16 @@ CLEAR_TARGETS = {
 RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
                "networks, static vteps/fdb and services change live; a file that does not load, or that "
                "changes a key only a restart changes, is refused (exit 3) and the running config stays")
+EXPLAIN_HELP = "the life of one packet on this node, step by step, from the tables the data path uses"
+EXPLAIN_DESCRIPTION = (
+    "The life of one packet on this node, step by step: the device it enters (a TAP, the routing device, "
+    "the pods' bridge, or VXLAN from another node when --from is behind it), the table entry that matches "
+    "(FDB entry, ARP/ND binding, subnet route, service VIP and its backends, the kernel's route for a "
+    "kernel backend) and where that entry came from (learned locally, static config, which BGP peer, route "
+    "RD and MAC mobility sequence, its age), the VTEP, VNI and outer headers it leaves with, and the MTU on "
+    "the way; or why it is flooded or dropped, with the counter of `overlayctl stats` that moves. Computed "
+    "from the live tables; nothing is sent and nothing changes."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Query a running overlayd through its status socket. Members of the socket's group "
                     "(node.status_group) may run every command but clear and reload, which only root may.",
         epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request "
-               "(not_permitted: a state-changing command from a user who is not root).",
+               "(not_permitted: a state-changing command from a user who is not root; bad_request: an "
+               "argument it cannot use, e.g. an explain DESTINATION that is not an address).",
     )
     p.add_argument(
         "-s", "--socket",
@@ -295,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"overlayctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP}.get(name, help_text)
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP, "explain": EXPLAIN_HELP}.get(name, help_text)
+        description = EXPLAIN_DESCRIPTION if name == "explain" else help_text
+        cmd = sub.add_parser(name, help=help_text, description=description)
         if name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
             cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
         if name == "clear":
@@ -311,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
                     t.add_argument("neighbor", help="the neighbor's address, as configured")
         if name == "fdb":
             cmd.add_argument("-n", "--network", help="only this network")
+        if name == "explain":
+            cmd.add_argument("destination", metavar="DESTINATION",
+                             help="an IP address (10.244.2.5, fd00::5), a MAC (02:00:00:00:00:01), or a "
+                                  "service's VIP:PORT[/tcp|udp] (10.96.0.10:80, [fd00:96::10]:53/udp)")
+            cmd.add_argument("--from", dest="source", metavar="SRC_IP",
+                             help="the sender's address: this node, a host or pod here, or one behind another "
+                                  "node (the packet then arrives over VXLAN); default: sent from this node")
+            cmd.add_argument("-n", "--network", help="the L2 network (name or VNI) of the destination, when its "
+                                                     "address does not say")
         if name == "conntrack":
             cmd.add_argument("--service", help="only the flows of this service (its name)")
             cmd.add_argument("--client", help="only this client: an address, or address:port")
@@ -321,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend", "what", "mac",
-                                                    "neighbor") if getattr(args, key, None)}
+                                                    "neighbor", "destination", "source") if getattr(args, key, None)}
     try:
         result = request(args.socket, args.command, **extra)
     except StatusError as err:

@@ -8,6 +8,10 @@ Pure code: `handle_line` maps a request line to a reply line given a view of
 the node, so the whole protocol is testable with strings. The socket server
 (`status/server.py`) and `overlayctl` only move lines.
 
+`explain` takes `destination` (an IP address, a MAC, or a service's
+VIP:PORT[/tcp|udp]) and optionally `source` (the sender's IP address) and
+`network` (an L2 network's name or VNI); see `status/explain.py`.
+
 Who may do what: the socket is open to root and to the group of
 `node.status_group`. Every command only reads, except `clear` and `reload`
 (PRIVILEGED_COMMANDS), which change the daemon's state: the server says
@@ -44,6 +48,8 @@ class NodeView(Protocol):
     def clear_mac(self, now: float, network: str, mac: str) -> dict[str, Any]: ...
     def clear_peer(self, now: float, neighbor: str) -> dict[str, Any]: ...
     def reload(self, now: float) -> Any: ...
+    def explain(self, now: float, destination: str, source: str | None = None,
+                network: str | None = None) -> dict[str, Any]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -59,11 +65,16 @@ COMMANDS: dict[str, str] = {
               "kernel routes it and whether it holds that route",
     "services": "each service: VIP, port, protocol, its backends with health, active flows and hits",
     "conntrack": "the tracked flows of the service path (args: service, client, backend)",
+    "explain": "the life of one packet on this node, step by step: the device it enters, the table entry that "
+               "matches and where it came from, the VTEP, VNI and outer headers it leaves with and the MTU on "
+               "the way, or why it is flooded or dropped and the counter that moves (args: destination, "
+               "source, network)",
     "clear": "root only: zero the counters of `stats` (what: counters), lift the freeze on a duplicate MAC "
              "(what: mac; network, mac) or reset a BGP session (what: peer; neighbor)",
     "reload": "root only: re-read the config file and apply it, as SIGHUP does",
 }
 CONNTRACK_FILTERS = ("service", "client", "backend")
+EXPLAIN_ARGS = ("destination", "source", "network")
 PRIVILEGED_COMMANDS = frozenset({"clear", "reload"})  # they change the daemon's state
 CLEAR_ARGS = {"counters": (), "mac": ("network", "mac"), "peer": ("neighbor",)}
 
@@ -106,10 +117,11 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "routes": lambda: view.routes(now),
         "services": lambda: view.services(now),
         "conntrack": lambda: view.conntrack(now, **{k: args[k] for k in CONNTRACK_FILTERS if k in args}),
+        "explain": lambda: _explain(view, args, now),
         "clear": lambda: _clear(view, args, now),
         "reload": lambda: view.reload(now),
     }
-    allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS),
+    allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS), "explain": set(EXPLAIN_ARGS),
                "clear": {"what", *(a for names in CLEAR_ARGS.values() for a in names)}}.get(command, set())
     unknown = set(args) - allowed
     if unknown:
@@ -118,6 +130,12 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
     if bad:
         raise StatusError("bad_request", f"argument {bad[0]!r} must be a string")
     return handlers[command]()
+
+
+def _explain(view: NodeView, args: dict[str, str], now: float) -> Any:
+    if "destination" not in args:
+        raise StatusError("bad_request", "explain needs a destination: an IP address, a MAC or a VIP:PORT")
+    return view.explain(now, **args)
 
 
 def _clear(view: NodeView, args: dict[str, str], now: float) -> Any:

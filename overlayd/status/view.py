@@ -13,6 +13,7 @@ from overlayd.dataplane.switch import Switch
 from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
+from overlayd.status.explain import explain as explain_packet
 from overlayd.status.protocol import StatusError
 from overlayd.wire.ethernet import mac_str, parse_mac
 
@@ -22,7 +23,7 @@ class SwitchView:
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
                  offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None,
-                 services: Any = None, device_macs: dict | None = None):
+                 services: Any = None, device_macs: dict | None = None, underlay_mtu: int | None = None):
         self.config = config
         self.switch = switch
         self.started = started
@@ -33,6 +34,7 @@ class SwitchView:
         self.kernel = kernel  # io.backend.KernelBackend, when overlayd programs the kernel
         self.services_runtime = services  # io.services.Services, when services are configured
         self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
+        self.underlay_mtu = underlay_mtu  # node.underlay_mtu, or the MTU of the VTEP's interface
         # Set by the daemon: the status socket (its limits and counters, for `status`), what to
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
@@ -315,6 +317,10 @@ class SwitchView:
 
     def stats(self, now: float) -> dict[str, Any]:
         return {"counters": self.switch.counters.as_dict(), "descriptions": dict(COUNTERS)}
+
+    def explain(self, now: float, destination: str, source: str | None = None,
+                network: str | None = None) -> dict[str, Any]:
+        return explain_packet(self, now, destination, source, network)
 
     # -- the state-changing commands (root only; status.protocol checks that) -----------------
 

@@ -211,6 +211,10 @@ BLUE_MAC = bytes.fromhex("c240b2ecd9c8")
 
 @pytest.fixture
 def view() -> SwitchView:
+    return static_view()
+
+
+def static_view() -> SwitchView:
     """What the daemon builds at startup, without the devices."""
     sw = Switch(CONFIG.node.vxlan_port, CONFIG.node.fdb_aging)
     sw.add_segment(100, "blue", own_macs=[BLUE_MAC])
