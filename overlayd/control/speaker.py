@@ -76,6 +76,7 @@ from overlayd.control.prefix_limit import PrefixLimit, Verdict
 from overlayd.control.routed import RoutedSubnets
 from overlayd.control.routes import Importer, RouteFactory, UnicastRoutes, advertisable_ip, evpn_networks
 from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
+from overlayd.fabric.flaps import ROUTE_FLAP_CHANGES, SESSION_FLAP_DOWNS, FlapLog
 from overlayd.fabric.mobility import (
     LocalMacAdvertised,
     LocalMacWithdrawn,
@@ -135,6 +136,7 @@ class PeerStats:
     session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
     flaps: int = 0  # Established sessions that went down, for any reason
     last_error: str = ""
+    established_count: int = 0  # sessions that reached Established since the daemon started
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
     adj_out: dict[tuple, Path] = field(default_factory=dict)  # what the peer has from us
 
@@ -163,6 +165,8 @@ class Speaker:
             self.rib.macs, max_moves=mm.max_moves, window_s=mm.window, freeze_s=mm.freeze
         )
         self.alarms: list[str] = []
+        self.route_flaps = FlapLog(ROUTE_FLAP_CHANGES)  # best-path changes, for `overlayctl doctor`
+        self.session_flaps = FlapLog(SESSION_FLAP_DOWNS)  # Established sessions that went down
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, PeerStats] = {}
         self.prefix_limits: dict[str, PrefixLimit] = {}  # max-prefix per peer (prefix_limit.py)
@@ -416,6 +420,7 @@ class Speaker:
                 stats.adj_out = {}
                 stats.end_of_rib = set()
                 stats.last_error = ""
+                stats.established_count += 1
                 cap = next((c for c in event.capabilities if isinstance(c, GracefulRestart)), None)
                 stats.graceful_restart_s = cap.restart_time_s if cap is not None else None
                 self._gr_families[address] = {(afi, safi) for afi, safi, _ in cap.families} if cap else set()
@@ -439,7 +444,9 @@ class Speaker:
                 stats.adj_out = {}
                 self._pending.pop(address, None)
                 self._eor.discard(address)
-                stats.flaps += event.was_established
+                if event.was_established:
+                    stats.flaps += 1
+                    self.session_flaps.record(address, now, event.reason)
                 if event.was_established and self._helps(address, event):
                     self._keep_stale(address, event.reason, now)
                 elif event.was_established:
@@ -618,6 +625,7 @@ class Speaker:
         fabric = self.fabric
         for ch in changes:
             if isinstance(ch, BestPathChanged):
+                self.route_flaps.record(ch.key, now, ch.new or ch.old)
                 route = (ch.new or ch.old).route
                 if isinstance(route, ImetRoute):
                     old = self._flood(ch.old)

@@ -35,6 +35,7 @@ from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
 from overlayd.dataplane.services import ServicePath
 from overlayd.io.netlink import Netlink, interface_address
+from overlayd.io.notify import notify
 from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
@@ -396,6 +397,7 @@ class Daemon:
             if self.routed is not None:
                 loop.add_reader(self.routed.fd, self.routed.readable, self.sockets.tx, self.switch.counters)
             log.info("ready; status socket %s", self.config.node.status_socket)
+            notify(f"READY=1\nSTATUS=serving; status socket {self.config.node.status_socket}")
             tick = loop.create_task(self._tick())
             if self.services is not None:
                 self._services_task = loop.create_task(self.services.run())
@@ -407,6 +409,7 @@ class Daemon:
                 self._services_task.cancel()
                 await self.services.close()
             log.info("stopping")
+            notify("STOPPING=1")
         finally:
             # A second SIGTERM/SIGINT while cleaning up only sets the event again: the
             # handlers stay until everything is removed.

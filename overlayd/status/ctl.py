@@ -5,29 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from overlayd import __version__
 from overlayd.status.client import request
+from overlayd.status.completion import SHELLS
+from overlayd.status.doctor import render as render_doctor
+from overlayd.status.doctor import report as doctor_report
+from overlayd.status.doctor import run_checks
 from overlayd.status.protocol import COMMANDS, DEFAULT_STATUS_SOCKET, StatusError
+from overlayd.status.text import duration as _duration
+from overlayd.status.text import table
+from overlayd.status.topology import dot as topology_dot
+from overlayd.status.topology import text as topology_text
 
 EXIT_UNREACHABLE = 2
 EXIT_REFUSED = 3
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns, two spaces apart; numbers right-aligned."""
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        out = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers)] + [line(r) for r in cells])
+EXIT_NO_PICTURE = 1  # topology --format svg without a working Graphviz
 
 
 def render_status(s: dict[str, Any]) -> str:
@@ -133,13 +130,6 @@ def render_status(s: dict[str, Any]) -> str:
 def _rate(rate: float | None, burst: float | None, unit: str) -> str:
     """'1000/s burst 1000', or 'kernel' where the kernel does the work unbounded by overlayd."""
     return "kernel" if rate is None else f"{rate:g}{unit} burst {burst:g}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def render_peers(rows: list[dict[str, Any]]) -> str:
@@ -303,6 +293,15 @@ EXPLAIN_DESCRIPTION = (
     "the way; or why it is flooded or dropped, with the counter of `overlayctl stats` that moves. Computed "
     "from the live tables; nothing is sent and nothing changes."
 )
+DOCTOR_HELP = ("check this host and the mesh: device MTUs against the underlay, the path MTU and VXLAN port of "
+               "each VTEP (one probe datagram each), rp_filter, ip_forward, IPv6 UDP checksums, neighbors never "
+               "Established, flapping routes and sessions, duplicate subnets, kernel tables out of step; each "
+               "finding with its fix")
+TOPOLOGY_HELP = "the mesh as this node sees it: nodes, BGP sessions with their state, VTEPs, networks, subnets"
+COMPLETION_HELP = "print a shell completion script for overlayctl (bash or zsh), made from this parser"
+TOPOLOGY_FORMATS = ("text", "json", "dot", "svg")
+OWN_HELP = {"clear": CLEAR_HELP, "reload": RELOAD_HELP, "explain": EXPLAIN_HELP, "doctor": DOCTOR_HELP,
+            "topology": TOPOLOGY_HELP}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(node.status_group) may run every command but clear and reload, which only root may.",
         epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request "
                "(not_permitted: a state-changing command from a user who is not root; bad_request: an "
-               "argument it cannot use, e.g. an explain DESTINATION that is not an address).",
+               "argument it cannot use, e.g. an explain DESTINATION that is not an address); doctor: 0 healthy, "
+               "1 warnings, 4 errors found; topology --format svg: 1 when Graphviz's dot is missing or fails.",
     )
     p.add_argument(
         "-s", "--socket",
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"overlayctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        help_text = {"clear": CLEAR_HELP, "reload": RELOAD_HELP, "explain": EXPLAIN_HELP}.get(name, help_text)
+        help_text = OWN_HELP.get(name, help_text)
         description = EXPLAIN_DESCRIPTION if name == "explain" else help_text
         cmd = sub.add_parser(name, help=help_text, description=description)
         if name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
@@ -352,11 +352,57 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--service", help="only the flows of this service (its name)")
             cmd.add_argument("--client", help="only this client: an address, or address:port")
             cmd.add_argument("--backend", help="only this backend: an address, or address:port")
+        if name == "doctor":
+            cmd.add_argument("--no-probe", action="store_true",
+                             help="send no probe datagram to the VTEPs (path MTU and VXLAN port unchecked)")
+        if name == "topology":
+            cmd.add_argument("--format", choices=TOPOLOGY_FORMATS, default="text",
+                             help="text (default), json (as --json), dot (Graphviz) or svg (dot -Tsvg)")
+    completion = sub.add_parser("completion", help=COMPLETION_HELP, description=COMPLETION_HELP)
+    completion.add_argument("shell", choices=sorted(SHELLS), help="the shell to complete in")
     return p
 
 
+def doctor(args: argparse.Namespace, facts: dict[str, Any]) -> int:
+    """Read the host, probe the VTEPs, run the checks; the exit status says the worst finding."""
+    from overlayd.io.host import read_host  # netlink and the probes: only this command needs them
+
+    host = read_host(facts, probe=not args.no_probe)
+    findings = run_checks(facts, host)
+    result = doctor_report(facts, host, findings)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_doctor(result))
+    return result["exit_status"]
+
+
+def topology(args: argparse.Namespace, facts: dict[str, Any]) -> int:
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        print(json.dumps(facts, indent=2, sort_keys=True))
+    elif fmt == "text":
+        print(topology_text(facts))
+    elif fmt == "dot":
+        print(topology_dot(facts), end="")
+    else:
+        program = shutil.which("dot")
+        if program is None:
+            print("overlayctl: topology --format svg runs Graphviz's `dot`, which is not installed "
+                  "(apt-get install graphviz); --format dot prints the graph as DOT text", file=sys.stderr)
+            return EXIT_NO_PICTURE
+        done = subprocess.run([program, "-Tsvg"], input=topology_dot(facts), capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            print(f"overlayctl: dot -Tsvg failed: {done.stderr.strip()}", file=sys.stderr)
+            return EXIT_NO_PICTURE
+        print(done.stdout, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(SHELLS[args.shell](parser), end="")
+        return 0
     extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend", "what", "mac",
                                                     "neighbor", "destination", "source") if getattr(args, key, None)}
     try:
@@ -367,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"overlayctl: cannot reach overlayd at {args.socket}: {err.strerror or err}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if args.command == "doctor":
+        return doctor(args, result)
+    if args.command == "topology":
+        return topology(args, result)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -50,6 +50,8 @@ class NodeView(Protocol):
     def reload(self, now: float) -> Any: ...
     def explain(self, now: float, destination: str, source: str | None = None,
                 network: str | None = None) -> dict[str, Any]: ...
+    def doctor(self, now: float) -> dict[str, Any]: ...
+    def topology(self, now: float) -> dict[str, Any]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -72,6 +74,11 @@ COMMANDS: dict[str, str] = {
     "clear": "root only: zero the counters of `stats` (what: counters), lift the freeze on a duplicate MAC "
              "(what: mac; network, mac) or reset a BGP session (what: peer; neighbor)",
     "reload": "root only: re-read the config file and apply it, as SIGHUP does",
+    "doctor": "what `overlayctl doctor` needs of the daemon: its devices and the encapsulation each carries, "
+              "the VTEPs it knows, BGP sessions (ever Established, flapping), flapping routes, subnets claimed "
+              "twice, kernel entries out of step with the tables",
+    "topology": "the mesh as this node sees it: the node, BGP sessions with their state, VTEPs with the "
+                "networks, MACs and subnets behind each",
 }
 CONNTRACK_FILTERS = ("service", "client", "backend")
 EXPLAIN_ARGS = ("destination", "source", "network")
@@ -120,6 +127,8 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "explain": lambda: _explain(view, args, now),
         "clear": lambda: _clear(view, args, now),
         "reload": lambda: view.reload(now),
+        "doctor": lambda: view.doctor(now),
+        "topology": lambda: view.topology(now),
     }
     allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS), "explain": set(EXPLAIN_ARGS),
                "clear": {"what", *(a for names in CLEAR_ARGS.values() for a in names)}}.get(command, set())

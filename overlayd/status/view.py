@@ -14,6 +14,7 @@ from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.kernel.state import FdbEntry as KernelFdbEntry
 from overlayd.status.bgp_view import alarm_rows, peer_rows, rib_rows
 from overlayd.status.explain import explain as explain_packet
+from overlayd.status.facts import doctor_facts, topology_facts
 from overlayd.status.protocol import StatusError
 from overlayd.wire.ethernet import mac_str, parse_mac
 
@@ -321,6 +322,11 @@ class SwitchView:
     def explain(self, now: float, destination: str, source: str | None = None,
                 network: str | None = None) -> dict[str, Any]:
         return explain_packet(self, now, destination, source, network)
+    def doctor(self, now: float) -> dict[str, Any]:
+        return doctor_facts(self, now)
+
+    def topology(self, now: float) -> dict[str, Any]:
+        return topology_facts(self, now)
 
     # -- the state-changing commands (root only; status.protocol checks that) -----------------
 
