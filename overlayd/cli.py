@@ -8,6 +8,8 @@ import sys
 
 from overlayd import __version__
 from overlayd.config import ConfigError, load_config
+from overlayd.logs import FORMATS
+from overlayd.logs import setup as setup_logging
 
 EXIT_CONFIG = 2
 EXIT_SETUP = 3
@@ -19,7 +21,10 @@ With a `bgp:` section it learns where MACs and flood lists are from BGP
 EVPN routes (and announces its own); with `routing:` it also routes a
 cluster network's node subnets (EVPN type-5) through a TUN or TAP device.
 
-Runs in the foreground and logs to stderr. SIGTERM or SIGINT stops it:
+Runs in the foreground and logs to stderr, one line per event that
+matters (a session up or down, a limit hit, a reload; every table change
+too at --log-level debug), as text or as JSON lines with stable keys
+(--log-format, or node.log_format in the config). SIGTERM or SIGINT stops it:
 BGP sessions are closed with a Cease, and the devices, status socket and
 subnet files it created are removed. SIGHUP reads the config file
 again and applies the neighbors, userspace networks, static vteps/fdb
@@ -49,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="debug also logs every FDB and flood list change (default: info)",
+        help="debug also logs every FDB, flood list and route change (default: info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="text, or json: one object a line with the keys ts, level, logger, event, msg, peer, network, "
+             "mac, prefix, reason (and the event's own); default: node.log_format, else text",
     )
     p.add_argument("--version", action="version", version=f"overlayd {__version__}")
     return p
@@ -57,11 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     log = logging.getLogger("overlayd")
     from overlayd.io.netlink import interface_address  # node.vtep_interface's address
 
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines():
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
+    setup_logging(args.log_level, args.log_format or config.node.log_format)
     if args.check:
         parts = [f"node {config.node.name}", f"vtep {config.node.vtep}" + (f" (on {config.node.vtep_interface})" if config.node.vtep_interface else ""), f"{len(config.networks)} network(s)"]
         if config.bgp is not None:

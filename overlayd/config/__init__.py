@@ -83,6 +83,8 @@ class NodeConfig(Frozen):
     status_group: str | int | None = None  # the socket's group (name or gid); default: the daemon's own
     status_max_clients: int = Field(default=64, ge=1, le=4096)
     status_idle_timeout_s: float = Field(default=30.0, gt=0, le=86400)
+    status_max_watchers: int = Field(default=16, ge=1, le=1024)  # `overlayctl watch` streams at once
+    log_format: Literal["text", "json"] = "text"  # `overlayd --log-format` wins
     fdb_aging: float = Field(default=300.0, gt=0, description="seconds")
     underlay_mtu: int | None = Field(default=None, ge=1280, le=65535)
     udp_source_ports: int = Field(default=16, ge=1, le=256)

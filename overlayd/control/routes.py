@@ -28,6 +28,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from overlayd.config import Config
 from overlayd.fabric.rib import BestPathChanged, Path
@@ -42,6 +43,7 @@ from overlayd.wire.bgp.attributes import (
     RouteTarget,
 )
 from overlayd.wire.bgp.evpn import (
+    ZERO_ESI,
     ImetRoute,
     IpAddress,
     IpNetwork,
@@ -51,6 +53,7 @@ from overlayd.wire.bgp.evpn import (
 )
 from overlayd.wire.bgp.unicast import IPV4_UNICAST, IPV6_UNICAST, UnicastRoute
 from overlayd.wire.bgp.update import Family, family_name
+from overlayd.wire.ethernet import mac_str
 
 LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
@@ -202,3 +205,47 @@ class UnicastRoutes:
             self.routes[prefix] = hop
         self.version += 1
         return True
+
+
+# -- a path in words: `overlayctl rib` rows and route events (control/hub.py) --------------
+
+ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
+
+
+def _esi(esi: bytes) -> str:
+    return "0" if esi == ZERO_ESI else esi.hex(":")
+
+
+def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
+    route = path.route
+    next_hop = str(path.next_hop) if path.next_hop is not None else None
+    if isinstance(route, UnicastRoute):
+        return {"type": family_name(route.family), "rd": None, "esi": None, "ethernet_tag": None, "mac": None,
+                "ip": None, "prefix": str(route.prefix), "vni": None, "label": None, "next_hop": next_hop,
+                "sequence": None, "route_targets": [str(rt) for rt in path.attributes.route_targets()],
+                "best": best, "peer": path.peer}
+    row: dict[str, Any] = {
+        "type": ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type)),
+        "rd": str(route.rd),
+        "esi": None,
+        "ethernet_tag": route.ethernet_tag,
+        "mac": None,
+        "ip": None,
+        "prefix": None,
+        "vni": vni,
+        "label": None,
+        "next_hop": next_hop,
+        "sequence": path.sequence if isinstance(route, MacIpRoute) else None,
+        "route_targets": [str(rt) for rt in path.attributes.route_targets()],
+        "best": best,
+        "peer": path.peer,
+    }
+    if isinstance(route, MacIpRoute):
+        row.update(esi=_esi(route.esi), mac=mac_str(route.mac), label=route.vni,
+                   ip=str(route.ip) if route.ip is not None else None)
+    elif isinstance(route, ImetRoute):
+        pmsi = path.attributes.pmsi_tunnel
+        row.update(ip=str(route.originator), label=pmsi.vni if pmsi else None)
+    elif isinstance(route, PrefixRoute):
+        row.update(esi=_esi(route.esi), prefix=str(route.prefix), label=route.vni)
+    return row

@@ -70,6 +70,7 @@ from overlayd.control.events import (
     SessionEstablished,
     UpdateReceived,
 )
+from overlayd.control.hub import EventHub, route_event
 from overlayd.control.negotiation import SessionConfig, families_named
 from overlayd.control.peer import Peer
 from overlayd.control.prefix_limit import PrefixLimit, Verdict
@@ -142,7 +143,8 @@ class PeerStats:
 
 
 class Speaker:
-    def __init__(self, config: Config, fabric: Fabric, now: float, prefixes: PrefixTable | None = None):
+    def __init__(self, config: Config, fabric: Fabric, now: float, prefixes: PrefixTable | None = None,
+                 events: EventHub | None = None):
         assert config.bgp is not None
         bgp = config.bgp
         self.config = config
@@ -150,6 +152,7 @@ class Speaker:
         self.router_id = config.router_id
         self.vtep = config.node.vtep
         self.fabric = fabric
+        self.events = events if events is not None else EventHub()  # what it tells the log and the watchers
         self.networks = evpn_networks(config)
         self.routed: RoutedSubnets | None = None
         if config.routing is not None:
@@ -365,7 +368,7 @@ class Speaker:
         for table in (self.peers, self.stats, self._pending, self._gr_families, self.prefix_limits):
             table.pop(address, None)
         self._eor.discard(address)
-        log.info("peer %s: removed from the config", address)
+        self.events.emit("peer_removed", f"peer {address}: removed from the config", peer=address)
         self._flush(now)
         return peer
 
@@ -415,8 +418,10 @@ class Speaker:
         stats = self.stats[address]
         match event:
             case SessionEstablished():
-                log.info("peer %s: established (AS %d, router ID %s, hold time %ds)",
-                         address, event.remote_asn, event.remote_router_id, event.hold_time_s)
+                self.events.emit("peer_up", f"peer {address}: established (AS {event.remote_asn}, router ID "
+                                            f"{event.remote_router_id}, hold time {event.hold_time_s}s)",
+                                 peer=address, asn=event.remote_asn, router_id=str(event.remote_router_id),
+                                 hold_time_s=event.hold_time_s)
                 stats.adj_out = {}
                 stats.end_of_rib = set()
                 stats.last_error = ""
@@ -450,12 +455,14 @@ class Speaker:
                 if event.was_established and self._helps(address, event):
                     self._keep_stale(address, event.reason, now)
                 elif event.was_established:
-                    log.warning("peer %s: down: %s", address, event.reason)
+                    self.events.emit("peer_down", f"peer {address}: down: {event.reason}", peer=address,
+                                     reason=event.reason, stale_paths=0)
                     self._stale.pop(address, None)
                     self._stale_until.pop(address, None)
                     self._import(self.rib.drop_peer(address, now), now)
                 else:
-                    log.info("peer %s: session attempt failed: %s", address, event.reason)
+                    self.events.emit("peer_attempt_failed", f"peer {address}: session attempt failed: {event.reason}",
+                                     peer=address, reason=event.reason)
             case UpdateReceived(update=update):
                 stats.updates_received += 1
                 self._receive(address, update, now)
@@ -493,8 +500,9 @@ class Speaker:
                 changes += self.rib.withdraw(address, path.key, now)
         self._stale_until[address] = now + stats.graceful_restart_s
         stats.graceful_restarts += 1
-        log.warning("peer %s: down: %s; graceful restart: its %d path(s) kept as stale for up to %d s",
-                    address, reason, len(stale), stats.graceful_restart_s)
+        self.events.emit("peer_down", f"peer {address}: down: {reason}; graceful restart: its {len(stale)} "
+                                      f"path(s) kept as stale for up to {stats.graceful_restart_s} s",
+                         peer=address, reason=reason, stale_paths=len(stale))
         self._import(changes, now)
 
     def _peer_families(self, address: str) -> set[Family]:
@@ -577,16 +585,21 @@ class Speaker:
         verdict = limit.admit(count, now)
         if verdict is Verdict.ADMIT:
             if limit.warning(count + 1):
-                log.warning("peer %s: %d routes accepted: 90%% of its max_prefixes (%d)",
-                            address, count + 1, limit.limit)
+                self.events.emit("max_prefix_warning", f"peer {address}: {count + 1} routes accepted: 90% of its "
+                                                       f"max_prefixes ({limit.limit})",
+                                 peer=address, count=count + 1, limit=limit.limit)
             return True
         if verdict is Verdict.TEARDOWN:
-            log.warning("peer %s: max_prefixes (%d) reached: closing the session (Cease/1), idle for %gs",
-                        address, limit.limit, limit.restart_s)
+            self.events.emit("max_prefix_reached", f"peer {address}: max_prefixes ({limit.limit}) reached: closing "
+                                                   f"the session (Cease/1), idle for {limit.restart_s:g}s",
+                             peer=address, reason="teardown", count=count, limit=limit.limit,
+                             restart_s=limit.restart_s)
             self.peers[address].stop(now, f"maximum number of prefixes reached ({limit.limit})",
                                      E.CEASE_MAX_PREFIXES)
         elif limit.refused_now == 1 and limit.idle_until is None:
-            log.warning("peer %s: max_prefixes (%d) reached: refusing its new routes", address, limit.limit)
+            self.events.emit("max_prefix_reached", f"peer {address}: max_prefixes ({limit.limit}) reached: "
+                                                   f"refusing its new routes",
+                             peer=address, reason="refusing", count=count, limit=limit.limit)
         return False
 
     def _reject(self, route: Route, attrs: PathAttributes, ebgp: bool) -> str:
@@ -623,10 +636,13 @@ class Speaker:
 
     def _import(self, changes: list, now: float) -> None:
         fabric = self.fabric
+        tell = self.events.wants("route_learned")  # every best path change is an event alike
         for ch in changes:
             if isinstance(ch, BestPathChanged):
                 self.route_flaps.record(ch.key, now, ch.new or ch.old)
                 route = (ch.new or ch.old).route
+                if tell:
+                    self._route_event(ch)
                 if isinstance(route, ImetRoute):
                     old = self._flood(ch.old)
                     new = self._flood(ch.new)
@@ -654,6 +670,17 @@ class Speaker:
         self._mobility(self.mobility.observe(changes, now), now)
         if self.routed is not None and self.routed.moved and not self._moving:
             self._follow_subnet_moves(now)
+
+    def _route_event(self, change: BestPathChanged) -> None:
+        path = change.new or change.old
+        assert path is not None
+        vni = self.importer.domain_of(path)
+        name, msg, fields = route_event(change, vni, self._network_name(vni))
+        self.events.emit(name, msg, **fields)
+
+    def _network_name(self, vni: int | None) -> str | None:
+        net = self.networks.get(vni) if vni is not None else None
+        return net.name if net is not None else None
 
     def _follow_subnet_moves(self, now: float) -> None:
         """Our subnet moved (auto allocation lost a collision): withdraw the old, announce the new."""
@@ -722,13 +749,18 @@ class Speaker:
                         self._retract(key, now)
                 case MacDuplicateDetected(vni, mac, moves, window, until):
                     msg = f"vni {vni}: duplicate MAC {mac_str(mac)}: {moves} moves in {window:.0f}s, frozen"
-                    log.warning("%s", msg)
+                    self.events.emit("mac_duplicate", msg, network=self._network_name(vni), vni=vni, mac=mac_str(mac),
+                                     moves=moves, window_s=window)
                     self.alarms.append(msg)
                 case MacUnfrozen(vni, mac, _, by_operator):
-                    log.info("vni %d: MAC %s unfrozen%s", vni, mac_str(mac), " by operator" if by_operator else "")
+                    self.events.emit("mac_unfrozen", f"vni {vni}: MAC {mac_str(mac)} unfrozen"
+                                                     f"{' by operator' if by_operator else ''}",
+                                     network=self._network_name(vni), vni=vni, mac=mac_str(mac),
+                                     by_operator=by_operator)
                 case StickyMacConflict(vni, mac, sticky):
                     msg = f"vni {vni}: MAC {mac_str(mac)} seen here is sticky at {sticky.next_hop}"
-                    log.warning("%s", msg)
+                    self.events.emit("mac_sticky_conflict", msg, network=self._network_name(vni), vni=vni,
+                                     mac=mac_str(mac), vtep=str(sticky.next_hop))
                     self.alarms.append(msg)
 
     def _advertise_mac(self, vni: int, mac: bytes, sequence: int, now: float) -> None:

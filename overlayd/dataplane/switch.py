@@ -193,6 +193,20 @@ class Switch:
         if limit is not None:
             limit.exempt = seg.own_macs
 
+    def refused(self, vni: int) -> dict[str, int]:
+        """How often network `vni`'s limits (set_limits) refused so far, by reason: local MACs at
+        max_local_macs (`fdb_full`) or past the learning rate (`rate`), local IP bindings at
+        max_local_ips (`ips_full`), frames to flood past the flood rate (`flood_rate`)."""
+        limit = self.fdb.local_limits.get(vni)
+        seg = self._segments.get(vni)
+        flood = seg.flood_bucket if seg is not None else None
+        return {
+            "fdb_full": limit.refused_full if limit is not None else 0,
+            "rate": limit.refused_rate if limit is not None else 0,
+            "ips_full": self.neighbors.refused.get(vni, 0),
+            "flood_rate": flood.refused if flood is not None else 0,
+        }
+
     def segments(self) -> list[Segment]:
         return [self._segments[v] for v in sorted(self._segments)]
 

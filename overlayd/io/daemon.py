@@ -20,9 +20,9 @@ from overlayd.config import Config, ConfigError, NetworkConfig, load_config
 from overlayd.config.reload import ReloadPlan, reload_plan
 from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
-from overlayd.fabric.fdb import MacLearned, MacMoved, MacRemoved, Source
-from overlayd.fabric.flood import FloodMemberAdded, FloodMemberRemoved
-from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
+from overlayd.fabric.fdb import Source
+from overlayd.fabric.flood import FloodMemberAdded
+from overlayd.control.hub import EventHub
 from overlayd.control.routed import default_router_mac
 from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
@@ -65,36 +65,6 @@ class SetupError(Exception):
     """The system cannot be set up as configured; nothing was left behind."""
 
 
-def _where(vtep: str | None) -> str:
-    return "local" if vtep is None else vtep
-
-
-def describe(event: object) -> str:
-    match event:
-        case MacLearned(vni, mac, vtep, source):
-            return f"vni {vni}: learned {mac_str(mac)} at {_where(vtep)} ({source.label})"
-        case MacMoved(vni, mac, old, old_src, vtep, source):
-            return (
-                f"vni {vni}: {mac_str(mac)} moved {_where(old)} ({old_src.label})"
-                f" -> {_where(vtep)} ({source.label})"
-            )
-        case MacRemoved(vni, mac, vtep, source, aged):
-            how = "aged out" if aged else "removed"
-            return f"vni {vni}: {mac_str(mac)} at {_where(vtep)} ({source.label}) {how}"
-        case FloodMemberAdded(vni, vtep):
-            return f"vni {vni}: flood list + {vtep}"
-        case FloodMemberRemoved(vni, vtep):
-            return f"vni {vni}: flood list - {vtep}"
-        case NeighborLearned(vni, ip, mac, source):
-            return f"vni {vni}: {ip} is at {mac_str(mac)} ({source.label})"
-        case NeighborMoved(vni, ip, old, mac, source):
-            return f"vni {vni}: {ip} moved {mac_str(old)} -> {mac_str(mac)} ({source.label})"
-        case NeighborRemoved(vni, ip, mac, source, aged):
-            how = "aged out" if aged else "removed"
-            return f"vni {vni}: {ip} at {mac_str(mac)} ({source.label}) {how}"
-    return repr(event)
-
-
 class Daemon:
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
                  config_path: str | None = None):
@@ -102,6 +72,8 @@ class Daemon:
         self.config_path = config_path  # what SIGHUP reads again
         self.clock = clock
         self.switch = Switch(config.node.vxlan_port, config.node.fdb_aging)
+        self.events = EventHub()  # what the log and `overlayctl watch` hear (control/hub.py)
+        self.events.network_of = self._network_name
         self.taps: dict[int, Tap] = {}
         self.mtus: dict[int, int] = {}
         self.sockets: VxlanSockets | None = None
@@ -208,7 +180,7 @@ class Daemon:
             self.switch.neighbor_snooping = True
             self.switch.arp_suppression = True
             self.prefixes = PrefixTable()
-            self.speaker = Speaker(cfg, self.switch, now, self.prefixes)
+            self.speaker = Speaker(cfg, self.switch, now, self.prefixes, events=self.events)
         if cfg.routing is not None and cfg.routing.backend == "userspace":
             assert self.speaker is not None
             self.routed = RoutedDevice(cfg, self.switch, self.speaker, self.clock, self.offloads.vnet_hdr)
@@ -318,6 +290,13 @@ class Daemon:
             ", ".join(self.switch.flood.targets(net.vni)) or "empty",
         )
 
+    def _network_name(self, vni: int) -> str | None:
+        """The name of network `vni` (for events), None for a VNI without a segment."""
+        try:
+            return self.switch.segment(vni).name
+        except KeyError:
+            return None
+
     def _device_field(self, name: str) -> str:
         """The config field that names device `name` (for an error message)."""
         for i, net in enumerate(self.config.networks):
@@ -352,10 +331,11 @@ class Daemon:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
                               self.speaker, self.routed, self.kernel, self.services, self.device_macs,
-                              self.underlay_mtu)
+                              self.underlay_mtu, self.events)
             node = self.config.node
             self.status = StatusServer(node.status_socket, view, self.clock, max_clients=node.status_max_clients,
-                                       idle_timeout_s=node.status_idle_timeout_s, group=node.status_group)
+                                       idle_timeout_s=node.status_idle_timeout_s, group=node.status_group,
+                                       max_watchers=node.status_max_watchers)
             view.status_socket = self.status
             view.reload_hook = self._reload_command
             self.status_view = view
@@ -485,7 +465,8 @@ class Daemon:
                 return self._refuse(str(err))
             self._apply(plan, new, opened)
             what = plan.describe()
-            log.info("reload: %s applied: %s", self.config_path, what)
+            self.events.emit("reload_applied", f"reload: {self.config_path} applied: {what}", config=self.config_path,
+                             changes=what)
             return True, what
 
     async def _reload_command(self) -> dict:
@@ -496,7 +477,8 @@ class Daemon:
         return {"reloaded": self.config_path, "changes": what}
 
     def _refuse(self, why: str) -> tuple[bool, str]:
-        log.error("reload refused, the running config stays: %s", why)
+        self.events.emit("reload_refused", f"reload refused, the running config stays: {why}", reason=why,
+                         config=self.config_path)
         return False, f"reload refused: {why}"
 
     def _apply(self, plan: ReloadPlan, new: Config, opened: list) -> None:
@@ -579,6 +561,8 @@ class Daemon:
                 next_aging += AGING_TICK_S
             if self.switch.events:
                 self._log_events()
+            self.events.limits(self.clock(), {seg.name: self.switch.refused(seg.vni)
+                                              for seg in self.switch.segments()})
             if self.routed is not None:
                 moved = self.speaker is not None and self.speaker.subnet_moves
                 if moved or self.clock() >= next_route_check:
@@ -636,9 +620,7 @@ class Daemon:
 
     def _log_events(self) -> None:
         events = self.switch.pop_events()
-        if log.isEnabledFor(logging.DEBUG):
-            for event in events:
-                log.debug("%s", describe(event))
+        self.events.fabric(events)
         if self.kernel is not None and events:
             self.kernel.segment_events(events)
         for event in events:  # a VTEP joined a flood list: tell it where our TAP's addresses are

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from overlayd.control.routes import path_row
 from overlayd.control.speaker import Speaker
 from overlayd.fabric.rib import Path
-from overlayd.wire.bgp.evpn import (
-    ZERO_ESI,
-    EvpnRoute,
-    ImetRoute,
-    MacIpRoute,
-    PrefixRoute,
-)
 from overlayd.wire.bgp.unicast import UnicastRoute
 from overlayd.wire.bgp.update import family_name
 from overlayd.wire.ethernet import mac_str
-
-ROUTE_TYPE_NAMES = {2: "macip", 3: "imet", 5: "prefix"}
 
 
 def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
@@ -67,52 +59,6 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
 def _accepted(speaker: Speaker, path: Path) -> bool:
     """Used: an EVPN path that maps to a network, or any unicast path (a candidate for unicast_routes)."""
     return isinstance(path.route, UnicastRoute) or speaker.importer.domain_of(path) is not None
-
-
-def _esi(esi: bytes) -> str:
-    return "0" if esi == ZERO_ESI else esi.hex(":")
-
-
-def route_type(route: EvpnRoute | UnicastRoute) -> str:
-    """What `overlayctl rib` calls a route's type: macip, imet, prefix; ipv4-unicast, ipv6-unicast."""
-    if isinstance(route, UnicastRoute):
-        return family_name(route.family)
-    return ROUTE_TYPE_NAMES.get(route.route_type, str(route.route_type))
-
-
-def path_row(path: Path, best: bool, vni: int | None) -> dict[str, Any]:
-    route = path.route
-    next_hop = str(path.next_hop) if path.next_hop is not None else None
-    if isinstance(route, UnicastRoute):
-        return {"type": route_type(route), "rd": None, "esi": None, "ethernet_tag": None, "mac": None,
-                "ip": None, "prefix": str(route.prefix), "vni": None, "label": None, "next_hop": next_hop,
-                "sequence": None, "route_targets": [str(rt) for rt in path.attributes.route_targets()],
-                "best": best, "peer": path.peer}
-    row: dict[str, Any] = {
-        "type": route_type(route),
-        "rd": str(route.rd),
-        "esi": None,
-        "ethernet_tag": route.ethernet_tag,
-        "mac": None,
-        "ip": None,
-        "prefix": None,
-        "vni": vni,
-        "label": None,
-        "next_hop": next_hop,
-        "sequence": path.sequence if isinstance(route, MacIpRoute) else None,
-        "route_targets": [str(rt) for rt in path.attributes.route_targets()],
-        "best": best,
-        "peer": path.peer,
-    }
-    if isinstance(route, MacIpRoute):
-        row.update(esi=_esi(route.esi), mac=mac_str(route.mac), label=route.vni,
-                   ip=str(route.ip) if route.ip is not None else None)
-    elif isinstance(route, ImetRoute):
-        pmsi = path.attributes.pmsi_tunnel
-        row.update(ip=str(route.originator), label=pmsi.vni if pmsi else None)
-    elif isinstance(route, PrefixRoute):
-        row.update(esi=_esi(route.esi), prefix=str(route.prefix), label=route.vni)
-    return row
 
 
 def rib_rows(speaker: Speaker) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from overlayd import __version__
-from overlayd.status.client import request
+from overlayd.status.client import Watch, request
 from overlayd.status.completion import SHELLS
 from overlayd.status.doctor import render as render_doctor
 from overlayd.status.doctor import report as doctor_report
@@ -254,8 +254,14 @@ def _status_socket_line(sock: dict[str, Any]) -> str:
         f"{sock['clients']}/{sock['max_clients']}, idle timeout {sock['idle_timeout_s']:g}s, requests up to "
         f"{sock['max_request_bytes']} bytes; {sock['refused_busy']} refused busy, {sock['evicted_idle']} idle "
         f"evicted, {sock['dropped_idle']} idle dropped, {sock['refused_too_large']} too large, "
-        f"{sock['refused_not_permitted']} not permitted"
+        f"{sock['refused_not_permitted']} not permitted; watchers {sock['watchers']}/{sock['max_watchers']}, "
+        f"{sock['dropped_too_slow']} dropped too slow, {sock['refused_watchers_busy']} refused busy"
     )
+
+
+def render_event(e: dict[str, Any]) -> str:
+    """One `watch` event as a line: time (UTC), event name, what happened."""
+    return f"{e['ts']} {e['event']:<19} {e['msg']}"
 
 
 RENDER = {
@@ -280,6 +286,9 @@ CLEAR_TARGETS = {
     "peer": "reset the BGP session with a neighbor: Cease (administrative reset), its routes withdrawn, "
             "then it reconnects",
 }
+WATCH_HELP = ("follow the daemon's events live, one line each (time, event, what happened): peers up and down "
+              "and why, routes learned and withdrawn, MACs learned, moved and aged, duplicate MACs frozen, "
+              "limits hit, reloads; until Ctrl-C. A watcher that reads too slowly is dropped (exit 3, too_slow)")
 RELOAD_HELP = ("root only: re-read the config file and apply it, as SIGHUP does: neighbors, userspace "
                "networks, static vteps/fdb and services change live; a file that does not load, or that "
                "changes a key only a restart changes, is refused (exit 3) and the running config stays")
@@ -301,7 +310,7 @@ TOPOLOGY_HELP = "the mesh as this node sees it: nodes, BGP sessions with their s
 COMPLETION_HELP = "print a shell completion script for overlayctl (bash or zsh), made from this parser"
 TOPOLOGY_FORMATS = ("text", "json", "dot", "svg")
 OWN_HELP = {"clear": CLEAR_HELP, "reload": RELOAD_HELP, "explain": EXPLAIN_HELP, "doctor": DOCTOR_HELP,
-            "topology": TOPOLOGY_HELP}
+            "topology": TOPOLOGY_HELP, "watch": WATCH_HELP}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,10 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="overlayctl",
         description="Query a running overlayd through its status socket. Members of the socket's group "
                     "(node.status_group) may run every command but clear and reload, which only root may.",
-        epilog="exit status: 0 ok, 2 the socket cannot be reached, 3 the daemon refused the request "
-               "(not_permitted: a state-changing command from a user who is not root; bad_request: an "
-               "argument it cannot use, e.g. an explain DESTINATION that is not an address); doctor: 0 healthy, "
-               "1 warnings, 4 errors found; topology --format svg: 1 when Graphviz's dot is missing or fails.",
+        epilog="exit status: 0 ok, 2 the socket cannot be reached (watch: or the daemon closed it), 3 the "
+               "daemon refused the request (not_permitted: a state-changing command from a user who is not "
+               "root; bad_request: an argument it cannot use, e.g. an explain DESTINATION that is not an "
+               "address; watch: busy, or too_slow when it dropped a watcher that read too slowly); doctor: 0 "
+               "healthy, 1 warnings, 4 errors found; topology --format svg: 1 when Graphviz's dot is missing "
+               "or fails.",
     )
     p.add_argument(
         "-s", "--socket",
@@ -325,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = OWN_HELP.get(name, help_text)
         description = EXPLAIN_DESCRIPTION if name == "explain" else help_text
         cmd = sub.add_parser(name, help=help_text, description=description)
-        if name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
+        if name == "watch":
+            cmd.add_argument("--json", action="store_true",
+                             help="one JSON object a line, keys sorted; ts, event, level, msg, peer, network, mac, "
+                                  "prefix and reason always there (null where they mean nothing)")
+        elif name != "clear":  # clear's --json goes with its WHAT, so that it is read after it
             cmd.add_argument("--json", action="store_true", help="print the reply as stable JSON")
         if name == "clear":
             targets = cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -397,12 +412,37 @@ def topology(args: argparse.Namespace, facts: dict[str, Any]) -> int:
     return 0
 
 
+def watch(args: argparse.Namespace) -> int:
+    """`overlayctl watch`: print each event as it comes until Ctrl-C or the daemon goes."""
+    try:
+        with Watch(args.socket) as stream:
+            print(f"overlayctl: watching {stream.started['watching']} (one line per event; Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+            for event in stream:
+                print(json.dumps(event, sort_keys=True) if args.json else render_event(event), flush=True)
+    except StatusError as err:
+        print(f"overlayctl: watch: {err} ({err.code})", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as err:
+        if isinstance(err, BrokenPipeError):  # `overlayctl watch | head`: the reader is done
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"overlayctl: cannot reach overlayd at {args.socket}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 0
+    print("overlayctl: watch: overlayd closed the connection", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "completion":
         print(SHELLS[args.shell](parser), end="")
         return 0
+    if args.command == "watch":
+        return watch(args)
     extra = {key: getattr(args, key) for key in ("network", "service", "client", "backend", "what", "mac",
                                                     "neighbor", "destination", "source") if getattr(args, key, None)}
     try:

@@ -33,10 +33,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from overlayd import __version__
+from overlayd.control.routes import ROUTE_TYPE_NAMES
 from overlayd.control.session import State
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.neighbors import SOURCES as BINDING_SOURCES
-from overlayd.status.bgp_view import ROUTE_TYPE_NAMES
 
 PREFIX = "overlayd_"
 

@@ -11,6 +11,9 @@ the node, so the whole protocol is testable with strings. The socket server
 `explain` takes `destination` (an IP address, a MAC, or a service's
 VIP:PORT[/tcp|udp]) and optionally `source` (the sender's IP address) and
 `network` (an L2 network's name or VNI); see `status/explain.py`.
+One command streams: `watch` answers with a first reply line, then one reply line per
+event (`event_line`) for as long as the client stays, or a last error line (`too_slow`)
+when it read too slowly; `handle_line_async` returns a `Stream` for the server to move.
 
 Who may do what: the socket is open to root and to the group of
 `node.status_group`. Every command only reads, except `clear` and `reload`
@@ -25,6 +28,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 PROTOCOL_VERSION = 1
@@ -52,6 +56,7 @@ class NodeView(Protocol):
                 network: str | None = None) -> dict[str, Any]: ...
     def doctor(self, now: float) -> dict[str, Any]: ...
     def topology(self, now: float) -> dict[str, Any]: ...
+    def watch(self, now: float) -> tuple[dict[str, Any], Any]: ...
 
 
 COMMANDS: dict[str, str] = {
@@ -79,11 +84,24 @@ COMMANDS: dict[str, str] = {
               "twice, kernel entries out of step with the tables",
     "topology": "the mesh as this node sees it: the node, BGP sessions with their state, VTEPs with the "
                 "networks, MACs and subnets behind each",
+    "watch": "a live stream of events, one line each: peer up/down and why, routes learned/withdrawn, MACs "
+             "learned/moved/aged, a duplicate MAC frozen, a limit hit, a reload; until the client leaves "
+             "(a client that reads too slowly is dropped: too_slow)",
 }
+STREAM_COMMANDS = frozenset({"watch"})  # the reply goes on: see Stream
 CONNTRACK_FILTERS = ("service", "client", "backend")
 EXPLAIN_ARGS = ("destination", "source", "network")
 PRIVILEGED_COMMANDS = frozenset({"clear", "reload"})  # they change the daemon's state
 CLEAR_ARGS = {"counters": (), "mac": ("network", "mac"), "peer": ("neighbor",)}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The reply of a STREAM_COMMANDS request: its first line, then the events of `subscription`
+    (a control.hub.Subscriber: take(), dropped, wake, close()) each as an `event_line`."""
+
+    first: str
+    subscription: Any
 
 
 class StatusError(Exception):
@@ -114,6 +132,11 @@ def error_reply(code: str, message: str) -> str:
     return _error(code, message)
 
 
+def event_line(event: dict[str, Any]) -> str:
+    """One event of a `watch` stream (control.hub.Event.as_dict()) as a reply line."""
+    return _reply(True, command="watch", result=event)
+
+
 def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) -> Any:
     handlers: dict[str, Callable[[], Any]] = {
         "status": lambda: view.status(now),
@@ -129,6 +152,7 @@ def _dispatch(view: NodeView, command: str, args: dict[str, Any], now: float) ->
         "reload": lambda: view.reload(now),
         "doctor": lambda: view.doctor(now),
         "topology": lambda: view.topology(now),
+        "watch": lambda: view.watch(now),
     }
     allowed = {"fdb": {"network"}, "conntrack": set(CONNTRACK_FILTERS), "explain": set(EXPLAIN_ARGS),
                "clear": {"what", *(a for names in CLEAR_ARGS.values() for a in names)}}.get(command, set())
@@ -169,18 +193,22 @@ def handle_line(line: str | bytes, view: NodeView, now: float, privileged: bool 
     """One request line in, one reply line out. Never raises on bad input.
 
     `privileged`: the client may change state (PRIVILEGED_COMMANDS); the server decides it.
-    A command whose handler answers later (`reload`) needs `handle_line_async`."""
+    A command whose handler answers later (`reload`) or goes on (`watch`) needs `handle_line_async`."""
     reply = _handle(line, view, now, privileged)
+    if isinstance(reply, Stream):
+        reply.subscription.close()
+        return _error("not_supported", "watch streams events: the socket server serves it")
     if not isinstance(reply, str):
         getattr(reply[1], "close", lambda: None)()  # a coroutine never awaited
         return _error("not_supported", f"{reply[0]} answers asynchronously: the server awaits it")
     return reply
 
 
-async def handle_line_async(line: str | bytes, view: NodeView, now: float, privileged: bool = False) -> str:
-    """As `handle_line`, awaiting a handler that answers later (`reload`)."""
+async def handle_line_async(line: str | bytes, view: NodeView, now: float,
+                            privileged: bool = False) -> str | Stream:
+    """As `handle_line`, awaiting a handler that answers later (`reload`); a `Stream` for `watch`."""
     reply = _handle(line, view, now, privileged)
-    if isinstance(reply, str):
+    if isinstance(reply, (str, Stream)):
         return reply
     command, pending = reply
     try:
@@ -190,8 +218,8 @@ async def handle_line_async(line: str | bytes, view: NodeView, now: float, privi
     return _reply(True, command=command, result=result)
 
 
-def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | tuple[str, Any]:
-    """A reply line, or (command, the awaitable its result comes from)."""
+def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> str | Stream | tuple[str, Any]:
+    """A reply line, a Stream, or (command, the awaitable its result comes from)."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
@@ -218,6 +246,9 @@ def _handle(line: str | bytes, view: NodeView, now: float, privileged: bool) -> 
         return _error(err.code, str(err))
     if inspect.isawaitable(result):
         return command, result
+    if command in STREAM_COMMANDS:
+        first, subscription = result
+        return Stream(_reply(True, command=command, result=first), subscription)
     return _reply(True, command=command, result=result)
 
 

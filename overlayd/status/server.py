@@ -19,6 +19,17 @@ file descriptors or its event loop away from BGP and the data plane:
 - a request line longer than MAX_LINE_BYTES gets a `too_large` error and
   the connection is closed.
 
+`watch` turns a connection into a stream of events (control/hub.py) until
+the client closes its end (or sends anything more). Watchers have a cap of
+their own, `max_watchers`, outside the `max_clients` request clients (one
+more is told `busy`); they are never idle-timed out nor evicted: a stream
+is quiet until something happens. A watcher never slows the daemon: the
+hub queues at most its subscriber's `max_queued` events, and this server
+takes them out only as fast as the client reads (the socket's write
+buffer drained). A client that falls that far behind is sent a last line,
+error `too_slow` with the reason, given WATCH_GOODBYE_S to read it, and
+closed.
+
 Each of these is counted; `summary()` shows the limits and the counts in
 `overlayctl status`.
 """
@@ -38,13 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from overlayd.status.protocol import MAX_LINE_BYTES, NodeView, error_reply, handle_line_async
+from overlayd.status.protocol import MAX_LINE_BYTES, NodeView, Stream, error_reply, event_line, handle_line_async
 
 log = logging.getLogger("overlayd.status")
 
 SOCKET_MODE = 0o660
 DEFAULT_MAX_CLIENTS = 64
 DEFAULT_IDLE_TIMEOUT_S = 30.0
+DEFAULT_MAX_WATCHERS = 16  # `watch` streams at once, beside the request clients (DECISIONS.md)
+WATCH_GOODBYE_S = 5.0  # a watcher dropped as too slow has this long to read its last line
 # The kernel's queue of connections not yet accepted, and (asyncio) how many are accepted per
 # wake-up: a flood of connects waits in the kernel, not in the daemon's descriptor table, whose
 # share of status clients stays near max_clients + a few batches of LISTEN_BACKLOG.
@@ -114,17 +127,19 @@ class _Client:
 class StatusServer:
     def __init__(self, path: str, view: NodeView, clock: Callable[[], float], *,
                  max_clients: int = DEFAULT_MAX_CLIENTS, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-                 group: str | int | None = None):
+                 group: str | int | None = None, max_watchers: int = DEFAULT_MAX_WATCHERS):
         self.path = path
         self._view = view
         self._clock = clock
         self._server: asyncio.AbstractServer | None = None
         self.max_clients = max_clients
         self.idle_timeout_s = idle_timeout_s
+        self.max_watchers = max_watchers
         self.group = group
         self.gid: int | None = None  # the socket's group once started
         self._privileged_uids = {0, os.geteuid()}
         self._clients: dict[asyncio.StreamWriter, _Client] = {}
+        self._watchers: dict[asyncio.StreamWriter, _Client] = {}  # `watch` streams
         self.counters = {
             "accepted": 0,  # connections served
             "refused_busy": 0,  # a newcomer turned away: every client was busy with a request
@@ -132,6 +147,9 @@ class StatusServer:
             "dropped_idle": 0,  # closed after idle_timeout_s without a request (or not reading a reply)
             "refused_too_large": 0,  # a request line over MAX_LINE_BYTES
             "refused_not_permitted": 0,  # a state-changing command from a client that is not root
+            "watches": 0,  # `watch` streams served
+            "refused_watchers_busy": 0,  # a `watch` turned away: max_watchers streams already
+            "dropped_too_slow": 0,  # a watcher that read its events too slowly, dropped
         }
 
     async def start(self) -> None:
@@ -168,6 +186,8 @@ class StatusServer:
             "clients": len(self._clients),
             "max_clients": self.max_clients,
             "idle_timeout_s": self.idle_timeout_s,
+            "watchers": len(self._watchers),
+            "max_watchers": self.max_watchers,
             "max_request_bytes": MAX_LINE_BYTES,
             "listen_backlog": LISTEN_BACKLOG,
             **self.counters,
@@ -233,6 +253,9 @@ class StatusServer:
                 return
             client.idle_since = None
             reply = await handle_line_async(line, self._view, self._clock(), privileged=privileged)
+            if isinstance(reply, Stream):
+                await self._watch(reader, writer, client, reply)
+                return
             if not privileged and reply.startswith(_NOT_PERMITTED):
                 self.counters["refused_not_permitted"] += 1
                 if self.counters["refused_not_permitted"] == 1 or log.isEnabledFor(logging.DEBUG):
@@ -241,6 +264,72 @@ class StatusServer:
             writer.write(reply.encode())
             if not await self._drain(writer) or last:
                 return
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: _Client,
+                     stream: Stream) -> None:
+        """Serve a `watch` stream (see the module docstring) until the client leaves or is dropped."""
+        sub = stream.subscription
+        if len(self._watchers) >= self.max_watchers:
+            sub.close()
+            self.counters["refused_watchers_busy"] += 1
+            writer.write(error_reply("busy", f"the status socket serves {self.max_watchers} watchers at once "
+                                             "(node.status_max_watchers): try again later").encode())
+            await self._drain(writer)
+            return
+        self._clients.pop(writer, None)  # a stream: neither idle nor a request client any more
+        self._watchers[writer] = client
+        self.counters["watches"] += 1
+        news = asyncio.Event()  # the hub queued a first event, or dropped the subscriber
+        sub.wake = news.set
+        gone = asyncio.ensure_future(reader.read(1))  # the client says nothing more: EOF (or a byte) ends it
+        try:
+            writer.write(stream.first.encode())
+            while not gone.done():
+                events = sub.take()
+                if sub.dropped is not None:
+                    self.counters["dropped_too_slow"] += 1
+                    writer.write(error_reply("too_slow", sub.dropped).encode())
+                    writer.transport.set_write_buffer_limits(high=0)  # drain() waits for every byte
+                    await self._until(asyncio.sleep(WATCH_GOODBYE_S), writer.drain(), gone=gone)
+                    writer.transport.abort()  # what it did not read in time is dropped with it
+                    return
+                if events:
+                    writer.write("".join(event_line(ev.as_dict()) for ev in events).encode())
+                    # Room for them: at once, unless the client reads slower than events come; then
+                    # they pile up in the hub (bounded), and a drop ends the wait.
+                    await self._until(writer.drain(), self._dropped(sub, news), gone=gone)
+                else:
+                    news.clear()
+                    await self._until(news.wait(), gone=gone)
+        finally:
+            if gone.done() and not gone.cancelled():
+                gone.exception()  # a reset while reading: the client left all the same
+            gone.cancel()
+            sub.close()
+            self._watchers.pop(writer, None)
+            if writer.transport.get_write_buffer_size():  # a client gone, or not reading: no lingering
+                writer.transport.abort()
+
+    @staticmethod
+    async def _dropped(sub: Any, news: asyncio.Event) -> None:
+        while sub.dropped is None:
+            news.clear()
+            await news.wait()
+
+    @staticmethod
+    async def _until(*waits: Any, gone: asyncio.Future) -> None:
+        """Wait for the first of `waits` (coroutines) or `gone`; cancel the rest of `waits`. A
+        connection error while waiting (the client went away) is raised."""
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        try:
+            done, _ = await asyncio.wait([*tasks, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        for task in tasks:
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None and task in done:
+                raise error
 
     async def _drain(self, writer: asyncio.StreamWriter) -> bool:
         """Wait for the reply to leave; False (counted as idle) when the client does not read it in time."""
@@ -255,7 +344,7 @@ class StatusServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for client in list(self._clients.values()):
+            for client in [*self._clients.values(), *self._watchers.values()]:
                 client.close()
             self._clients.clear()
             await self._server.wait_closed()

@@ -24,7 +24,8 @@ class SwitchView:
 
     def __init__(self, config: Config, switch: Switch, started: float, mtus: dict[int, int],
                  offloads: Any = None, speaker: Any = None, routed: Any = None, kernel: Any = None,
-                 services: Any = None, device_macs: dict | None = None, underlay_mtu: int | None = None):
+                 services: Any = None, device_macs: dict | None = None, underlay_mtu: int | None = None,
+                 events: Any = None):
         self.config = config
         self.switch = switch
         self.started = started
@@ -36,6 +37,7 @@ class SwitchView:
         self.services_runtime = services  # io.services.Services, when services are configured
         self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
         self.underlay_mtu = underlay_mtu  # node.underlay_mtu, or the MTU of the VTEP's interface
+        self.events = events  # control.hub.EventHub: what `watch` subscribes to
         # Set by the daemon: the status socket (its limits and counters, for `status`), what to
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
@@ -92,19 +94,20 @@ class SwitchView:
         if limit is None:
             return None
         learn, flood = limit.bucket, sw.segment(vni).flood_bucket
+        refused = sw.refused(vni)
         return {
             "max_local_macs": limit.max_macs,
             "local_macs": sw.fdb.local_count(vni),
-            "refused_fdb_full": limit.refused_full,
+            "refused_fdb_full": refused["fdb_full"],
             "max_local_ips": sw.neighbors.local_limits.get(vni),
             "local_ips": sw.neighbors.local_count(vni),
-            "refused_ips": sw.neighbors.refused.get(vni, 0),
+            "refused_ips": refused["ips_full"],
             "mac_learn_rate_per_s": learn.rate_per_s if learn else None,
             "mac_learn_burst": learn.burst if learn else None,
-            "refused_rate": limit.refused_rate,
+            "refused_rate": refused["rate"],
             "flood_rate_pps": flood.rate_per_s if flood else None,
             "flood_burst": flood.burst if flood else None,
-            "flood_dropped": flood.refused if flood else 0,
+            "flood_dropped": refused["flood_rate"],
         }
 
     def _mac_source(self, role: str) -> str | None:
@@ -366,6 +369,13 @@ class SwitchView:
             raise StatusError("not_supported", "this status view has no daemon to reload: restart overlayd to "
                                                "apply a changed config")
         return self.reload_hook()
+
+    def watch(self, now: float) -> tuple[dict[str, Any], Any]:
+        """A subscription to the node's events: (the first reply's result, the Subscriber)."""
+        if self.events is None:
+            raise StatusError("not_supported", "this status view has no event hub to watch")
+        sub = self.events.subscribe()
+        return {"watching": self.config.node.name, "max_queued": sub.max_queued}, sub
 
     def _changed(self) -> None:
         if self.after_change is not None:

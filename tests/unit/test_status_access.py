@@ -395,9 +395,10 @@ def test_overlayctl_status_shows_the_sockets_limits():
     sock = {"path": "/run/overlayd/overlayd.sock", "mode": "0660", "group": "overlayd", "gid": 990, "clients": 2,
             "max_clients": 64, "idle_timeout_s": 30.0, "max_request_bytes": 65536, "listen_backlog": 16,
             "accepted": 9, "refused_busy": 0, "evicted_idle": 1, "dropped_idle": 3, "refused_too_large": 0,
-            "refused_not_permitted": 2}
+            "refused_not_permitted": 2, "watchers": 1, "max_watchers": 16, "watches": 3, "dropped_too_slow": 1,
+            "refused_watchers_busy": 0}
     out = ctl.render_status({"node": "n1", "vtep": "10.0.0.1", "vxlan_port": 4789, "uptime_s": 1, "fdb_entries": 0,
                              "networks": [], "status_socket": sock})
     assert ("status socket: /run/overlayd/overlayd.sock mode 0660 group overlayd, clients 2/64, idle timeout 30s, "
             "requests up to 65536 bytes; 0 refused busy, 1 idle evicted, 3 idle dropped, 0 too large, "
-            "2 not permitted") in out.splitlines()
+            "2 not permitted; watchers 1/16, 1 dropped too slow, 0 refused busy") in out.splitlines()
