@@ -4,6 +4,7 @@
     node.ctl("fdb")            # the JSON result of `overlayctl fdb --json`
     node.counters()["tx_flood_frames"]
     node.established("10.0.0.2"), node.fdb_row(mac), node.flood_list(), node.tap_mac()
+    node.metrics()             # the text of GET /metrics (config `metrics: {listen: ...}`)
     node.reload(new_config)    # write the file, SIGHUP, return the log line saying how it went
     node.stop()                # SIGTERM, wait, return the exit code
 
@@ -26,6 +27,9 @@ import yaml
 from tools.lab import Host, wait_for
 
 READY_TIMEOUT_S = 15.0
+# GET a URL and print the body: run in the daemon's namespace, where its metrics endpoint listens.
+_HTTP_GET = ("import sys, urllib.request; "
+             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())")
 
 
 class Overlayd:
@@ -56,6 +60,11 @@ class Overlayd:
 
     def counters(self) -> dict[str, int]:
         return self.ctl("stats")["counters"]
+
+    def metrics(self, path: str = "/metrics") -> str:
+        """The body of GET `path` from the daemon's metrics endpoint (`metrics.listen`), asked in its host."""
+        listen = self.config["metrics"]["listen"]
+        return self.host.run(sys.executable, "-c", _HTTP_GET, f"http://{listen}{path}").stdout
 
     def peer_state(self, address: str) -> str | None:
         """The BGP session state with a neighbor as `overlayctl peers` says it

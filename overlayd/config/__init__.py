@@ -37,6 +37,7 @@ from overlayd.config.fields import (
     ifname_problem,
 )
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
+from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
 from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
 
@@ -365,6 +366,32 @@ class ConntrackConfig(Frozen):
     max_entries: int = Field(default=65536, ge=16, le=10_000_000)
 
 
+def _listen(v: Any) -> Any:
+    """`metrics.listen`: "127.0.0.1:9477" or "[::1]:9477", an address of this host and a TCP port."""
+    if not isinstance(v, str):
+        return v  # the str type refuses it
+    try:
+        return format_endpoint(parse_endpoint(v))
+    except ValueError as err:
+        raise ValueError(f"{str(err).removeprefix('endpoint ')} (write 127.0.0.1:9477 or [::1]:9477; "
+                         f"every address: 0.0.0.0:9477 or [::]:9477)") from None
+
+
+class MetricsConfig(Frozen):
+    """`metrics:`: serve Prometheus metrics over HTTP at `listen` (path /metrics)."""
+
+    listen: Annotated[str, BeforeValidator(_listen)]
+
+    @property
+    def address(self) -> str:
+        """The address to bind, without brackets."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 def _networks(v: Any) -> Any:
     """`services_network`: one CIDR or a list of them."""
     return [v] if isinstance(v, str) else v
@@ -379,6 +406,7 @@ class Config(Frozen):
     services: tuple[ServiceConfig, ...] = ()
     services_file: FilePath | None = None
     conntrack: ConntrackConfig = ConntrackConfig()
+    metrics: MetricsConfig | None = None  # default: no metrics endpoint
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -531,7 +559,7 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 
 _NAMES_ITS_FIELD = re.compile(
-    r"^(node|networks|bgp|routing|services|services_network|services_file|conntrack)(\[\d+\])?(\.\w+(\[\d+\])?)*: ")
+    r"^(node|networks|bgp|routing|services|services_network|services_file|conntrack|metrics)(\[\d+\])?(\.\w+(\[\d+\])?)*: ")
 _A_FIELD_INSIDE = re.compile(r"^\w+(\[\d+\])?(\.\w+(\[\d+\])?)*: ")  # "backends[0]: ...", "health.port: ..."
 
 

@@ -9,7 +9,7 @@ Live: the neighbor list (a neighbor whose settings changed gets a new session;
 one whose description alone changed keeps its session), userspace networks
 coming and going, every network's static `vteps` and `fdb`, and the services
 (`services`, `services_file`). Everything else — `node`, the speaker's own
-`bgp` settings, `routing`, `services_network`, `conntrack`, a kernel segment
+`bgp` settings, `routing`, `services_network`, `conntrack`, `metrics`, a kernel segment
 coming or going, a network whose VNI, device, address, MAC, MTU, route target
 or backend changed, the set of unicast families the neighbors carry — needs a
 restart; the plan names each such key, and the daemon then applies nothing.
@@ -87,7 +87,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
                 plan.neighbors_added.append(nb)
     if old.routing != new.routing:
         need += _changed(old.routing, new.routing, "routing") if old.routing and new.routing else ["routing"]
-    for key in ("services_network", "conntrack"):
+    for key in ("services_network", "conntrack", "metrics"):
         if getattr(old, key) != getattr(new, key):
             need.append(key)
     plan.services_changed = (old.services, old.services_file) != (new.services, new.services_file)

@@ -135,6 +135,7 @@ class PeerStats:
     stale_removed: int = 0  # stale paths withdrawn by End-of-RIB, the restart time, or an F bit of 0
     unknown_routes: int = 0  # EVPN routes of a type we do not speak, discarded (RFC 7606 5.4)
     session_resets: int = 0  # sessions we reset for a malformed message (NOTIFICATION 1/x or 3/x sent)
+    flaps: int = 0  # Established sessions that went down, for any reason
     last_error: str = ""
     established_count: int = 0  # sessions that reached Established since the daemon started
     end_of_rib: set[Family] = field(default_factory=set)  # the families it sent End-of-RIB for
@@ -449,6 +450,7 @@ class Speaker:
                 self._pending.pop(address, None)
                 self._eor.discard(address)
                 if event.was_established:
+                    stats.flaps += 1
                     self.session_flaps.record(address, now, event.reason)
                 if event.was_established and self._helps(address, event):
                     self._keep_stale(address, event.reason, now)

@@ -30,6 +30,7 @@ refresh costs what it did.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -139,7 +140,10 @@ class Fdb:
         self.aging_exempt: set[int] = set()  # VNIs whose local entries something else ages (a kernel bridge)
         self.local_limits: dict[int, LocalLimit] = {}  # VNI -> bounds on its local entries (limit_local)
         self._entries: dict[tuple[int, bytes], FdbEntry] = {}
-        self._local: dict[int, int] = {}  # VNI -> how many local entries it has
+        self.moves: dict[int, int] = {}  # VNI -> MACs that moved to another place (VTEP or local)
+        # (VNI, source) -> entries, kept as the table changes: the local ones are what max_macs
+        # bounds, and the metrics read the table's size by network and source without a walk
+        self.counts: Counter[tuple[int, Source]] = Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -152,7 +156,7 @@ class Fdb:
 
     def local_count(self, vni: int) -> int:
         """How many local entries `vni` has (what its `max_macs` bounds)."""
-        return self._local.get(vni, 0)
+        return self.counts[vni, Source.LOCAL]
 
     def limit_local(self, vni: int, max_macs: int, rate_per_s: float | None = None, burst: float | None = None,
                     now: float = 0.0, exempt: frozenset[bytes] | set[bytes] = frozenset()) -> LocalLimit:
@@ -184,23 +188,24 @@ class Fdb:
                 refused = self._admit_local(vni, mac, now)
                 if refused is not None:
                     return refused
-                self._local[vni] = self._local.get(vni, 0) + 1
             self._entries[key] = FdbEntry(vni, mac, vtep, source, now)
+            self.counts[vni, source] += 1
             return MacLearned(vni, mac, vtep, source)
         if entry.vtep == vtep and entry.source is source:
             entry.updated = now
             return None
         if not source.may_replace(entry.source):
             return None
-        if source is Source.LOCAL:  # from a remote VTEP (moved here) or another way of learning
-            if entry.source is not Source.LOCAL:
-                refused = self._admit_local(vni, mac, now)
-                if refused is not None:
-                    return refused
-                self._local[vni] = self._local.get(vni, 0) + 1
-        elif entry.source is Source.LOCAL:
-            self._local[vni] -= 1
+        if source is Source.LOCAL and entry.source is not Source.LOCAL:  # moved here, or learned another way
+            refused = self._admit_local(vni, mac, now)
+            if refused is not None:
+                return refused
         change = MacMoved(vni, mac, entry.vtep, entry.source, vtep, source)
+        if entry.vtep != vtep:  # not just learned another way
+            self.moves[vni] = self.moves.get(vni, 0) + 1
+        if entry.source is not source:
+            self.counts[vni, entry.source] -= 1
+            self.counts[vni, source] += 1
         entry.vtep, entry.source, entry.updated = vtep, source, now
         return change
 
@@ -209,7 +214,7 @@ class Fdb:
         limit = self.local_limits.get(vni)
         if limit is None or mac in limit.exempt:
             return None
-        if self._local.get(vni, 0) >= limit.max_macs:
+        if self.counts[vni, Source.LOCAL] >= limit.max_macs:
             limit.refused_full += 1
             return MacRefused.FULL
         bucket = limit.bucket
@@ -230,8 +235,7 @@ class Fdb:
 
     def _delete(self, entry: FdbEntry) -> None:
         del self._entries[(entry.vni, entry.mac)]
-        if entry.source is Source.LOCAL:
-            self._local[entry.vni] -= 1
+        self.counts[entry.vni, entry.source] -= 1
 
     def expire(self, now: float) -> list[MacRemoved]:
         """Remove data-plane entries not refreshed for `aging_s` (outside `aging_exempt`); return

@@ -35,6 +35,7 @@ more.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -118,7 +119,9 @@ class Neighbors:
         self._by_mac: dict[tuple[int, bytes], set[tuple[IP, Source]]] = {}
         self.local_limits: dict[int, int] = {}  # VNI -> the most local bindings it may hold
         self.refused: dict[int, int] = {}  # VNI -> local bindings refused for that
-        self._local: dict[int, int] = {}  # VNI -> its local bindings
+        # (VNI, source) -> bindings, kept as the table changes: the local ones are what
+        # limit_local bounds, and the metrics read the table's size without a walk
+        self.counts: Counter[tuple[int, Source]] = Counter()
 
     def limit_local(self, vni: int, max_ips: int) -> None:
         """At most `max_ips` local bindings on `vni` (those beyond it now stay until they go)."""
@@ -127,7 +130,7 @@ class Neighbors:
         self.local_limits[vni] = max_ips
 
     def local_count(self, vni: int) -> int:
-        return self._local.get(vni, 0)
+        return self.counts[vni, Source.LOCAL]
 
     def __len__(self) -> int:
         """The number of bindings, each source's counted."""
@@ -171,14 +174,14 @@ class Neighbors:
         binding = None if slots is None else slots.get(source)
         if binding is None:
             if source is Source.LOCAL:
-                count = self._local.get(vni, 0)
+                count = self.counts[vni, Source.LOCAL]
                 if count >= self.local_limits.get(vni, count + 1):
                     self.refused[vni] = self.refused.get(vni, 0) + 1
                     return LOCAL_FULL
-                self._local[vni] = count + 1
             if slots is None:
                 slots = self._slots[key] = {}
             slots[source] = Binding(vni, ip, mac, source, now)
+            self.counts[vni, source] += 1
             self._index(vni, mac, ip, source)
             return NeighborLearned(vni, ip, mac, source)
         binding.updated = now
@@ -230,8 +233,7 @@ class Neighbors:
         key = (binding.vni, binding.ip)
         slots = self._slots[key]
         del slots[binding.source]
-        if binding.source is Source.LOCAL:
-            self._local[binding.vni] -= 1
+        self.counts[binding.vni, binding.source] -= 1
         if not slots:
             del self._slots[key]
         self._unindex(binding.vni, binding.mac, binding.ip, binding.source)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Union
@@ -68,6 +69,12 @@ DEFAULT_LOCAL_PREF = 100
 MAX_SEQUENCE = 0xFFFFFFFF  # the MAC mobility sequence number is 32 bits
 
 RouteKey = tuple
+
+
+def route_kind(key: RouteKey) -> int | str:
+    """What kind of route a key is: its EVPN route type (2, 3, 5), or "ipv4-unicast" / "ipv6-unicast"."""
+    return f"ipv{key[1].version}-unicast" if key[0] == "unicast" else key[0]
+
 DomainOf = Callable[["Path"], Union[int, None]]
 
 
@@ -399,6 +406,8 @@ class Rib:
         self._adj_in: dict[str, dict[RouteKey, Path]] = {}  # peer -> key -> path
         self._best: dict[RouteKey, Path] = {}
         self._best_since: dict[RouteKey, float] = {}
+        # (peer, route_kind) -> paths: the Adj-RIBs-In's sizes by kind without a walk (metrics)
+        self.counts: Counter[tuple[str, int | str]] = Counter()
 
     # -- queries
 
@@ -458,6 +467,8 @@ class Rib:
         held = self._adj_in.get(path.peer, {}).get(key)
         if held is not None and dataclasses.replace(path, received=held.received) == held:
             return []
+        if held is None:
+            self.counts[path.peer, route_kind(key)] += 1
         self._adj_in.setdefault(path.peer, {})[key] = path
         self._paths.setdefault(key, {})[path.peer] = path
         return self._finish(self._reselect([key], now))
@@ -491,6 +502,7 @@ class Rib:
     def _forget(self, peer: str, key: RouteKey) -> None:
         adj = self._adj_in[peer]
         del adj[key]
+        self.counts[peer, route_kind(key)] -= 1
         if not adj:
             del self._adj_in[peer]
         by_peer = self._paths[key]

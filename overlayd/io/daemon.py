@@ -1,5 +1,5 @@
-"""The daemon: owns TAP devices, UDP sockets and the status socket, and runs
-the asyncio loop that moves frames between them through the Switch.
+"""The daemon: owns TAP devices, UDP sockets, the status socket and the metrics
+endpoint, and runs the asyncio loop that moves frames between them through the Switch.
 
 Setup is all or nothing: anything created before a failure is removed
 again. The hot path reads each ready descriptor until it would block (at
@@ -30,6 +30,7 @@ from overlayd.fabric.prefixes import PrefixTable
 from overlayd.io.backend import KernelBackend
 from overlayd.io.bgp import BgpService, TcpAuthError
 from overlayd.io.devices import DeviceTaken
+from overlayd.io.metrics import MetricsServer
 from overlayd.io.routing import RoutedDevice
 from overlayd.io.services import Services
 from overlayd.dataplane.services import ServicePath
@@ -39,6 +40,7 @@ from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
+from overlayd.status.metrics import registry as metrics_registry
 from overlayd.status.protocol import StatusError
 from overlayd.status.server import SocketInUseError, StatusServer, claim_path
 from overlayd.status.view import SwitchView
@@ -76,6 +78,7 @@ class Daemon:
         self.mtus: dict[int, int] = {}
         self.sockets: VxlanSockets | None = None
         self.status: StatusServer | None = None
+        self.metrics: MetricsServer | None = None  # `metrics:`: bound in setup, served from run()
         self._stack = contextlib.ExitStack()
         self._stopping = asyncio.Event()
         self._buf = bytearray(BUFFER_BYTES)
@@ -106,6 +109,7 @@ class Daemon:
             await self._setup()
         except BaseException:
             await self._close_kernel()
+            await self._close_metrics()
             self._stack.close()
             raise
 
@@ -132,6 +136,14 @@ class Daemon:
                 claim_path(node.status_socket)
             except (SocketInUseError, OSError) as err:
                 raise SetupError(f"node.status_socket: {err}") from None
+            if cfg.metrics is not None:
+                self.metrics = MetricsServer(cfg.metrics.address, cfg.metrics.port)
+                try:
+                    self.metrics.bind()
+                except OSError as err:
+                    raise SetupError(
+                        f"metrics.listen: cannot listen on {cfg.metrics.listen}: {err.strerror or err}"
+                    ) from None
             if cfg.uses_userspace_vxlan():
                 try:
                     self.sockets = VxlanSockets(
@@ -300,6 +312,10 @@ class Daemon:
             except Exception as err:  # noqa: BLE001 - cleanup goes on, and says what failed
                 log.error("kernel backend cleanup: %s", err)
 
+    async def _close_metrics(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.close()
+
     def close(self) -> None:
         """Remove what setup created (TAP devices, sockets). Safe to call twice."""
         self._stack.close()
@@ -329,6 +345,10 @@ class Daemon:
                 raise SetupError(f"node.status_group: {err.args[0]}") from None
             except OSError as err:
                 raise SetupError(f"node.status_socket: {err}") from None
+            if self.metrics is not None:
+                await self.metrics.start(metrics_registry(view, self.clock))
+                view.metrics_server = self.metrics
+                log.info("metrics: http://%s/metrics", self.metrics.listen)
             if self.speaker is not None:
                 self.bgp = BgpService(self.config, self.speaker, self.clock)
                 try:
@@ -386,15 +406,17 @@ class Daemon:
                 await self.bgp.close(graceful=keep and self.speaker.restart_time_s is not None)
             if self.status is not None:
                 await self.status.close()
+            await self._close_metrics()
             kept = keep and self.kernel is not None
             await self._close_kernel(keep=keep)
             self.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if kept:
-                log.info("stopped; status socket removed, the kernel backends left forwarding (node.on_stop: keep)")
+                log.info("stopped; status socket and metrics endpoint closed, the kernel backends left forwarding "
+                         "(node.on_stop: keep)")
             else:
-                log.info("stopped; devices, kernel entries and status socket removed")
+                log.info("stopped; devices, kernel entries, status socket and metrics endpoint removed")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -37,6 +37,7 @@ def peer_rows(speaker: Speaker, now: float) -> list[dict[str, Any]]:
                 "routes_rejected": stats.routes_rejected,
                 "unknown_routes": stats.unknown_routes,
                 "session_resets": stats.session_resets,
+                "flaps": stats.flaps,  # Established sessions that went down
                 "graceful_restart_s": stats.graceful_restart_s,  # the peer's restart time; None: not advertised
                 "graceful_restarts": stats.graceful_restarts,
                 "stale_routes": len(speaker.stale_keys(address)),

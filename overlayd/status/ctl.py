@@ -105,6 +105,10 @@ def render_status(s: dict[str, Any]) -> str:
             head += f"\nkernel error: {error}"
     if s.get("status_socket"):
         head += "\n" + _status_socket_line(s["status_socket"])
+    metrics = s.get("metrics")
+    if metrics:
+        head += (f"\nmetrics: http://{metrics['listen']}{metrics['path']}  {metrics['scrapes']} scrapes, "
+                 f"{metrics['refused_busy']} refused busy, {metrics['bad_requests']} bad requests")
     if not rows:
         return head
     out = head + "\n\n" + table(

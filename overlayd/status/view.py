@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ class SwitchView:
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
         self.status_socket: Any = None  # status.server.StatusServer
+        self.metrics_server: Any = None  # io.metrics.MetricsServer, with `metrics:`
         self.after_change: Callable[[], None] | None = None
         self.reload_hook: Callable[[], Any] | None = None
         # node.vtep_interface's addresses as last read, when node.vtep is no longer one of them
@@ -81,6 +83,7 @@ class SwitchView:
             "kernel": self.kernel.summary() if self.kernel is not None else None,
             "services": self._services_summary(now),
             "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
+            "metrics": self.metrics_server.summary() if self.metrics_server is not None else None,
         }
 
     def _limits(self, vni: int) -> dict[str, Any] | None:
@@ -138,11 +141,7 @@ class SwitchView:
 
     def services(self, now: float) -> list[dict[str, Any]]:
         rt = self._require_services()
-        flows: dict[str, dict[str, int]] = {}
-        for f in rt.conntrack:
-            per = flows.setdefault(f.service, {})
-            name = format_endpoint(f.backend)
-            per[name] = per.get(name, 0) + 1
+        flows = Counter((f.service, f.backend) for f in rt.conntrack)  # one pass, nothing formatted
         rows = []
         for s in rt.table:
             checker = rt.checkers.get(s.name)
@@ -156,7 +155,7 @@ class SwitchView:
                     "healthy": b in s.healthy,
                     "check": checker.config.type if checker is not None else "none",
                     "failures": health[b].failures if b in health else 0,
-                    "flows": flows.get(s.name, {}).get(b, 0),
+                    "flows": flows[s.name, s.endpoints[b]],
                     "hits": s.backend_hits.get(b, 0),
                 } for b in s.backends],
             })

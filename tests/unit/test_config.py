@@ -188,6 +188,17 @@ CASES = [
      r"^bgp\.neighbors\[0\]\.max_prefixes\.limit: .*greater than or equal to 1"),
     ("fdb-unknown-key", _set(["networks", 0, "fdb"], [{"mac": "02:00:00:00:00:02", "vtep": "10.0.0.2", "via": 1}]),
      r"^networks\[0\]\.fdb\[0\]\.via: unknown key$"),
+    ("metrics-host-name", _set(["metrics"], {"listen": "localhost:9477"}),
+     r"^metrics\.listen: 'localhost:9477': 'localhost' is not an IP address \(write 127\.0\.0\.1:9477"),
+    ("metrics-no-port", _set(["metrics"], {"listen": "127.0.0.1"}), r"^metrics\.listen: '127\.0\.0\.1' is not address:port"),
+    ("metrics-no-address", _set(["metrics"], {"listen": ":9477"}), r"^metrics\.listen: ':9477': '' is not an IP address"),
+    ("metrics-ipv6-unbracketed", _set(["metrics"], {"listen": "::1:9477"}),
+     r"^metrics\.listen: '::1:9477': an IPv6 address is written in brackets, \[::1\]:9477"),
+    ("metrics-port-zero", _set(["metrics"], {"listen": "127.0.0.1:0"}), r"^metrics\.listen: .*port 0 is not in 1\.\.65535"),
+    ("metrics-port-number", _set(["metrics"], {"listen": 9477}), r"^metrics\.listen: Input should be a valid string"),
+    ("metrics-empty", _set(["metrics"], {}), r"^metrics\.listen: required but missing$"),
+    ("metrics-unknown-key", _set(["metrics"], {"listen": "127.0.0.1:9477", "path": "/m"}),
+     r"^metrics\.path: unknown key$"),
 ]
 
 
@@ -206,6 +217,20 @@ def test_every_problem_is_reported_one_per_line():
     doc = with_changes(lambda d: (d["node"].update(vtep="x", vxlan_port=0), d["networks"][0].update(vni=0)))
     lines = error_of(doc).splitlines()
     assert [line.split(":")[0] for line in lines] == ["node.vtep", "node.vxlan_port", "networks[0].vni"]
+
+
+@pytest.mark.parametrize("listen, address, port", [
+    ("127.0.0.1:9477", "127.0.0.1", 9477), ("[::1]:9477", "::1", 9477), ("0.0.0.0:80", "0.0.0.0", 80),
+    ("[::]:9477", "::", 9477), ("[fd00:0::1]:9477", "fd00::1", 9477),
+])
+def test_metrics_listen(listen, address, port):
+    metrics = parse_config(with_changes(lambda d: d.update(metrics={"listen": listen}))).metrics
+    assert (metrics.address, metrics.port) == (address, port)
+    assert metrics.listen == (f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+
+
+def test_metrics_are_off_unless_configured():
+    assert parse_config(MINIMAL).metrics is None
 
 
 def test_ipv6_underlay():

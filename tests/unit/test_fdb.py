@@ -6,6 +6,7 @@ module's docstring (and README "Precedence") and nothing about dicts or keys.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -156,6 +157,8 @@ class FdbMachine(RuleBasedStateMachine):
         model = sorted((r.vni, r.mac, r.vtep or "", r.source.label, r.updated) for r in self.model.rows)
         assert table == model
         assert len(self.fdb) == len(self.model.rows)
+        counts = Counter((r.vni, r.source) for r in self.model.rows)
+        assert +self.fdb.counts == counts  # (+: without the keys that went back to 0)
         for vni in (1, 2):
             assert self.fdb.local_count(vni) == len(self.model.local_rows(vni))
         assert self.fdb.local_count(1) <= 2

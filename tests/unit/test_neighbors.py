@@ -4,6 +4,7 @@ against a deliberately naive model (a flat dict keyed by VNI, IP and source)."""
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -205,6 +206,7 @@ def test_table_agrees_with_naive_model(ops, limit):
                 now += dt
                 assert table.expire(now) == model.expire(now)
         assert len(table) == len(model.d)
+        assert +table.counts == Counter((v, s) for v, _, s in model.d)  # (+: without the keys back at 0)
         assert table.local_count(100) == sum(1 for (v, _, src) in model.d if v == 100 and src is Source.LOCAL)
         for v in (100, 200):
             for i in IPS:

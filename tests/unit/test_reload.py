@@ -82,6 +82,7 @@ def test_what_only_a_restart_changes_is_named_key_by_key():
         "networks[blue].address": config(networks=[{"name": "blue", "vni": 100, "device": "blue0",
                                                     "vteps": ["10.0.0.9"], "address": "10.1.0.1/24"}]),
         "conntrack": config(conntrack={"max_entries": 1024}),
+        "metrics": config(metrics={"listen": "127.0.0.1:9477"}),
     }
     for key, new in cases.items():
         plan = reload_plan(config(), new)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
@@ -29,6 +30,7 @@ from overlayd.fabric.rib import (
     RibEntry,
     decide,
     decide_mac,
+    route_kind,
 )
 from overlayd.wire.bgp.attributes import (
     AS_SEQUENCE,
@@ -39,6 +41,7 @@ from overlayd.wire.bgp.attributes import (
     RouteTarget,
 )
 from overlayd.wire.bgp.evpn import ImetRoute, MacIpRoute, PrefixRoute, RouteDistinguisher
+from overlayd.wire.bgp.unicast import UnicastRoute
 
 RT100, RT200, RT_OTHER = RouteTarget("65000", 100), RouteTarget("65000", 200), RouteTarget("65000", 999)
 MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
@@ -463,6 +466,8 @@ ROUTES = [
     MacIpRoute(rd(3), MAC2, vni=100, ethernet_tag=5),
     ImetRoute(rd(1), ip_address("10.0.0.1")),
     PrefixRoute(rd(2), ip_network("10.9.0.0/24")),
+    UnicastRoute(ip_network("10.244.1.0/24")),
+    UnicastRoute(ip_network("fd00:244::/64")),
 ]
 ADDRS = [ip_address(a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1")]
 RIDS = [None, IPv4Address("10.0.0.1"), IPv4Address("10.0.0.3")]
@@ -566,6 +571,11 @@ class RibAgainstModel(RuleBasedStateMachine):
         rows = list(self.rib)
         assert sorted(map(repr, (e.path for e in rows))) == sorted(map(repr, self.model.rows))
         assert {e.path for e in rows if e.best} == set(self.replayed.values())
+
+    @invariant()
+    def counts_by_peer_and_kind_agree(self):
+        model = Counter((p.peer, route_kind(p.route.key)) for p in self.model.rows)
+        assert +self.rib.counts == model  # (+: without the keys that went back to 0)
 
 
 class AlwaysCompareMedAgainstModel(RibAgainstModel):
