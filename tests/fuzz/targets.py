@@ -682,8 +682,9 @@ class SlowInput(AssertionError):
 
 
 def check(name: str, data: bytes, clock: Callable[[], float]) -> float:
-    """Run one input through `name`; the seconds it took. SlowInput if it took more than
-    SLOW_S on its fastest of three tries; any escaping error is raised as it is."""
+    """Run one input through `name`; the seconds it took by `clock` (the callers pass
+    time.thread_time: CPU time, which other work on a busy machine does not inflate). SlowInput
+    if it took more than SLOW_S on its fastest of three tries; any escaping error is raised as it is."""
     t = TARGETS[name]
     start = clock()
     t(data)

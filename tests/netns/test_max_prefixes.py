@@ -72,4 +72,6 @@ def test_warn_refuses_beyond_the_limit_and_teardown_sends_cease_1_then_waits(lab
              what="node a to start the session again")
     waited = time.monotonic() - closed["closed"]  # CLOCK_MONOTONIC: the same in every process
     print(f"restarted {waited:.1f} s after the teardown (restart_s {RESTART_S}; seen by polling the log)")
-    assert RESTART_S - 0.5 <= waited <= RESTART_S + 3
+    # The idle time runs from the read that crossed the limit; the speaker sees the close only
+    # after node a has gone through the rest of that read (up to ~1 s of routes on a busy host).
+    assert RESTART_S - 1 <= waited <= RESTART_S + 3
