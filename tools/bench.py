@@ -87,6 +87,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools.bench_report import pair_ratios, spread  # noqa: E402
+
 VNI = 100
 PORT = 4789
 MTU = 1450  # underlay 1500 - 50
@@ -141,19 +143,25 @@ def percentile(values: list[float], q: float) -> float:
 def summarize(runs: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
     """{mode: {metric: [per-run values]}} -> medians per mode, and each overlayd mode's ratios to the kernel.
 
-    Modes are "kernel", "overlayd", or "overlayd[VARIANT]" with --variants.
+    Modes are "kernel", "overlayd", or "overlayd[VARIANT]" with --variants. Run i of every mode is
+    one pair (measured back to back): a ratio is the median of the per-pair ratios, and `spreads`
+    gives its min-max and noisy flag (tools.bench_report).
     """
     medians = {mode: {k: median(v) for k, v in metrics.items()} for mode, metrics in runs.items()}
     ratios: dict[str, dict[str, float | None]] = {}
-    kernel = medians.get("kernel", {})
+    spreads: dict[str, dict[str, dict[str, Any]]] = {}
+    kernel = runs.get("kernel", {})
     for mode in medians:
         if mode == "kernel":
             continue
-        ratios[mode] = {}
+        ratios[mode], spreads[mode] = {}, {}
         for m in DATA_METRICS:
-            k, o = kernel.get(m.key), medians[mode].get(m.key)
-            ratios[mode][m.key] = round(o / k, 3) if k and o is not None else None
-    return {"medians": medians, "ratios": ratios}
+            pairs = pair_ratios(runs[mode].get(m.key, []), kernel.get(m.key, []))
+            ratios[mode][m.key] = None
+            if pairs:
+                spreads[mode][m.key] = spread(pairs)
+                ratios[mode][m.key] = spreads[mode][m.key]["median"]
+    return {"medians": medians, "ratios": ratios, "spreads": spreads}
 
 
 def _fmt(value: float | None, digits: int) -> str:
