@@ -87,6 +87,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools import bench_report  # noqa: E402
 from tools.bench_report import pair_ratios, spread  # noqa: E402
 
 VNI = 100
@@ -95,6 +96,17 @@ MTU = 1450  # underlay 1500 - 50
 IPERF_PORT = 5201
 ZERO_MAC = "00:00:00:00:00:00"
 MODES = ("kernel", "overlayd")
+# What `--only` picks from; `backends` is routed + programming, `all` every part.
+PARTS = {
+    "data": "L2 segment, overlayd vs kernel VXLAN (root)",
+    "routed": "pod to pod on the routed path, tools.bench_backends (root)",
+    "table": "Switch 64 B frames/s, 100k vs 10 FDB entries, tools.bench_switch",
+    "control": "FDB memory, simulators, EVPN with GoBGP",
+    "programming": "kernel backend programming rate (root)",
+    "services": "through a VIP, tools.bench_services (root)",
+}
+ROUTED_DEFAULT = ("vxlan-by-hand", "kernel", "routes-by-hand", "host-gw", "userspace")  # bench_backends.ROUTED_MODES
+ROOT_PARTS = ("data", "routed", "programming", "services")
 
 
 @dataclass(frozen=True)
@@ -219,8 +231,39 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _have_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def chart_series(results: dict[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """What the plot shows: {panel: {group: {series: [per-run values]}}}.
+
+    Panels "throughput" (one TCP stream, Gbit/s) and "rtt" (ping p50, us); groups are the
+    L2 directions and the routed path; series are the kernel's VXLAN and each overlayd mode
+    (on the routed path: vxlan-by-hand as the kernel's, userspace as overlayd's).
+    """
+    runs = results.get("runs") or {}
+    routed = ((results.get("backends") or {}).get("routed") or {}).get("runs") or {}
+    label = {"kernel": "kernel VXLAN"}
+    panels: dict[str, dict[str, dict[str, list[float]]]] = {"throughput": {}, "rtt": {}}
+    for panel, group, key in (("throughput", "L2 a->b", "tcp_a_to_b_gbit_s"),
+                              ("throughput", "L2 b->a", "tcp_b_to_a_gbit_s"), ("rtt", "L2", "ping_p50_us")):
+        got = {label.get(m, m): [v for v in per.get(key, []) if v is not None] for m, per in runs.items()}
+        if any(got.values()):
+            panels[panel][group] = got
+    for panel, key in (("throughput", "tcp_gbit_s"), ("rtt", "ping_p50_us")):
+        got = {name: routed[mode][key] for mode, name in (("vxlan-by-hand", "kernel VXLAN"), ("userspace", "overlayd"))
+               if mode in routed}
+        if got:
+            panels[panel]["routed pod to pod"] = got
+    return {k: v for k, v in panels.items() if v}
+
+
 def render_chart(results: dict[str, Any], path: Path) -> bool:
-    """A PNG of the overlayd/kernel ratios; False when matplotlib is not importable."""
+    """A small PNG: throughput and RTT, kernel VXLAN vs overlayd (each variant), median bars with the
+    runs' min-max; False when matplotlib is not importable or nothing was measured."""
     try:
         import matplotlib
 
@@ -228,29 +271,36 @@ def render_chart(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ratios = results["summary"]["ratios"]
-    modes = list(ratios)
-    metrics = [m for m in DATA_METRICS if any(ratios[mode].get(m.key) is not None for mode in modes)]
-    if not metrics:
+    panels = chart_series(results)
+    if not panels:
         return False
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.22 * len(metrics) * max(2, len(modes))))
-    height = 0.8 / max(1, len(modes))
-    for j, mode in enumerate(modes):
-        ys = [i + j * height for i in range(len(metrics))]
-        values = [ratios[mode].get(m.key) or 0.0 for m in metrics]
-        ax.barh(ys, values, height=height, label=mode)
-        for y, v in zip(ys, values):
-            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-    ax.set_yticks([i + height * (len(modes) - 1) / 2 for i in range(len(metrics))])
-    ax.set_yticklabels([f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better)"
-                        for m in metrics])
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("overlayd / kernel VXLAN, same run")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    ax.invert_yaxis()
+    series = list(dict.fromkeys(s for groups in panels.values() for per in groups.values() for s in per))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    titles = {"throughput": "one TCP stream (Gbit/s, higher is better)", "rtt": "ping RTT p50 (us, lower is better)"}
+    width = 0.8 / max(1, len(series))
+    for ax, (panel, groups) in zip(axes[0], panels.items()):
+        for j, name in enumerate(series):
+            xs, meds, lo, hi = [], [], [], []
+            for i, per in enumerate(groups.values()):
+                values = per.get(name)
+                if values:
+                    med = statistics.median(values)
+                    xs.append(i + (j - (len(series) - 1) / 2) * width)
+                    meds.append(med)
+                    lo.append(med - min(values))
+                    hi.append(max(values) - med)
+            if xs:
+                ax.bar(xs, meds, width=width, yerr=[lo, hi], capsize=2, label=name, color=f"C{j}")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(list(groups), fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(titles[panel], fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    m = results.get("machine", {})
+    fig.suptitle(f"make bench {results.get('when', '')[:16]}: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} cores "
+                 f"(bars: median, whiskers: min-max of {results.get('config', {}).get('runs', '?')} runs)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return True
 
@@ -258,14 +308,22 @@ def render_chart(results: dict[str, Any], path: Path) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3, help="repeats of every measurement (default 3)")
+    p.add_argument("--runs", type=int, default=5,
+                   help="interleaved pairs (each side measured back to back) of every measurement (default 5)")
     p.add_argument("--seconds", type=int, default=5, help="length of each iperf3 test (default 5)")
     p.add_argument("--pings", type=int, default=1000, help="pings per RTT measurement (default 1000)")
     p.add_argument("--ping-interval", type=float, default=0.002, help="seconds between pings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulators, "
                         "10k/5k EVPN routes")
-    p.add_argument("--only", choices=("data", "control", "backends", "services", "all"), default="all")
+    p.add_argument("--only", default="all",
+                   help="comma-separated parts: " + ", ".join(f"{k} ({v})" for k, v in PARTS.items())
+                        + "; all: every part (default)")
+    p.add_argument("--routed-modes", default=",".join(ROUTED_DEFAULT),
+                   help="modes of the routed part, from bench_backends.ROUTED_MODES (default: all; "
+                        "vxlan-by-hand,userspace gives the routed row alone)")
+    p.add_argument("--table-rounds", type=int, default=9,
+                   help="interleaved rounds of the FDB-size bench (the table part; default 9)")
     p.add_argument("--backend-macs", type=int, default=10_000,
                    help="type-2 routes for the kernel programming rate (default 10000)")
     p.add_argument("--backend-subnets", type=int, default=1_000,
@@ -291,6 +349,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.evpn_routes < 1 or args.evpn_in_routes < 1:
         p.error("--evpn-routes and --evpn-in-routes must be >= 1")
     args.variant_list = [v.strip().replace("+", ",") for v in args.variants.split(",") if v.strip()]
+    parts = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = parts - set(PARTS) - {"all", "backends"}
+    if unknown or not parts:
+        p.error(f"--only: unknown part(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+                f"known: {', '.join(PARTS)}, backends (routed + programming), all")
+    args.parts = [k for k in PARTS if "all" in parts or k in parts
+                  or (k in ("routed", "programming") and "backends" in parts)]
+    args.routed_mode_list = tuple(m.strip() for m in args.routed_modes.split(",") if m.strip())
+    if args.quick:
+        args.table_rounds = min(args.table_rounds, 3)
     return args
 
 
@@ -610,7 +678,12 @@ def machine() -> dict[str, Any]:
         model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                       if line.startswith("model name")), "")
     return {"kernel": platform.release(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "cpu_model": model}
+            "cpus": os.cpu_count(), "cpu_model": model, "loadavg_before": loadavg()}
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -619,49 +692,65 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    if os.geteuid() != 0 and any(p in ROOT_PARTS for p in args.parts):
+        print(f"bench: {', '.join(p for p in args.parts if p in ROOT_PARTS)} need root (network namespaces); "
+              f"--only table,control runs without", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "config": {"runs": args.runs, "seconds": args.seconds, "pings": args.pings,
                    "ping_interval_s": args.ping_interval, "mtu": MTU, "quick": args.quick,
                    "OVERLAYD_OFFLOAD": os.environ.get("OVERLAYD_OFFLOAD", ""),
-                   "variants": args.variant_list},
+                   "variants": args.variant_list, "parts": args.parts},
         "runs": {},
     }
-    if args.only in ("data", "all"):
-        if os.geteuid() != 0:
-            print("bench: the data-plane benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+    log(f"machine: {bench_report.machine_line(results['machine'])}")
+    log(f"parts: {', '.join(args.parts)}; {args.runs} interleaved pairs each")
+    if "data" in args.parts:
         log("data plane: kernel VXLAN and overlayd, two hosts each")
         results["runs"], results["overlayd_offloads"] = run_data_plane(args, log)
-    if args.only in ("control", "all"):
-        log("control plane")
-        results["control_plane"] = run_control_plane(args, log)
-    if args.only in ("backends", "all"):
-        if os.geteuid() != 0:
-            print("bench: the backends benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+    if "routed" in args.parts or "programming" in args.parts:
         from tools import bench_backends
 
-        log("kernel backends: routed pod to pod, then the programming rate")
-        results["backends"] = {
-            "routed": bench_backends.routed_pod_to_pod(args.runs, args.seconds, min(args.pings, 500),
-                                                       args.ping_interval, log),
-            "programming": bench_backends.programming_rate(args.backend_macs, args.backend_subnets, 100, log),
-        }
-    results["summary"] = summarize(results["runs"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    if args.only in ("services", "all"):
-        if os.geteuid() != 0:
-            print("bench: the services benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+        results["backends"] = {}
+        if "routed" in args.parts:
+            log(f"routed pod to pod: {', '.join(args.routed_mode_list)}")
+            results["backends"]["routed"] = bench_backends.routed_pod_to_pod(
+                args.runs, args.seconds, min(args.pings, 500), args.ping_interval, log, args.routed_mode_list)
+        if "programming" in args.parts:
+            log("kernel backend: the programming rate")
+            results["backends"]["programming"] = bench_backends.programming_rate(
+                args.backend_macs, args.backend_subnets, 100, log)
+    if "table" in args.parts:
+        from tools import bench_switch
+
+        log(f"Switch: 64 B known unicast with 10 and 100,000 FDB entries, {args.table_rounds} interleaved rounds")
+        results["table_size"] = bench_switch.table_size(rounds=args.table_rounds, log=log)
+    if "control" in args.parts:
+        log("control plane")
+        results["control_plane"] = run_control_plane(args, log)
+    if "services" in args.parts:
         from tools import bench_services
 
         log("services: through a VIP against the pod directly and against the kernel's DNAT")
         results["services"] = bench_services.run(args.runs, args.seconds, 300, log)
-    print(render_table(results))
+    results["machine"]["loadavg_after"] = loadavg()
+    results["summary"] = summarize(results["runs"])
+    write_report(results, args.out)
+    return 0
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Print the tables (the last run's ratios beside), write JSON, Markdown and PNG; the stem written."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
+    previous = bench_report.previous_results(out, before=stem.name + ".json")
+    rows = bench_report.ratio_rows(results, DATA_METRICS)
+    previous_rows = bench_report.ratio_rows(previous, DATA_METRICS) if previous else None
+    print(f"machine: {bench_report.machine_line(results['machine'])}")
+    if results["runs"] or results.get("control_plane"):
+        print("\n" + render_table(results))
     if results.get("backends"):
         from tools import bench_backends
 
@@ -670,10 +759,18 @@ def main(argv: list[str] | None = None) -> int:
         from tools import bench_services
 
         print("\n" + bench_services.render(results["services"]))
-    print(f"\nwrote {stem.with_suffix('.json')}")
-    if results["runs"] and render_chart(results, stem.with_suffix(".png")):
+    if rows:
+        print("\n" + bench_report.render_ratios(rows, previous_rows))
+        if previous:
+            print(f"(last run: {previous['_path']}, {previous.get('when', '?')})")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(bench_report.render_markdown(results, rows, previous, previous_rows))
+    print(f"\nwrote {stem.with_suffix('.json')}\nwrote {stem.with_suffix('.md')}")
+    if render_chart(results, stem.with_suffix(".png")):
         print(f"wrote {stem.with_suffix('.png')}")
-    return 0
+    elif not _have_matplotlib():
+        print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
+    return stem
 
 
 if __name__ == "__main__":
