@@ -1,9 +1,10 @@
 """`make bench`: overlayd against the Linux kernel's VXLAN, same topology, same run.
 
-    .venv/bin/python tools/bench.py                 # 3 runs, medians, table, JSON, PNG
-    .venv/bin/python tools/bench.py --quick         # a short smoke run (1 run, short tests)
-    .venv/bin/python tools/bench.py --runs 5 --seconds 10 --pings 1000
-    .venv/bin/python tools/bench.py --only data     # or: control
+    .venv/bin/python tools/bench.py                 # 5 interleaved pairs of everything; tables, JSON, MD, PNG
+    .venv/bin/python tools/bench.py --quick         # a short smoke run (1 pair, short tests)
+    .venv/bin/python tools/bench.py --runs 7 --seconds 10 --pings 1000
+    .venv/bin/python tools/bench.py --only data     # or: routed, table, control, programming, services
+    .venv/bin/python tools/bench.py --only data,routed,table --routed-modes vxlan-by-hand,userspace
     .venv/bin/python tools/bench.py --only control --evpn-routes 50000 --evpn-in-routes 10000
     .venv/bin/python tools/bench.py --variants none,all     # overlayd twice: fast paths off / on
     OVERLAYD_OFFLOAD=none .venv/bin/python tools/bench.py   # overlayd with every fast path off
@@ -18,7 +19,8 @@ overlay 192.168.100.0/24 at MTU 1450 on top:
     overlayd  both ends overlayd, TAP blue0, static flood list naming the other
 
 Every measurement is taken for both, back to back, `--runs` times; the
-report gives medians and overlayd/kernel ratios. `--variants A,B` runs one
+report gives medians and overlayd/kernel ratios (medians of per-pair
+ratios, with their spread). `--variants A,B` runs one
 overlayd pair per OVERLAYD_OFFLOAD value instead (each its own lab, "+"
 separating offloads within one: `none,tso+gso,all`), so techniques are
 compared within one run on this shared machine:
@@ -59,8 +61,25 @@ connections per second through the userspace VIP against a hand-written
 nftables DNAT on the same path.
 To add a benchmark, add a function to CONTROL_BENCHES.
 
-Results go to bench-results/bench-<time>.json (and .png when matplotlib is
-importable). The machine is shared: read ratios, not absolute numbers.
+The FDB-size part (`--only table`; tools/bench_switch.py `table_size`):
+Switch.from_tap's 64-byte known-unicast frames/s with 100,000 FDB entries
+against 10, in-process, interleaved rounds.
+
+How the numbers are taken and read (tools/bench_report.py). The run
+starts by naming the machine (CPU model, cores, kernel, load average; the
+load average again at the end). Each measurement is a pair: the overlayd
+side and its kernel reference measured back to back, the order alternating
+from pair to pair (A B, B A, ...), so both see the same noise on a shared
+machine. A ratio is the median of its `--runs` pairs' ratios (default 5)
+with their min-max; one whose spread (max - min) is wider than 30% of its
+median is flagged `noisy`, one with fewer than 5 pairs `few pairs`:
+printed, not a result.
+
+Results go to bench-results/bench-<time>.json and .md (the ratio table,
+with the previous run's medians beside it when a previous JSON is there),
+and .png (throughput and RTT, kernel vs each overlayd variant) when
+matplotlib is importable (`pip install -e '.[bench]'`; `make bench`
+installs it). The machine is shared: read ratios, not absolute numbers.
 """
 
 from __future__ import annotations

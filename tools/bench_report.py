@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 NOISY = 0.30  # a spread wider than this fraction of the median: noisy, not a result
+MIN_PAIRS = 5  # fewer pairs than this (--quick, --runs 3): printed, but not a result either
 
 
 def pair_ratios(values: list[float | None], references: list[float | None]) -> list[float]:
@@ -39,8 +40,8 @@ def machine_line(m: dict[str, Any]) -> str:
         return " ".join(f"{x:.2f}" for x in got) if got else "?"
 
     return (f"{m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus', '?')} cores, Linux {m.get('kernel', '?')}, "
-            f"Python {m.get('python', '?')}; load average (1, 5, 15 min) before {load('loadavg_before')}, "
-            f"after {load('loadavg_after')}")
+            f"Python {m.get('python', '?')}; load average (1, 5, 15 min) before {load('loadavg_before')}"
+            + (f", after {load('loadavg_after')}" if "loadavg_after" in m else ""))
 
 
 def ratio_rows(results: dict[str, Any], metrics: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -90,8 +91,17 @@ def previous_results(out: Path, before: str | None = None) -> dict[str, Any] | N
     return None
 
 
+def flag(row: dict[str, Any]) -> str:
+    """"noisy", "few pairs" (fewer than MIN_PAIRS) or "" for a result."""
+    if row["noisy"]:
+        return "noisy"
+    if not isinstance(row.get("pairs"), int) or row["pairs"] < MIN_PAIRS:
+        return "few pairs"
+    return ""
+
+
 def _verdict(row: dict[str, Any]) -> str:
-    return "noisy: not a result" if row["noisy"] else "ok"
+    return f"{flag(row)}: not a result" if flag(row) else "ok"
 
 
 def _previous_cell(row: dict[str, Any], previous: dict[str, dict[str, Any]] | None) -> list[str]:
@@ -113,7 +123,7 @@ def render_ratios(rows: list[dict[str, Any]], previous_rows: list[dict[str, Any]
     for r in rows:
         table.append([r["label"] + ("" if r["mode"] in ("overlayd", "userspace") else f" [{r['mode']}]"),
                       r["reference"], f"{r['median']:.3f}", f"{r['min']:.3f}-{r['max']:.3f}",
-                      str(r.get("pairs") or "?"), "noisy" if r["noisy"] else "",
+                      str(r.get("pairs") or "?"), flag(r),
                       *_previous_cell(r, previous)])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = []
@@ -136,7 +146,8 @@ def render_markdown(results: dict[str, Any], rows: list[dict[str, Any]],
            f"{cfg.get('pings', '?')} pings; parts: {', '.join(cfg.get('parts', [])) or '?'}"
            + (f"; variants: {', '.join(cfg['variants'])}" if cfg.get("variants") else "") + ".", "",
            f"Each ratio is the median of per-pair ratios (min-max beside it); `noisy` marks a spread wider "
-           f"than {NOISY:.0%} of the median: such a ratio is not a result.", ""]
+           f"than {NOISY:.0%} of the median, `few pairs` fewer than {MIN_PAIRS} pairs: such a ratio is not "
+           f"a result.", ""]
     head = ["ratio", "against", "better", "median", "min-max", "pairs", "verdict"]
     prev = {r["id"]: r for r in previous_rows} if previous_rows is not None else None
     if prev is not None:

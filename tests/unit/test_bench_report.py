@@ -98,3 +98,10 @@ def test_previous_results_is_the_newest_readable_json(tmp_path):
     (tmp_path / "bench-20261203-100000.json").write_text("not json")
     assert bench_report.previous_results(tmp_path)["when"] == "b"
     assert bench_report.previous_results(tmp_path, before="bench-20261202-100000.json")["when"] == "a"
+
+
+def test_fewer_than_five_pairs_is_not_a_result_either():
+    row = {"median": 1.0, "min": 1.0, "max": 1.0, "noisy": False, "pairs": 1}
+    assert bench_report.flag(row) == "few pairs" and bench_report.flag(row | {"pairs": 5}) == ""
+    assert bench_report.flag(row | {"noisy": True, "pairs": 9}) == "noisy"
+    assert "after" not in bench_report.machine_line({"loadavg_before": [1.0, 1.0, 1.0]})
