@@ -163,6 +163,6 @@ def test_write_report_writes_json_markdown_and_puts_the_last_run_beside(tmp_path
     md = stem.with_suffix(".md").read_text()
     assert "Machine: Test CPU" in md and "| L2 TCP 1 stream a->b | kernel | higher | 0.250 |" in md
     assert json.loads(stem.with_suffix(".json").read_text())["summary"]["ratios"]["overlayd"]["udp64_pps"] == 0.7
-    assert stem.with_suffix(".png").exists() == bench._have_matplotlib()
-    if not bench._have_matplotlib():
+    assert stem.with_suffix(".png").exists() == bench.have_matplotlib()
+    if not bench.have_matplotlib():
         assert "no plot: matplotlib is not installed" in out
