@@ -4,14 +4,15 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help bootstrap test unit vm-test demo bench fuzz soak wheels base-image clean
+.PHONY: help bootstrap bench-bootstrap test unit vm-test demo bench fuzz soak wheels base-image clean
 
 help:
 	@echo "make test       bootstrap, then run every test (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make unit       bootstrap, then run tests/unit and tests/sim (no root needed)"
 	@echo "make vm-test    bootstrap, then run the full-kernel tier tests/vm alone (root; Debian's kernel under qemu)"
 	@echo "make demo       bootstrap, then run tools/demo.py"
-	@echo "make bench      bootstrap, then benchmark overlayd against kernel VXLAN (root; BENCH_ARGS=--quick)"
+	@echo "make bench      bootstrap (with the bench extra: matplotlib), then benchmark overlayd against kernel VXLAN"
+	@echo "                (root; BENCH_ARGS=--quick, or e.g. \"--only data,routed,table --routed-modes vxlan-by-hand,userspace\")"
 	@echo "make fuzz       bootstrap, then fuzz every decoder, 1e6 inputs per target, 2 at a time (~1 h; FUZZ_ARGS=...)"
 	@echo "make soak       bootstrap, then the soak tests' full versions: flap storm, lossy underlay, 1M MACs, netem (root; ~40 min)"
 	@echo "make wheels     fill docker/wheelhouse with the image's Python wheels, built by the host's pip"
@@ -35,7 +36,10 @@ vm-test: bootstrap
 demo: bootstrap
 	$(PYTHON) tools/demo.py
 
-bench: bootstrap
+bench-bootstrap:
+	OVERLAYD_EXTRAS=test,bench scripts/bootstrap
+
+bench: bench-bootstrap
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 # tools/fuzz.py: atheris (the test extras bring it on x86-64 Linux), else Hypothesis with the

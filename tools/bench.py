@@ -1,9 +1,10 @@
 """`make bench`: overlayd against the Linux kernel's VXLAN, same topology, same run.
 
-    .venv/bin/python tools/bench.py                 # 3 runs, medians, table, JSON, PNG
-    .venv/bin/python tools/bench.py --quick         # a short smoke run (1 run, short tests)
-    .venv/bin/python tools/bench.py --runs 5 --seconds 10 --pings 1000
-    .venv/bin/python tools/bench.py --only data     # or: control
+    .venv/bin/python tools/bench.py                 # 5 interleaved pairs of everything; tables, JSON, MD, PNG
+    .venv/bin/python tools/bench.py --quick         # a short smoke run (1 pair, short tests)
+    .venv/bin/python tools/bench.py --runs 7 --seconds 10 --pings 1000
+    .venv/bin/python tools/bench.py --only data     # or: routed, table, control, programming, services
+    .venv/bin/python tools/bench.py --only data,routed,table --routed-modes vxlan-by-hand,userspace
     .venv/bin/python tools/bench.py --only control --evpn-routes 50000 --evpn-in-routes 10000
     .venv/bin/python tools/bench.py --variants none,all     # overlayd twice: fast paths off / on
     OVERLAYD_OFFLOAD=none .venv/bin/python tools/bench.py   # overlayd with every fast path off
@@ -18,7 +19,8 @@ overlay 192.168.100.0/24 at MTU 1450 on top:
     overlayd  both ends overlayd, TAP blue0, static flood list naming the other
 
 Every measurement is taken for both, back to back, `--runs` times; the
-report gives medians and overlayd/kernel ratios. `--variants A,B` runs one
+report gives medians and overlayd/kernel ratios (medians of per-pair
+ratios, with their spread). `--variants A,B` runs one
 overlayd pair per OVERLAYD_OFFLOAD value instead (each its own lab, "+"
 separating offloads within one: `none,tso+gso,all`), so techniques are
 compared within one run on this shared machine:
@@ -59,8 +61,25 @@ connections per second through the userspace VIP against a hand-written
 nftables DNAT on the same path.
 To add a benchmark, add a function to CONTROL_BENCHES.
 
-Results go to bench-results/bench-<time>.json (and .png when matplotlib is
-importable). The machine is shared: read ratios, not absolute numbers.
+The FDB-size part (`--only table`; tools/bench_switch.py `table_size`):
+Switch.from_tap's 64-byte known-unicast frames/s with 100,000 FDB entries
+against 10, in-process, interleaved rounds.
+
+How the numbers are taken and read (tools/bench_report.py). The run
+starts by naming the machine (CPU model, cores, kernel, load average; the
+load average again at the end). Each measurement is a pair: the overlayd
+side and its kernel reference measured back to back, the order alternating
+from pair to pair (A B, B A, ...), so both see the same noise on a shared
+machine. A ratio is the median of its `--runs` pairs' ratios (default 5)
+with their min-max; one whose spread (max - min) is wider than 30% of its
+median is flagged `noisy`, one with fewer than 5 pairs `few pairs`:
+printed, not a result.
+
+Results go to bench-results/bench-<time>.json and .md (the ratio table,
+with the previous run's medians beside it when a previous JSON is there),
+and .png (throughput and RTT, kernel vs each overlayd variant) when
+matplotlib is importable (`pip install -e '.[bench]'`; `make bench`
+installs it). The machine is shared: read ratios, not absolute numbers.
 """
 
 from __future__ import annotations
@@ -87,12 +106,27 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools import bench_report  # noqa: E402
+from tools.bench_plot import chart_series, have_matplotlib, render_chart  # noqa: E402,F401
+from tools.bench_report import pair_ratios, spread  # noqa: E402
+
 VNI = 100
 PORT = 4789
 MTU = 1450  # underlay 1500 - 50
 IPERF_PORT = 5201
 ZERO_MAC = "00:00:00:00:00:00"
 MODES = ("kernel", "overlayd")
+# What `--only` picks from; `backends` is routed + programming, `all` every part.
+PARTS = {
+    "data": "L2 segment, overlayd vs kernel VXLAN (root)",
+    "routed": "pod to pod on the routed path, tools.bench_backends (root)",
+    "table": "Switch 64 B frames/s, 100k vs 10 FDB entries, tools.bench_switch",
+    "control": "FDB memory, simulators, EVPN with GoBGP",
+    "programming": "kernel backend programming rate (root)",
+    "services": "through a VIP, tools.bench_services (root)",
+}
+ROUTED_DEFAULT = ("vxlan-by-hand", "kernel", "routes-by-hand", "host-gw", "userspace")  # bench_backends.ROUTED_MODES
+ROOT_PARTS = ("data", "routed", "programming", "services")
 
 
 @dataclass(frozen=True)
@@ -141,19 +175,25 @@ def percentile(values: list[float], q: float) -> float:
 def summarize(runs: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
     """{mode: {metric: [per-run values]}} -> medians per mode, and each overlayd mode's ratios to the kernel.
 
-    Modes are "kernel", "overlayd", or "overlayd[VARIANT]" with --variants.
+    Modes are "kernel", "overlayd", or "overlayd[VARIANT]" with --variants. Run i of every mode is
+    one pair (measured back to back): a ratio is the median of the per-pair ratios, and `spreads`
+    gives its min-max and noisy flag (tools.bench_report).
     """
     medians = {mode: {k: median(v) for k, v in metrics.items()} for mode, metrics in runs.items()}
     ratios: dict[str, dict[str, float | None]] = {}
-    kernel = medians.get("kernel", {})
+    spreads: dict[str, dict[str, dict[str, Any]]] = {}
+    kernel = runs.get("kernel", {})
     for mode in medians:
         if mode == "kernel":
             continue
-        ratios[mode] = {}
+        ratios[mode], spreads[mode] = {}, {}
         for m in DATA_METRICS:
-            k, o = kernel.get(m.key), medians[mode].get(m.key)
-            ratios[mode][m.key] = round(o / k, 3) if k and o is not None else None
-    return {"medians": medians, "ratios": ratios}
+            pairs = pair_ratios(runs[mode].get(m.key, []), kernel.get(m.key, []))
+            ratios[mode][m.key] = None
+            if pairs:
+                spreads[mode][m.key] = spread(pairs)
+                ratios[mode][m.key] = spreads[mode][m.key]["median"]
+    return {"medians": medians, "ratios": ratios, "spreads": spreads}
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -211,53 +251,25 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_chart(results: dict[str, Any], path: Path) -> bool:
-    """A PNG of the overlayd/kernel ratios; False when matplotlib is not importable."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    ratios = results["summary"]["ratios"]
-    modes = list(ratios)
-    metrics = [m for m in DATA_METRICS if any(ratios[mode].get(m.key) is not None for mode in modes)]
-    if not metrics:
-        return False
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.22 * len(metrics) * max(2, len(modes))))
-    height = 0.8 / max(1, len(modes))
-    for j, mode in enumerate(modes):
-        ys = [i + j * height for i in range(len(metrics))]
-        values = [ratios[mode].get(m.key) or 0.0 for m in metrics]
-        ax.barh(ys, values, height=height, label=mode)
-        for y, v in zip(ys, values):
-            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-    ax.set_yticks([i + height * (len(modes) - 1) / 2 for i in range(len(metrics))])
-    ax.set_yticklabels([f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better)"
-                        for m in metrics])
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("overlayd / kernel VXLAN, same run")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3, help="repeats of every measurement (default 3)")
+    p.add_argument("--runs", type=int, default=5,
+                   help="interleaved pairs (each side measured back to back) of every measurement (default 5)")
     p.add_argument("--seconds", type=int, default=5, help="length of each iperf3 test (default 5)")
     p.add_argument("--pings", type=int, default=1000, help="pings per RTT measurement (default 1000)")
     p.add_argument("--ping-interval", type=float, default=0.002, help="seconds between pings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 run, 2 s tests, 200 pings, 20-node simulators, "
                         "10k/5k EVPN routes")
-    p.add_argument("--only", choices=("data", "control", "backends", "services", "all"), default="all")
+    p.add_argument("--only", default="all",
+                   help="comma-separated parts: " + ", ".join(f"{k} ({v})" for k, v in PARTS.items())
+                        + "; all: every part (default)")
+    p.add_argument("--routed-modes", default=",".join(ROUTED_DEFAULT),
+                   help="modes of the routed part, from bench_backends.ROUTED_MODES (default: all; "
+                        "vxlan-by-hand,userspace gives the routed row alone)")
+    p.add_argument("--table-rounds", type=int, default=9,
+                   help="interleaved rounds of the FDB-size bench (the table part; default 9)")
     p.add_argument("--backend-macs", type=int, default=10_000,
                    help="type-2 routes for the kernel programming rate (default 10000)")
     p.add_argument("--backend-subnets", type=int, default=1_000,
@@ -283,6 +295,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.evpn_routes < 1 or args.evpn_in_routes < 1:
         p.error("--evpn-routes and --evpn-in-routes must be >= 1")
     args.variant_list = [v.strip().replace("+", ",") for v in args.variants.split(",") if v.strip()]
+    parts = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = parts - set(PARTS) - {"all", "backends"}
+    if unknown or not parts:
+        p.error(f"--only: unknown part(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+                f"known: {', '.join(PARTS)}, backends (routed + programming), all")
+    args.parts = [k for k in PARTS if "all" in parts or k in parts
+                  or (k in ("routed", "programming") and "backends" in parts)]
+    args.routed_mode_list = tuple(m.strip() for m in args.routed_modes.split(",") if m.strip())
+    if args.quick:
+        args.table_rounds = min(args.table_rounds, 3)
     return args
 
 
@@ -602,7 +624,12 @@ def machine() -> dict[str, Any]:
         model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                       if line.startswith("model name")), "")
     return {"kernel": platform.release(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "cpu_model": model}
+            "cpus": os.cpu_count(), "cpu_model": model, "loadavg_before": loadavg()}
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -611,49 +638,65 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    if os.geteuid() != 0 and any(p in ROOT_PARTS for p in args.parts):
+        print(f"bench: {', '.join(p for p in args.parts if p in ROOT_PARTS)} need root (network namespaces); "
+              f"--only table,control runs without", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "config": {"runs": args.runs, "seconds": args.seconds, "pings": args.pings,
                    "ping_interval_s": args.ping_interval, "mtu": MTU, "quick": args.quick,
                    "OVERLAYD_OFFLOAD": os.environ.get("OVERLAYD_OFFLOAD", ""),
-                   "variants": args.variant_list},
+                   "variants": args.variant_list, "parts": args.parts},
         "runs": {},
     }
-    if args.only in ("data", "all"):
-        if os.geteuid() != 0:
-            print("bench: the data-plane benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+    log(f"machine: {bench_report.machine_line(results['machine'])}")
+    log(f"parts: {', '.join(args.parts)}; {args.runs} interleaved pairs each")
+    if "data" in args.parts:
         log("data plane: kernel VXLAN and overlayd, two hosts each")
         results["runs"], results["overlayd_offloads"] = run_data_plane(args, log)
-    if args.only in ("control", "all"):
-        log("control plane")
-        results["control_plane"] = run_control_plane(args, log)
-    if args.only in ("backends", "all"):
-        if os.geteuid() != 0:
-            print("bench: the backends benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+    if "routed" in args.parts or "programming" in args.parts:
         from tools import bench_backends
 
-        log("kernel backends: routed pod to pod, then the programming rate")
-        results["backends"] = {
-            "routed": bench_backends.routed_pod_to_pod(args.runs, args.seconds, min(args.pings, 500),
-                                                       args.ping_interval, log),
-            "programming": bench_backends.programming_rate(args.backend_macs, args.backend_subnets, 100, log),
-        }
-    results["summary"] = summarize(results["runs"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    if args.only in ("services", "all"):
-        if os.geteuid() != 0:
-            print("bench: the services benchmark needs root (network namespaces)", file=sys.stderr)
-            return 2
+        results["backends"] = {}
+        if "routed" in args.parts:
+            log(f"routed pod to pod: {', '.join(args.routed_mode_list)}")
+            results["backends"]["routed"] = bench_backends.routed_pod_to_pod(
+                args.runs, args.seconds, min(args.pings, 500), args.ping_interval, log, args.routed_mode_list)
+        if "programming" in args.parts:
+            log("kernel backend: the programming rate")
+            results["backends"]["programming"] = bench_backends.programming_rate(
+                args.backend_macs, args.backend_subnets, 100, log)
+    if "table" in args.parts:
+        from tools import bench_switch
+
+        log(f"Switch: 64 B known unicast with 10 and 100,000 FDB entries, {args.table_rounds} interleaved rounds")
+        results["table_size"] = bench_switch.table_size(rounds=args.table_rounds, log=log)
+    if "control" in args.parts:
+        log("control plane")
+        results["control_plane"] = run_control_plane(args, log)
+    if "services" in args.parts:
         from tools import bench_services
 
         log("services: through a VIP against the pod directly and against the kernel's DNAT")
         results["services"] = bench_services.run(args.runs, args.seconds, 300, log)
-    print(render_table(results))
+    results["machine"]["loadavg_after"] = loadavg()
+    results["summary"] = summarize(results["runs"])
+    write_report(results, args.out)
+    return 0
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Print the tables (the last run's ratios beside), write JSON, Markdown and PNG; the stem written."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
+    previous = bench_report.previous_results(out, before=stem.name + ".json")
+    rows = bench_report.ratio_rows(results, DATA_METRICS)
+    previous_rows = bench_report.ratio_rows(previous, DATA_METRICS) if previous else None
+    print(f"machine: {bench_report.machine_line(results['machine'])}")
+    if results["runs"] or results.get("control_plane"):
+        print("\n" + render_table(results))
     if results.get("backends"):
         from tools import bench_backends
 
@@ -662,10 +705,18 @@ def main(argv: list[str] | None = None) -> int:
         from tools import bench_services
 
         print("\n" + bench_services.render(results["services"]))
-    print(f"\nwrote {stem.with_suffix('.json')}")
-    if results["runs"] and render_chart(results, stem.with_suffix(".png")):
+    if rows:
+        print("\n" + bench_report.render_ratios(rows, previous_rows))
+        if previous:
+            print(f"(last run: {previous['_path']}, {previous.get('when', '?')})")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(bench_report.render_markdown(results, rows, previous, previous_rows))
+    print(f"\nwrote {stem.with_suffix('.json')}\nwrote {stem.with_suffix('.md')}")
+    if render_chart(results, stem.with_suffix(".png")):
         print(f"wrote {stem.with_suffix('.png')}")
-    return 0
+    elif not have_matplotlib():
+        print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
+    return stem
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tools.bench_report import pair_ratios, spread
 from tools.lab import Host, Lab, wait_for
 from tools.nodes import start_overlayd
 
@@ -47,7 +48,6 @@ ASN = 65000
 ROUTED_MODES = ("vxlan-by-hand", "kernel", "routes-by-hand", "host-gw", "userspace")
 RATIOS = {"kernel": "vxlan-by-hand", "host-gw": "routes-by-hand", "userspace": "vxlan-by-hand"}
 MTU_VXLAN = 1450
-NOISY = 0.30
 
 
 def subnet(i: int) -> str:
@@ -126,17 +126,24 @@ def measure(pods: list[Host], seconds: int, pings: int, interval: float) -> dict
 
 
 def routed_pod_to_pod(runs: int, seconds: int, pings: int, interval: float,
-                      log: Callable[[str], None]) -> dict[str, Any]:
-    """{"runs": {mode: {metric: [values]}}, "ratios": {mode: {metric: {median, min, max, noisy}}}}."""
+                      log: Callable[[str], None], modes: tuple[str, ...] = ROUTED_MODES) -> dict[str, Any]:
+    """{"runs": {mode: {metric: [values]}}, "ratios": {mode: {metric: {median, min, max, noisy}}}}.
+
+    `modes`: a subset of ROUTED_MODES (`make bench`'s --routed-modes), e.g. userspace and
+    vxlan-by-hand alone for the routed row of the main table.
+    """
     import contextlib
 
-    per_run: dict[str, list[dict[str, float]]] = {m: [] for m in ROUTED_MODES}
+    unknown = set(modes) - set(ROUTED_MODES)
+    if unknown:
+        raise ValueError(f"unknown routed modes {sorted(unknown)}; known: {', '.join(ROUTED_MODES)}")
+    per_run: dict[str, list[dict[str, float]]] = {m: [] for m in ROUTED_MODES if m in modes}
     with contextlib.ExitStack() as stack:
-        pods = {m: build_routed(stack.enter_context(Lab()), m)[1] for m in ROUTED_MODES}
+        pods = {m: build_routed(stack.enter_context(Lab()), m)[1] for m in per_run}
         for mode, (a, b) in pods.items():
             if not a.ping(b.v4, count=3, timeout=10):
                 raise RuntimeError(f"{mode}: pod to pod does not ping")
-        order = list(ROUTED_MODES)
+        order = list(per_run)
         for i in range(runs):
             log(f"routed run {i + 1}/{runs}")
             for mode in order[i % len(order):] + order[: i % len(order)]:
@@ -156,13 +163,9 @@ def ratios(per_run: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, di
             continue
         out[mode] = {}
         for key in per_run[mode][0]:
-            values = [m[key] / r[key] for m, r in zip(per_run[mode], per_run[ref]) if r[key]]
-            if not values:
-                continue
-            med = statistics.median(values)
-            spread = max(values) - min(values)
-            out[mode][key] = {"median": round(med, 3), "min": round(min(values), 3), "max": round(max(values), 3),
-                              "noisy": bool(med) and spread > NOISY * med, "reference": ref}
+            values = pair_ratios([m[key] for m in per_run[mode]], [r[key] for r in per_run[ref]])
+            if values:
+                out[mode][key] = spread(values) | {"reference": ref}
     return out
 
 
@@ -246,10 +249,11 @@ def render(results: dict[str, Any]) -> str:
     lines = []
     routed = results.get("routed")
     if routed:
-        lines.append("routed, pod to pod (median of runs)   " + "  ".join(f"{m:>14s}" for m in ROUTED_MODES))
+        modes = [m for m in ROUTED_MODES if m in routed["runs"]]
+        lines.append("routed, pod to pod (median of runs)   " + "  ".join(f"{m:>14s}" for m in modes))
         for key, label in (("tcp_gbit_s", "TCP 1 stream (Gbit/s)"), ("ping_p50_us", "ping RTT p50 (us)"),
                            ("ping_p99_us", "ping RTT p99 (us)")):
-            meds = [statistics.median(routed["runs"][m][key]) for m in ROUTED_MODES]
+            meds = [statistics.median(routed["runs"][m][key]) for m in modes]
             lines.append(f"{label:37s} " + "  ".join(f"{v:14.2f}" for v in meds))
         lines.append("")
         for mode, per in routed["ratios"].items():

@@ -33,7 +33,7 @@ from typing import Any
 
 
 from tests.netns import svc_peer
-from tools.bench_backends import NOISY
+from tools.bench_report import spread
 from tools.lab import Host, Lab, wait_for
 from tools.nodes import start_overlayd
 
@@ -104,12 +104,6 @@ def measure(client: Host, server: Host, seconds: int, connections: int, mode: st
         raise RuntimeError(f"{mode}: {answered} of {connections} connections answered")
     got["conn_per_s"] = connections / took
     return {k: round(v, 3) for k, v in got.items()}
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    med = statistics.median(values)
-    return {"median": round(med, 3), "min": round(min(values), 3), "max": round(max(values), 3),
-            "noisy": bool(med) and max(values) - min(values) > NOISY * med}
 
 
 def run(runs: int, seconds: int, connections: int, log: Callable[[str], None]) -> dict[str, Any]:

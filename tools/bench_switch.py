@@ -4,6 +4,16 @@
     python -m tools.bench_switch --json     # the same as JSON
     python -m tools.bench_switch --against /tmp/base   # before/after: another tree's overlayd/ in
                                                        # /tmp/base (git archive main overlayd | tar -x -C /tmp/base)
+    python -m tools.bench_switch --table-size          # 64 B frames/s, 10 vs 100,000 FDB entries
+
+`--table-size` (also part of `make bench`, its `table` part): two switches,
+one whose FDB holds 10 remote MACs and one holding 100,000 (type-2 routes, as
+installed from BGP, spread over 100 VTEPs; MAC limits do not apply to them),
+each sent the same 64-byte frames to known unicast destinations (8 MACs both
+tables hold). The two are timed alternately, `--rounds` times, so that both
+see the same machine; each round gives a ratio of frames/s (large table /
+small; each side's speed in a round is its best of 100 short alternating chunks),
+reported as the median with its min-max and the noisy flag.
 
 What the daemon's hot loops call once per frame, on 1500-byte frames held in
 a bytearray behind a memoryview as the read buffer is: a known unicast
@@ -43,6 +53,7 @@ from typing import Any
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import Source
 from overlayd.wire.vxlan import encode_header
+from tools.bench_report import spread
 
 VNI = 100
 A, B = "10.0.0.2", "10.0.0.3"
@@ -139,6 +150,66 @@ def measure(number: int = 100_000, repeat: int = 5) -> dict[str, float]:
     return results
 
 
+def table_switch(entries: int) -> tuple[Switch, list[memoryview]]:
+    """A switch whose FDB holds `entries` remote MACs (BGP-installed, over 100 VTEPs), and 64-byte
+    frames from a local host to 8 of them (the first 8: every table of >= 8 entries holds them)."""
+    sw = make_switch()
+    vteps = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(100)]
+    macs = [(0x020500000000 + i).to_bytes(6, "big") for i in range(entries)]
+    for i, mac in enumerate(macs):
+        sw.install_mac(VNI, mac, vteps[i % 100], Source.BGP, 0.0)
+    sw.pop_events()
+    frames = [frame(macs[i % min(8, entries)], H1, 64) for i in range(64)]
+    sw.from_tap(VNI, frames[0], 0.0)  # H1 learned now, not during the timing
+    return sw, frames
+
+
+def known_unicast_us(sw: Switch, frames: list[memoryview], number: int) -> float:
+    """Microseconds per from_tap call over `number` frames (cycling through `frames`), gc off."""
+    from_tap = sw.from_tap
+    batch = (frames * (number // len(frames) + 1))[:number]
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for i, f in enumerate(batch):
+            if from_tap(VNI, f, (i >> 6) * 64e-6) is None:
+                raise RuntimeError("a known unicast frame was dropped")
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return elapsed / number * 1e6
+
+
+# Alternations within one table_size round: chunks of ~1 ms, so that a slow spell of a shared
+# machine (load 8 on 2 cores) meets both sides alike; with 10 chunks of ~6 ms a round's ratio
+# ranged 0.48-1.26, with 100 0.99-1.01 (same load).
+CHUNKS = 100
+
+
+def table_size(small: int = 10, large: int = 100_000, rounds: int = 9, number: int = 40_000,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """64-byte known-unicast frames/s with `large` FDB entries against `small`, interleaved in
+    `rounds` of CHUNKS alternating chunks of `number / CHUNKS` frames a side (a side's speed in a
+    round is its best chunk, as timeit advises on a machine whose speed wanders); the ratio
+    large/small of each round, summarized."""
+    switches = {"small": table_switch(small), "large": table_switch(large)}
+    per_s: dict[str, list[float]] = {"small": [], "large": []}
+    chunk = max(64, number // CHUNKS)
+    for r in range(rounds):
+        best = {"small": float("inf"), "large": float("inf")}
+        for c in range(CHUNKS):  # short alternating chunks; the best of each side is its speed this round
+            for side in (("small", "large") if (r + c) % 2 == 0 else ("large", "small")):
+                best[side] = min(best[side], known_unicast_us(*switches[side], chunk))
+        for side, us in best.items():
+            per_s[side].append(round(1e6 / us))
+        if log:
+            log(f"  round {r + 1}/{rounds}: {per_s['small'][-1]:,} frames/s with {small:,} entries, "
+                f"{per_s['large'][-1]:,} with {large:,}")
+    ratios = [big / little for big, little in zip(per_s["large"], per_s["small"])]
+    return {"small": small, "large": large, "rounds": rounds, "frames_per_round": number,
+            "frame_bytes": 64, "frames_per_s": per_s, "ratio": spread(ratios)}
+
+
 def load_against(root: str) -> tuple[Any, dict[str, Callable[[], object]]]:
     """This module once more, importing the overlayd package found in `root`; and its operations.
 
@@ -188,8 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs; the best counts")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--against", metavar="DIR", help="compare with the overlayd package in DIR")
-    parser.add_argument("--rounds", type=int, default=40, help="with --against: alternations")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternations (default 40 with --against, 9 with --table-size)")
+    parser.add_argument("--table-size", action="store_true",
+                        help="64 B frames/s with 100,000 FDB entries against 10, interleaved")
     args = parser.parse_args(argv)
+    if args.table_size:
+        got = table_size(rounds=args.rounds or 9, log=None if args.json else print)
+        if args.json:
+            print(json.dumps({"python": sys.version.split()[0], "table_size": got}, indent=2))
+        else:
+            r = got["ratio"]
+            print(f"frames/s with {got['large']:,} entries / with {got['small']:,}: median {r['median']:.3f} "
+                  f"(rounds {r['min']:.3f}-{r['max']:.3f})" + ("  noisy" if r["noisy"] else ""))
+        return 0
+    args.rounds = args.rounds or 40
     if args.against:
         table = compare(args.against, args.rounds)
         if args.json:

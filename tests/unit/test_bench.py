@@ -35,7 +35,8 @@ def canned() -> dict:
 
 def test_defaults_and_quick():
     args = bench.parse_args([])
-    assert (args.runs, args.seconds, args.pings, args.only, args.mode) == (3, 5, 1000, "all", "both")
+    assert (args.runs, args.seconds, args.pings, args.only, args.mode) == (5, 5, 1000, "all", "both")
+    assert args.parts == list(bench.PARTS) and args.routed_mode_list == bench.ROUTED_DEFAULT
     quick = bench.parse_args(["--quick"])
     assert quick.runs == 1 and quick.seconds <= 2 and quick.pings < 1000
     assert bench.parse_args(["--runs", "5"]).runs == 5
@@ -120,3 +121,48 @@ def test_control_plane_takes_medians_and_reports_skips(monkeypatch):
     out = bench.run_control_plane(bench.parse_args(["--runs", "3"]), lambda text: None)
     assert out["fdb_bytes_per_100k"] == {"value": 7.0, "runs": [7.0, 7.0, 7.0], "kind": "x"}
     assert out["evpn_routes_out_per_s"] == {"value": None, "skipped": "gobgpd not installed"}
+
+
+def test_parts_are_picked_by_a_comma_separated_only():
+    args = bench.parse_args(["--only", "data,routed,table", "--routed-modes", "vxlan-by-hand,userspace"])
+    assert args.parts == ["data", "routed", "table"]
+    assert args.routed_mode_list == ("vxlan-by-hand", "userspace")
+    assert bench.parse_args(["--only", "backends"]).parts == ["routed", "programming"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "data,nonsense"])
+
+
+def test_routed_modes_default_to_every_mode_of_bench_backends():
+    from tools import bench_backends
+
+    assert bench.ROUTED_DEFAULT == bench_backends.ROUTED_MODES
+
+
+def test_chart_series_pair_kernel_and_overlayd_on_both_paths():
+    results = canned()
+    results["backends"] = {"routed": {"runs": {"vxlan-by-hand": {"tcp_gbit_s": [19.0], "ping_p50_us": [30.0]},
+                                               "userspace": {"tcp_gbit_s": [0.5], "ping_p50_us": [600.0]},
+                                               "host-gw": {"tcp_gbit_s": [20.0], "ping_p50_us": [20.0]}}}}
+    panels = bench.chart_series(results)
+    assert list(panels["throughput"]) == ["L2 a->b", "L2 b->a", "routed pod to pod"]
+    assert panels["throughput"]["routed pod to pod"] == {"kernel VXLAN": [19.0], "overlayd": [0.5]}
+    assert panels["rtt"]["L2"]["kernel VXLAN"] == [40, 30, 35]
+    assert panels["rtt"]["L2"]["overlayd"] == [140, 140, 140]
+
+
+def test_write_report_writes_json_markdown_and_puts_the_last_run_beside(tmp_path, capsys):
+    results = canned()
+    results["when"] = "2026-12-03T14:00:00+00:00"
+    results["machine"] = {"cpu_model": "Test CPU", "cpus": 2, "kernel": "6.18", "python": "3.11",
+                          "loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [2.0, 1.0, 1.0]}
+    (tmp_path / "bench-20000101-000000.json").write_text(json.dumps(results))
+    stem = bench.write_report(results, tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("machine: Test CPU, 2 cores, Linux 6.18")
+    assert "last run" in out and "0.250" in out
+    md = stem.with_suffix(".md").read_text()
+    assert "Machine: Test CPU" in md and "| L2 TCP 1 stream a->b | kernel | higher | 0.250 |" in md
+    assert json.loads(stem.with_suffix(".json").read_text())["summary"]["ratios"]["overlayd"]["udp64_pps"] == 0.7
+    assert stem.with_suffix(".png").exists() == bench.have_matplotlib()
+    if not bench.have_matplotlib():
+        assert "no plot: matplotlib is not installed" in out

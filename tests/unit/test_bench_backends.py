@@ -54,3 +54,19 @@ def test_services_render_names_each_ratio():
     assert "userspace: vip/direct tcp: 0.800 (runs 0.800-0.800)" in text
     assert "TCP to the VIP 1.00 Gbit/s, to the pod 1.25 Gbit/s; 900 new connections/s" in text
     assert bench_services.spread([1.0, 2.0])["noisy"] and not bench_services.spread([1.0, 1.1])["noisy"]
+
+
+def test_routed_modes_must_be_known_before_any_lab_is_built():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown routed modes"):
+        bench_backends.routed_pod_to_pod(1, 1, 2, 0.01, lambda text: None, ("vxlan-by-hand", "userspce"))
+
+
+def test_render_takes_a_subset_of_the_routed_modes():
+    per_run = {m: runs([10.0, 9.0], [100, 120]) for m in ("vxlan-by-hand", "userspace")}
+    routed = {"runs": {m: {k: [r[k] for r in rs] for k in rs[0]} for m, rs in per_run.items()},
+              "ratios": bench_backends.ratios(per_run)}
+    text = bench_backends.render({"routed": routed})
+    assert "vxlan-by-hand" in text.splitlines()[0] and "host-gw" not in text.splitlines()[0]
+    assert "userspace/vxlan-by-hand tcp_gbit_s: 1.000" in text
