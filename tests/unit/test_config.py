@@ -127,7 +127,7 @@ CASES = [
     ("vtep-unspecified", _set(["node", "vtep"], "0.0.0.0"), r"^node\.vtep: 0\.0\.0\.0 cannot be a VTEP"),
     ("vtep-ipv6-loopback", _set(["node", "vtep"], "::1"), r"^node\.vtep: ::1 cannot be a VTEP"),
     ("vtep-missing", _del(["node", "vtep"]), r"^node\.vtep: required but missing$"),
-    ("networks-missing", _del(["networks"]), r"^networks: required but missing \(or configure `routing:`\)$"),
+    ("networks-missing", _del(["networks"]), r"^networks: required but missing \(or configure `routing:` or `datastore:`\)$"),
     ("networks-empty", _set(["networks"], []), r"^networks: required but missing"),
     ("unknown-node-key", _set(["node", "vxlan_prot"], 4789), r"^node\.vxlan_prot: unknown key$"),
     ("unknown-network-key", _set(["networks", 0, "vnid"], 1), r"^networks\[0\]\.vnid: unknown key$"),
