@@ -95,15 +95,16 @@ class LeaseAttrs:
             kind = doc.get("BackendType") or "vxlan"
             data = doc.get("BackendData") or {}
             if not isinstance(data, dict):
-                raise ValueError("BackendData is not an object")
+                raise TypeError("BackendData is not an object")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise LeaseValueError(f"{key}: not a flannel lease: {err!r}") from None
         if kind not in ENCAP_OF_BACKEND_TYPE:
             raise LeaseValueError(f"{key}: BackendType {kind!r}: not vxlan, host-gw or ipip")
         vni, mac = data.get("VNI"), data.get("VtepMAC")
-        if kind == "vxlan":
-            if not isinstance(vni, int) or not isinstance(mac, str) or len(bytes.fromhex(_hex(mac, key))) != 6:
-                raise LeaseValueError(f"{key}: BackendData: VNI and VtepMAC are required for vxlan, got {data!r}")
+        if kind == "vxlan" and (
+            not isinstance(vni, int) or not isinstance(mac, str) or len(bytes.fromhex(_hex(mac, key))) != 6
+        ):
+            raise LeaseValueError(f"{key}: BackendData: VNI and VtepMAC are required for vxlan, got {data!r}")
         return cls(public_ip, kind, vni if kind == "vxlan" else None, mac if kind == "vxlan" else None)
 
 

@@ -31,6 +31,7 @@ from overlayd.config.datastore import parse_flannel_config, resolve
 from overlayd.config.fields import ConfigError
 from overlayd.control.leases import (
     DatastoreSubnets,
+    LeaseAdded,
     LeaseAttrs,
     LeaseValueError,
     RemoteLeases,
@@ -106,7 +107,7 @@ class Datastore:
         public_ip = ipaddress.IPv4Address(str(source.node.vtep))
         router_id = source.bgp.router_id if source.bgp is not None and source.bgp.router_id else public_ip
         for lost in range(CLAIM_TRIES):
-            kvs, revision = await self.store.get_prefix(self.ds.subnets_prefix)
+            kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
             leases, raw = {}, {}
             for kv in kvs:
                 try:
@@ -166,9 +167,11 @@ class Datastore:
 
     async def _watch(self) -> None:
         assert self.subnets is not None
+        failing = False  # log a broken watch once, not every second
         while True:
             try:
                 async for ev in self.store.watch(self.ds.subnets_prefix, self.revision + 1):
+                    failing = False
                     self.revision = max(self.revision, ev.revision)
                     if ev.key == self.key:
                         if ev.kind == "DELETE":
@@ -176,8 +179,8 @@ class Datastore:
                         continue
                     changes = self.remote.put(ev.key, ev.value) if ev.kind == "PUT" else self.remote.delete(ev.key)
                     for change in changes:
-                        log.info("datastore: %s %s (%s)", "lease" if type(change).__name__ == "LeaseAdded"
-                                 else "lease gone:", change.subnet, change.attrs.public_ip)
+                        log.info("datastore: %s %s (%s)", "lease" if isinstance(change, LeaseAdded) else "lease gone:",
+                                 change.subnet, change.attrs.public_ip)
                     self.subnets.apply(changes, self.clock())
                     self._report_errors()
                 raise EtcdUnavailable("watch ended")
@@ -189,9 +192,14 @@ class Datastore:
                 except EtcdUnavailable as err:
                     self._unavailable(str(err))
                     await asyncio.sleep(1)
-            except EtcdUnavailable as err:
-                self._unavailable(str(err))
+            except EtcdUnavailable as err:  # the state follows the renewals; this only retries
+                if not failing:
+                    log.warning("datastore: watch: %s; retrying every second from revision %d",
+                                err, self.revision + 1)
+                failing = True
                 await asyncio.sleep(1)
+                continue
+            failing = False
 
     # -- renewal --------------------------------------------------------------------------
 
@@ -275,7 +283,7 @@ class Datastore:
             "error": self.error,
             "lease": self.key,
             "lease_ttl_s": self.ds.lease_ttl,
-            "lease_expires_in_s": round(self.renewal.expires_at - now, 1) if self.renewal else None,
+            "lease_expires_in_s": round(max(0.0, self.renewal.expires_at - now), 1) if self.renewal else None,
             "revision": self.revision,
             "leases": len(self.remote.leases),
             "prefer": self.ds.prefer,

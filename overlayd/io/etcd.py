@@ -9,8 +9,9 @@ keeps the endpoint list (on a failure the next call goes to the next
 endpoint) and, with `datastore.tls`, opens the gRPC channel with the
 client certificate itself.
 
-Every call has a short deadline (CALL_TIMEOUT_S): an unreachable etcd
-shows as an `EtcdUnavailable` within seconds, never as a hang.
+Every call has a short deadline (CALL_TIMEOUT_S) and is tried on each
+endpoint in turn: an unreachable etcd (or one without quorum) shows as an
+`EtcdUnavailable` within seconds, never as a hang.
 """
 
 from __future__ import annotations
@@ -122,18 +123,21 @@ class EtcdStore:
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), CALL_TIMEOUT_S)
-            except Exception as err:  # closing a broken channel may fail in many ways
+            except Exception as err:  # noqa: BLE001 - closing a broken channel may fail in many ways
                 log.debug("datastore: closing the connection: %r", err)
 
     async def _call(self, what: str, coro_fn):
-        try:
-            return await asyncio.wait_for(coro_fn(self._client()), CALL_TIMEOUT_S + 1)
-        except (aetcd.exceptions.ClientError, grpc.RpcError, asyncio.TimeoutError, OSError) as err:
-            if isinstance(err, aetcd.exceptions.RevisionCompactedError):
-                raise
-            endpoint = self.endpoint
-            await self.failover()
-            raise EtcdUnavailable(f"{what} at {endpoint}: {type(err).__name__} {err}".strip()) from None
+        """One call, tried on each endpoint in turn until one answers (a member down is no outage)."""
+        failures = []
+        for _ in self.config.endpoints:
+            try:
+                return await asyncio.wait_for(coro_fn(self._client()), CALL_TIMEOUT_S + 1)
+            except (aetcd.exceptions.ClientError, grpc.RpcError, TimeoutError, OSError) as err:
+                if isinstance(err, aetcd.exceptions.RevisionCompactedError):
+                    raise
+                failures.append(f"{self.endpoint}: {type(err).__name__} {err}".strip())
+                await self.failover()
+        raise EtcdUnavailable(f"{what}: " + "; ".join(failures))
 
     async def get(self, key: str) -> KeyValue | None:
         got = await self._call(f"get {key}", lambda c: c.get(key.encode()))
@@ -161,25 +165,21 @@ class EtcdStore:
 
     async def create(self, key: str, value: bytes, lease_id: int) -> bool:
         """Put `key` only if it does not exist (a transaction); whether it was created."""
-        async def txn(c):
-            ok, _ = await c.transaction(
-                compare=[c.transactions.create(key.encode()) == 0],
-                success=[c.transactions.put(key.encode(), value, lease=lease_id)],
-                failure=[],
-            )
-            return ok
-        return await self._call(f"create {key}", txn)
+        return await self._put_if(f"create {key}", key, value, lease_id, lambda c: c.transactions.create, 0)
 
     async def replace(self, key: str, value: bytes, lease_id: int, mod_revision: int) -> bool:
         """Rewrite `key` (our own lease, taken over after a restart) if nobody changed it since."""
+        return await self._put_if(f"replace {key}", key, value, lease_id, lambda c: c.transactions.mod,
+                                  mod_revision)
+
+    async def _put_if(self, what: str, key: str, value: bytes, lease_id: int, field, revision: int) -> bool:
+        """One transaction: put `key` if its create/mod revision (`field`) equals `revision`."""
         async def txn(c):
-            ok, _ = await c.transaction(
-                compare=[c.transactions.mod(key.encode()) == mod_revision],
-                success=[c.transactions.put(key.encode(), value, lease=lease_id)],
-                failure=[],
-            )
+            ok, _ = await c.transaction(compare=[field(c)(key.encode()) == revision],
+                                        success=[c.transactions.put(key.encode(), value, lease=lease_id)],
+                                        failure=[])
             return ok
-        return await self._call(f"replace {key}", txn)
+        return await self._call(what, txn)
 
     async def delete(self, key: str) -> None:
         await self._call(f"delete {key}", lambda c: c.delete(key.encode()))
@@ -191,7 +191,7 @@ class EtcdStore:
                 self._client().watch_prefix(prefix.encode(), start_revision=start_revision), CALL_TIMEOUT_S + 1)
         except aetcd.exceptions.RevisionCompactedError:
             raise Compacted() from None
-        except (aetcd.exceptions.ClientError, grpc.RpcError, asyncio.TimeoutError, OSError) as err:
+        except (aetcd.exceptions.ClientError, grpc.RpcError, TimeoutError, OSError) as err:
             await self.failover()
             raise EtcdUnavailable(f"watch {prefix}: {type(err).__name__} {err}") from None
         try:
@@ -208,13 +208,13 @@ class EtcdStore:
         finally:
             try:
                 await asyncio.wait_for(watch.cancel(), 1)
-            except Exception:  # the channel may be gone already
-                pass
+            except Exception as err:  # noqa: BLE001 - the channel may be gone already
+                log.debug("datastore: cancelling the watch: %r", err)
 
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), CALL_TIMEOUT_S)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - as in failover
                 log.debug("datastore: close: %r", err)

@@ -11,7 +11,8 @@ subnets and `etcdctl get --prefix` shows flannel's layout; the nodes'
 routing devices ping each other across; a node started against a bad
 Network is refused with the key named while the others keep forwarding;
 the lease race (100 rounds, two claimers, through overlayd's transaction);
-two members stopped (no quorum): forwarding goes on, status says
+a 4th node joins and every table has its subnet within 2 s; one member
+stopped changes nothing; two members stopped (no quorum): forwarding goes on, status says
 unavailable, and renewal resumes when they are back; a SIGKILLed node's
 lease expires and its subnet is withdrawn everywhere.
 """
@@ -24,6 +25,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 
@@ -172,6 +174,48 @@ def test_lease_race_never_has_two_winners(cluster: Cluster):
     assert result["rounds"] == 100 and set(result["winners"]) == {1}, out.stdout + out.stderr
 
 
+def log_time(node: Overlayd, needle: str) -> datetime | None:
+    """When `node` logged its first line containing `needle` (the text log's timestamp)."""
+    for line in node.log().splitlines():
+        if needle in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return None
+
+
+def test_a_fourth_node_joins_and_every_table_follows_within_2s(cluster: Cluster):
+    host = cluster.lab.add_host("n3", v4=f"{node_ip(3)}/24")
+    node = start_overlayd(host, cluster.datastore_config(3))
+    cluster.hosts.append(host)
+    cluster.nodes.append(node)
+    subnet = cluster.subnet_of(3)
+
+    def followed() -> bool:
+        return all(str(subnet) in {r["prefix"] for r in n.ctl("routes")} for n in cluster.nodes[:3])
+    wait_showing_logs(followed, f"{subnet} in every table", *cluster.nodes, timeout=5, interval=0.05)
+    # from the daemons' own log lines: the lease written, then seen by each watcher
+    taken = log_time(node, f"took {PREFIX}/subnets/{subnet.network_address}-24")
+    seen = [log_time(n, f"datastore: lease {subnet} ({node_ip(3)})") for n in cluster.nodes[:3]]
+    took = max((t - taken).total_seconds() for t in seen)
+    print(f"4th node's lease {subnet} in every table {took:.3f} s after it was written")
+    assert took < 2.0
+    wait_for(lambda: len([r for r in node.ctl("routes") if r["peer"] == "etcd"]) == 3, 5,
+             what="the 4th node to have the others' leases")
+    assert ping_devices(cluster, [0, 3]) == []
+
+
+def test_one_member_down_changes_nothing(cluster: Cluster):
+    cluster.etcd[2].send_signal(signal.SIGTERM)  # node 2's first endpoint: it fails over
+    cluster.etcd[2].wait(10)
+    try:
+        time.sleep(TTL_S / 3 + 1)  # a renewal round
+        assert [n.ctl("status")["datastore"]["state"] for n in cluster.nodes] == ["available"] * len(cluster.nodes)
+        assert len(cluster.leases()) == len(cluster.nodes)
+        assert ping_devices(cluster, list(range(NODES))) == []
+    finally:
+        cluster.start_member(2, state="existing")
+    wait_for(cluster.healthy, 20, interval=0.3, what="the etcd cluster to take a write")
+
+
 def test_no_quorum_forwarding_goes_on_and_renewal_resumes(cluster: Cluster):
     for m in (1, 2):
         cluster.etcd[m].send_signal(signal.SIGTERM)
@@ -186,7 +230,7 @@ def test_no_quorum_forwarding_goes_on_and_renewal_resumes(cluster: Cluster):
             cluster.start_member(m, state="existing")
     wait_showing_logs(lambda: all(n.ctl("status")["datastore"]["state"] == "available" for n in cluster.nodes),
                       "renewal to resume everywhere", *cluster.nodes, timeout=30)
-    wait_for(lambda: len(cluster.leases()) == NODES, 15, what="every lease back in etcd")
+    wait_for(lambda: len(cluster.leases()) == len(cluster.nodes), 15, what="every lease back in etcd")
     assert ping_devices(cluster, list(range(NODES))) == []
 
 
@@ -196,7 +240,8 @@ def test_sigkilled_node_lease_expires_and_is_withdrawn(cluster: Cluster):
     started = time.monotonic()
 
     def withdrawn() -> bool:
-        return all(str(gone) not in {r["prefix"] for r in n.ctl("routes")} for n in cluster.nodes[:2])
-    wait_showing_logs(withdrawn, f"{gone} to be withdrawn everywhere", *cluster.nodes[:2], timeout=TTL_S + 10)
+        return all(str(gone) not in {r["prefix"] for r in n.ctl("routes")} for k, n in enumerate(cluster.nodes)
+                   if k != 2)
+    wait_showing_logs(withdrawn, f"{gone} to be withdrawn everywhere", *cluster.nodes, timeout=TTL_S + 10)
     print(f"{gone}: withdrawn {time.monotonic() - started:.1f} s after SIGKILL (lease TTL {TTL_S} s)")
     assert f"{PREFIX}/subnets/{gone.network_address}-24" not in cluster.leases()
