@@ -294,7 +294,7 @@ def test_there_are_shipped_example_configs():
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT / "configs")) for p in SHIPPED])
 def test_shipped_example_config_loads(path):
     cfg = load_config(path)
-    assert cfg.networks or cfg.routing is not None
+    assert cfg.networks or cfg.routing is not None or cfg.awaits_datastore
 
 
 def test_readme_configuration_example_loads():
