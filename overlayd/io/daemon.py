@@ -377,6 +377,7 @@ class Daemon:
             if self.datastore is not None:
                 assert self.prefixes is not None
                 view.datastore = self.datastore
+                self.datastore.on_move = self._datastore_moved
                 try:
                     await self.datastore.attach(self.prefixes)
                 except EtcdUnavailable as err:  # read again by the watch when etcd is back
@@ -584,6 +585,13 @@ class Daemon:
             raise SetupError(str(err)) from None
         if self.config.node.vxlan_port != self.switch.vxlan_port:  # flannel's Backend.Port
             self.switch = Switch(self.config.node.vxlan_port, self.config.node.fdb_aging)
+
+    def _datastore_moved(self, subnet) -> None:
+        """The datastore took a new subnet (ours was taken while our lease had expired): follow it."""
+        assert self.speaker is not None
+        self.speaker.move_subnet(subnet, self.clock())
+        if self.bgp is not None:
+            self.bgp.kick()
 
     async def _tick(self) -> None:
         """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""

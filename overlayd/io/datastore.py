@@ -11,9 +11,9 @@ and come back after an outage:
   failure; nothing is withdrawn, forwarding goes on with the last table,
   and the keep-alive is retried every RETRY_S. When it answers again and
   our lease ran out meanwhile, the same subnet is taken again if still
-  free; if another node took it, that is logged as an error and shown in
-  status (our pods must be restarted on a new subnet: not done
-  automatically yet).
+  free; if another node took it, the node takes a new subnet (re-addresses
+  its device, rewrites subnet.env, announces it), logs an error and says in
+  status that its pods must be restarted.
 - Watch: from the revision after the last one seen, so a reconnect loses no
   change; a compacted revision reads every lease again and applies the
   difference.
@@ -74,7 +74,9 @@ class Datastore:
         self.revision = 0
         self.remote = RemoteLeases(self.ds.subnets_prefix)
         self.subnets: DatastoreSubnets | None = None
-        self.lost_to: str | None = None
+        self.alarms: list[str] = []  # what an operator must act on (shown in status until a restart)
+        self.on_move: Callable[[ipaddress.IPv4Network], None] | None = None  # the daemon follows a new subnet
+        self.router_id: ipaddress.IPv4Address | None = None
         self.tasks: list[asyncio.Task] = []
         self._watch_task: asyncio.Task | None = None
         self._version = -1
@@ -106,6 +108,7 @@ class Datastore:
         source = self.config
         public_ip = ipaddress.IPv4Address(str(source.node.vtep))
         router_id = source.bgp.router_id if source.bgp is not None and source.bgp.router_id else public_ip
+        self.router_id = router_id
         for lost in range(CLAIM_TRIES):
             kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
             leases, raw = {}, {}
@@ -246,16 +249,47 @@ class Datastore:
         await self.store.revoke(lease_id)
         got = await self.store.get(self.key)
         holder = LeaseAttrs.decode(got.value, self.key).public_ip if got is not None else "?"
-        if str(holder) == str(self.attrs.public_ip):  # our own key (another of our leases): adopt it
+        if got is not None and str(holder) == str(self.attrs.public_ip):  # our own key after all: adopt it
             self.lease_id = got.lease
             self.renewal.renewed(self.clock())
             self._available()
             return
-        self.lost_to = str(holder)
-        self.renewal.renewed(self.clock() + self.ds.lease_ttl)  # do not hammer; status says what to do
-        self._set("lost", f"our subnet {self.subnet} was taken by {holder} while our lease had expired: "
-                          f"restart overlayd to take a new subnet, then restart this node's pods")
-        log.error("datastore: %s", self.error)
+        await self._move(holder)
+
+    async def _move(self, holder) -> None:
+        """Another node took our subnet while our lease had expired: take a new one, as at start."""
+        assert self.attrs is not None and self.renewal is not None and self.subnet is not None
+        old = self.subnet
+        for lost in range(CLAIM_TRIES):
+            kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
+            leases = {}
+            for kv in kvs:
+                try:
+                    leases[subnet_of_key(self.ds.subnets_prefix, kv.key)] = LeaseAttrs.decode(kv.value, kv.key)
+                except LeaseValueError:
+                    continue
+            leases = {s: a for s, a in leases.items() if a.public_ip != self.attrs.public_ip or s == old}
+            subnet, _ = choose_subnet(self.network.network, self.network.subnet_len, leases, self.attrs.public_ip,
+                                      self.router_id, None, lost)
+            lease_id = await self.store.grant(self.ds.lease_ttl)
+            key = lease_key(self.ds.subnets_prefix, subnet)
+            if await self.store.create(key, self.attrs.encode(), lease_id):
+                break
+            await self.store.revoke(lease_id)
+        else:
+            raise EtcdUnavailable(f"lost the race for a new subnet {CLAIM_TRIES} times")
+        self.subnet, self.key, self.lease_id = subnet, key, lease_id
+        self.renewal.renewed(self.clock())
+        self.remote.own = subnet
+        if self.subnets is not None:
+            self.subnets.move(subnet, self.clock())
+        if self.on_move is not None:
+            self.on_move(subnet)
+        self._available()
+        self.alarms.append(f"our subnet {old} was taken by {holder} while our lease had expired: moved to "
+                           f"{subnet}; restart this node's pods (their addresses are in {old})")
+        del self.alarms[:-10]
+        log.error("datastore: %s", self.alarms[-1])
 
     # -- state --------------------------------------------------------------------------
 
@@ -288,6 +322,7 @@ class Datastore:
             "leases": len(self.remote.leases),
             "prefer": self.ds.prefer,
             "conflicts": list(self.subnets.conflicts) if self.subnets else [],
+            "alarms": list(self.alarms),
         }
 
     async def close(self) -> None:

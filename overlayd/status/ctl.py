@@ -91,6 +91,8 @@ def render_status(s: dict[str, Any]) -> str:
         )
         if ds["error"]:
             head += f"\nALARM: datastore: {ds['error']}"
+        for alarm in ds.get("alarms", ()):
+            head += f"\nALARM: datastore: {alarm}"
         for conflict in ds["conflicts"]:
             head += f"\nCONFLICT: {conflict}"
     svc = s.get("services")

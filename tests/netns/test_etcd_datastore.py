@@ -1,10 +1,10 @@
 """Cluster state in etcd (issue 16), end to end with a real etcd cluster.
 
-The lab: three etcd members (Debian's etcd-server) on hosts e1..e3
+The lab: three etcd members (Debian's etcd-server) on hosts e0..e2
 (10.0.0.11-13) form one cluster; `<prefix>/config` holds flannel's network
-config (10.244.0.0/16, /24 subnets, vxlan). Nodes n1..n3 (10.0.0.1-3) run
-overlayd with only `datastore:` and `node:` in their config (no `routing:`
-network or subnet, no `bgp:`), userspace VXLAN, a 6 s lease TTL.
+config (10.244.0.0/16, /24 subnets, vxlan). Nodes n0..n2 (10.0.0.1-3) run
+overlayd with only `node:`, `datastore:` and the subnet.env path in their
+config (no network or subnet, no `bgp:`), userspace VXLAN, a 6 s lease TTL.
 
 In file order, sharing the cluster: the three nodes take three distinct
 subnets and `etcdctl get --prefix` shows flannel's layout; the nodes'
@@ -12,9 +12,12 @@ routing devices ping each other across; a node started against a bad
 Network is refused with the key named while the others keep forwarding;
 the lease race (100 rounds, two claimers, through overlayd's transaction);
 a 4th node joins and every table has its subnet within 2 s; one member
-stopped changes nothing; two members stopped (no quorum): forwarding goes on, status says
-unavailable, and renewal resumes when they are back; a SIGKILLed node's
-lease expires and its subnet is withdrawn everywhere.
+stopped changes nothing; two members stopped (no quorum): forwarding goes
+on, status says unavailable, and renewal resumes when they are back; a node
+cut off until its lease expired, whose subnet another node took meanwhile,
+moves to a new subnet (device, subnet.env, every table) and says in status
+that its pods must be restarted; a SIGKILLed node's lease expires and its
+subnet is withdrawn everywhere.
 """
 
 from __future__ import annotations
@@ -232,6 +235,35 @@ def test_no_quorum_forwarding_goes_on_and_renewal_resumes(cluster: Cluster):
                       "renewal to resume everywhere", *cluster.nodes, timeout=30)
     wait_for(lambda: len(cluster.leases()) == len(cluster.nodes), 15, what="every lease back in etcd")
     assert ping_devices(cluster, list(range(NODES))) == []
+
+
+def test_a_lease_lost_while_away_moves_the_node_to_a_new_subnet(cluster: Cluster):
+    node, host = cluster.nodes[1], cluster.hosts[1]
+    old = cluster.subnet_of(1)
+    key = f"{PREFIX}/subnets/{old.network_address}-24"
+    host.ip("link", "set", "eth0", "down")  # cut off from etcd (and from everyone)
+    try:
+        wait_for(lambda: key not in cluster.leases(), TTL_S + 5, interval=0.3, what=f"{key} to expire")
+        lease = cluster.etcdctl("lease", "grant", "60").split()[1]
+        cluster.etcdctl("put", f"--lease={lease}", key, json.dumps(
+            {"PublicIP": "10.0.0.99", "PublicIPv6": None, "BackendType": "host-gw"}))
+    finally:
+        host.ip("link", "set", "eth0", "up")
+    try:
+        wait_showing_logs(lambda: cluster.subnet_of(1) != old, "node 1 to move to a new subnet", node,
+                          timeout=TTL_S + 10)
+        new = cluster.subnet_of(1)
+        status = node.ctl_text("status")
+        print(status)
+        assert f"our subnet {old} was taken by 10.0.0.99" in status and "restart this node's pods" in status
+        assert cluster.leases()[f"{PREFIX}/subnets/{new.network_address}-24"]["PublicIP"] == node_ip(1)
+        env = (cluster.lab.tmpdir / "n1-subnet.env").read_text()
+        assert f"FLANNEL_SUBNET={new.network_address + 1}/24" in env
+        wait_for(lambda: all(any(r["prefix"] == str(new) and r["vtep"] == node_ip(1) for r in n.ctl("routes"))
+                             for k, n in enumerate(cluster.nodes) if k != 1), 5, what=f"{new} everywhere")
+        assert ping_devices(cluster, [0, 1]) == []
+    finally:
+        cluster.etcdctl("del", key)
 
 
 def test_sigkilled_node_lease_expires_and_is_withdrawn(cluster: Cluster):
