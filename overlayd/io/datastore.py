@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 
 from overlayd.config import Config
-from overlayd.config.datastore import parse_flannel_config, resolve
+from overlayd.config.datastore import FlannelNetwork, parse_flannel_config, resolve
 from overlayd.config.fields import ConfigError
 from overlayd.control.leases import (
     DatastoreSubnets,
@@ -66,6 +66,7 @@ class Datastore:
         self.state = "connecting"
         self.since = clock()
         self.error: str | None = None
+        self.network: FlannelNetwork | None = None  # `<prefix>/config`, as read at start
         self.subnet: ipaddress.IPv4Network | None = None
         self.key: str | None = None
         self.lease_id: int | None = None

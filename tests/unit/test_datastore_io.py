@@ -170,3 +170,38 @@ async def test_a_lease_lost_while_away_moves_the_node(etcd):
     assert moved == [ds.subnet] and ds.subnet != old and ds.state == "available"
     assert json.loads(etcd.kv[ds.key].value)["PublicIP"] == "10.0.0.1"
     assert "taken by 10.0.0.99" in ds.summary(clock())["alarms"][0]
+
+
+async def test_watch_resumes_from_the_next_revision_and_a_compacted_one_reads_everything(etcd):
+    from overlayd.fabric.prefixes import PrefixTable
+    from overlayd.io.etcd import Compacted, WatchEvent
+
+    clock = Clock()
+    ds = make(etcd, clock)
+    await ds.start()
+    table = PrefixTable()
+    await ds.attach(table)
+    starts = []
+
+    async def watch(prefix, start):
+        starts.append(start)
+        if len(starts) == 1:  # a change, then the stream breaks
+            etcd.put(SUBNETS + "10.244.200.0-24", other("10.0.0.5"))
+            yield WatchEvent("PUT", SUBNETS + "10.244.200.0-24", other("10.0.0.5"), etcd.revision)
+            raise EtcdUnavailable("stream broke")
+        if len(starts) == 2:  # meanwhile compacted; and a lease came that no event will tell
+            etcd.put(SUBNETS + "10.244.201.0-24", other("10.0.0.6"))
+            raise Compacted()
+        await asyncio.sleep(3600)
+        yield  # pragma: no cover
+
+    etcd.watch = watch
+    task = asyncio.get_running_loop().create_task(ds._watch())
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if len(starts) >= 3:
+            break
+    task.cancel()
+    assert starts[1] == starts[0] + 1  # resumed after the revision seen
+    assert table.lookup(ipaddress.ip_address("10.244.200.1").packed).vtep == "10.0.0.5"
+    assert table.lookup(ipaddress.ip_address("10.244.201.1").packed).vtep == "10.0.0.6"  # from the re-read
