@@ -111,15 +111,7 @@ class Datastore:
         router_id = source.bgp.router_id if source.bgp is not None and source.bgp.router_id else public_ip
         self.router_id = router_id
         for lost in range(CLAIM_TRIES):
-            kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
-            leases, raw = {}, {}
-            for kv in kvs:
-                try:
-                    subnet = subnet_of_key(self.ds.subnets_prefix, kv.key)
-                    leases[subnet] = LeaseAttrs.decode(kv.value, kv.key)
-                    raw[subnet] = kv
-                except LeaseValueError as err:
-                    log.warning("datastore: %s", err)
+            leases, raw = await self._leases()
             subnet, ours = choose_subnet(net.network, net.subnet_len, leases, public_ip, router_id,
                                          self.preferred, lost)
             try:
@@ -147,6 +139,19 @@ class Datastore:
             await self.store.revoke(lease_id)
             log.info("datastore: %s was taken by another node first; choosing again", skey)
         raise DatastoreError(f"datastore: lost the race for a subnet {CLAIM_TRIES} times")
+
+    async def _leases(self) -> tuple[dict, dict]:
+        """Every lease in etcd: {subnet: LeaseAttrs} and {subnet: KeyValue}; bad ones logged and left out."""
+        kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
+        leases, raw = {}, {}
+        for kv in kvs:
+            try:
+                subnet = subnet_of_key(self.ds.subnets_prefix, kv.key)
+                leases[subnet] = LeaseAttrs.decode(kv.value, kv.key)
+                raw[subnet] = kv
+            except LeaseValueError as err:
+                log.warning("datastore: %s", err)
+        return leases, raw
 
     # -- the others' leases -----------------------------------------------------------------
 
@@ -262,13 +267,7 @@ class Datastore:
         assert self.attrs is not None and self.renewal is not None and self.subnet is not None
         old = self.subnet
         for lost in range(CLAIM_TRIES):
-            kvs, _ = await self.store.get_prefix(self.ds.subnets_prefix)
-            leases = {}
-            for kv in kvs:
-                try:
-                    leases[subnet_of_key(self.ds.subnets_prefix, kv.key)] = LeaseAttrs.decode(kv.value, kv.key)
-                except LeaseValueError:
-                    continue
+            leases, _ = await self._leases()
             leases = {s: a for s, a in leases.items() if a.public_ip != self.attrs.public_ip or s == old}
             subnet, _ = choose_subnet(self.network.network, self.network.subnet_len, leases, self.attrs.public_ip,
                                       self.router_id, None, lost)
