@@ -110,6 +110,17 @@ class Cluster:
             self.nodes.append(node)
         return node
 
+    def start_all(self, pods: CniPods) -> None:
+        """Start the three nodes, wait until every table holds every subnet, add a pod per node."""
+        for i in range(3):
+            self.start(i)
+        for node in self.nodes:
+            node.wait_ready()
+        wait_showing_logs(self.converged, "every subnet in every table, programmed", *self.nodes, timeout=20)
+        for i, host in enumerate(self.hosts):
+            conflist = json.loads(Path(self.config(i)["routing"]["cni_conflist"]).read_text())
+            self.pods.append(pods.add(host, "p1", plugin_config(conflist, data_dir=self.lab.tmpdir / f"cni-{i}")))
+
     def routes(self, i: int) -> list[dict[str, Any]]:
         return request(self.nodes[i].socket, "routes")
 
@@ -163,14 +174,7 @@ def cluster(request: pytest.FixtureRequest):
         c = Cluster(request.param, lab, backends, direct, far, ipv6, *add_underlay(lab, far))
         pods = CniPods(lab)
         try:
-            for i in range(3):
-                c.start(i)
-            for node in c.nodes:
-                node.wait_ready()
-            wait_showing_logs(c.converged, "every subnet in every table, programmed", *c.nodes, timeout=20)
-            for i, host in enumerate(c.hosts):
-                conflist = json.loads(Path(c.config(i)["routing"]["cni_conflist"]).read_text())
-                c.pods.append(pods.add(host, "p1", plugin_config(conflist, data_dir=lab.tmpdir / f"cni-{i}")))
+            c.start_all(pods)
             yield c
         finally:
             problems = pods.close()

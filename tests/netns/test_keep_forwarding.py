@@ -17,16 +17,14 @@ SIGKILL) and started again:
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netns.cni import CniPods, plugin_config, require_cni
+from tests.netns.cni import CniPods, require_cni
 from tests.netns.test_backends import DEVICE, PROTO, Cluster, add_underlay, tables_match
 from tests.support import require_netns, require_programs
 from tools.lab import Lab, wait_for
@@ -54,14 +52,7 @@ def cluster():
         c = KeepCluster("keep", lab, ("kernel",) * 3, False, False, False, *add_underlay(lab, False))
         pods = CniPods(lab)
         try:
-            for i in range(3):
-                c.start(i)
-            for node in c.nodes:
-                node.wait_ready()
-            wait_showing_logs(c.converged, "every subnet in every table, programmed", *c.nodes, timeout=20)
-            for i, host in enumerate(c.hosts):
-                conflist = json.loads(Path(c.config(i)["routing"]["cni_conflist"]).read_text())
-                c.pods.append(pods.add(host, "p1", plugin_config(conflist, data_dir=lab.tmpdir / f"cni-{i}")))
+            c.start_all(pods)
             yield c
         finally:
             pods.close()
