@@ -255,6 +255,28 @@ class Lab:
             pod.ip("-6", "route", "add", "default", "via", gateway6)
         return pod
 
+    def add_container(self, node: Host, name: str, parent: str, link: tuple[str, ...], v4: str) -> Host:
+        """A namespace with eth0 made on `node`'s device `parent` by `ip link add link parent ...
+        <link>` (macvlan, ipvlan: `("type", "ipvlan", "mode", "l2")`), moved in, holding `v4`.
+        IPv4 only: IPv6 is off on eth0, so no ND or MLD of its own crosses the parent."""
+        netns = f"{self.prefix}-{node.name}-{name}"
+        self._add_netns(netns)
+        container = Host(self, f"{node.name}-{name}", netns, str(ipaddress.IPv4Interface(v4).ip), None)
+        port = f"c-{name}"[:15]
+        node.ip("link", "add", "link", parent, "name", port, *link)
+        node.ip("link", "set", port, "netns", netns)
+        container.ip("link", "set", port, "name", "eth0")
+        container.sysctl("net.ipv6.conf.eth0.disable_ipv6", 1)
+        container.ip("link", "set", "lo", "up")
+        container.ip("addr", "add", v4, "dev", "eth0")
+        container.ip("link", "set", "eth0", "up")
+        return container
+
+    def add_link(self, a: Host, b: Host, ifname: str, mtu: int = 1500) -> None:
+        """A veth straight from `a` to `b`, named `ifname` at both ends, left down and without addresses."""
+        run("ip", "-n", a.netns, "link", "add", ifname, "mtu", str(mtu), "type", "veth",
+            "peer", "name", ifname, "mtu", str(mtu), "netns", b.netns)
+
     def add_port(self, host: Host, ifname: str, mtu: int = 1500) -> str:
         """Another link from `host` to the underlay bridge: `ifname` in the host (left down,
         without addresses), a veth whose other end is a port of br0; returns that port's name."""

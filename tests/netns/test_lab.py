@@ -41,6 +41,28 @@ def test_host_has_eth0_with_the_requested_mtu(lab):
     assert "UP" in eth0["flags"]
 
 
+def test_a_link_joins_two_hosts_directly(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.add_link(a, b, "l0")
+    for host, addr in ((a, "10.1.0.1/24"), (b, "10.1.0.2/24")):
+        host.ip("addr", "add", addr, "dev", "l0")
+        host.ip("link", "set", "l0", "up")
+    assert a.ping("10.1.0.2")
+
+
+def test_containers_on_a_macvlan_of_one_device_reach_each_other(lab):
+    a = lab.add_host("a")
+    a.ip("link", "add", "br7", "type", "bridge")
+    a.ip("link", "set", "br7", "up")
+    macvlan = ("type", "macvlan", "mode", "bridge")
+    c1 = lab.add_container(a, "c1", "br7", macvlan, "192.168.7.1/24")
+    c2 = lab.add_container(a, "c2", "br7", macvlan, "192.168.7.2/24")
+    [link] = c1.json_ip("-d", "link", "show", "dev", "eth0")
+    assert (link["linkinfo"]["info_kind"], c1.v4) == ("macvlan", "192.168.7.1")
+    assert c1.run("sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6").stdout.strip() == "1"
+    assert c1.ping(c2.v4)
+
+
 def test_run_failure_names_the_command_and_its_output(lab):
     a = lab.add_host("a")
     with pytest.raises(CommandError) as failure:

@@ -12,6 +12,7 @@ costs a Python start, so query status sockets in-process with `query`.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -37,6 +38,18 @@ def start_nodes(hosts_and_configs: list[tuple[Host, dict[str, Any]]],
     note(f"overlayd: {len(nodes)} daemons started side by side were ready after "
          f"{time.monotonic() - start:.1f} s")
     return nodes
+
+
+def pings(host: Host, addr: str, count: int) -> int:
+    """Ping `addr` from `host` until `count` replies (at most 30 s); how many replies came.
+
+    With -w, ping goes on sending every 0.2 s until `count` replies are in, so on a slow
+    guest more go out and come back than `count`: compare, never look for "N received".
+    """
+    out = host.run("ping", "-4", "-n", "-c", str(count), "-i", "0.2", "-w", "30", addr, check=False).stdout
+    stats = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert stats and int(stats.group(2)) >= count, f"{host.name} -> {addr}:\n{out}"
+    return int(stats.group(2))
 
 
 def query(node: Overlayd, command: str) -> Any:

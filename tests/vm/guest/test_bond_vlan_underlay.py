@@ -14,7 +14,7 @@ import pytest
 
 from tests.netns.topology import DEVICE, node_config, overlay_ip
 from tests.support import require_netns
-from tests.vm.guest.guest import query, start_nodes, stop_nodes
+from tests.vm.guest.guest import pings, query, start_nodes, stop_nodes
 from tools.lab import Host, Lab, run, wait_for
 
 VLAN = 100
@@ -45,12 +45,6 @@ def active_slave(host: Host) -> str:
 def link_stats(host: Host, device: str) -> dict[str, int]:
     [link] = host.json_ip("-s", "link", "show", "dev", device)
     return {"tx_packets": link["stats64"]["tx"]["packets"], "rx_packets": link["stats64"]["rx"]["packets"]}
-
-
-def ping_count(host: Host, addr: str, count: int = PINGS) -> str:
-    out = host.run("ping", "-4", "-n", "-c", str(count), "-i", "0.2", "-w", "30", addr, check=False).stdout
-    assert f"{count} received" in out, f"{host.name} -> {addr}:\n{out}"
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +81,7 @@ def test_taps_ping_across_the_overlay_on_bond0_100(bonded):
     counters = [query(n, "stats")["counters"] for n in nodes]
     vlan = [link_stats(h, f"bond0.{VLAN}") for h in hosts]
     for i, host in enumerate(hosts):
-        ping_count(host, overlay_ip(1 - i))
+        pings(host, overlay_ip(1 - i), PINGS)
     after = [query(n, "stats")["counters"] for n in nodes]
     vlan_after = [link_stats(h, f"bond0.{VLAN}") for h in hosts]
     for i in range(2):
@@ -110,6 +104,6 @@ def test_the_overlay_survives_a_failover_of_the_bond(bonded):
         wait_for(lambda: active_slave(a) not in ("", before), timeout=10,
                  what="a's bond to fail over to its other link")
         for i, host in enumerate(hosts):
-            ping_count(host, overlay_ip(1 - i))
+            pings(host, overlay_ip(1 - i), PINGS)
     finally:
         run("ip", "-n", a.lab.underlay, "link", "set", port, "up")
