@@ -85,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(f"bgp AS {config.bgp.asn} with {len(config.bgp.neighbors)} neighbor(s)")
         if config.routing is not None:
             parts.append(f"routing vni {config.routing.vni} subnet {config.routing.subnet} of {config.routing.network}")
-        if config.datastore is not None:
-            parts.append(f"routing from etcd {config.datastore.config_key} at {', '.join(config.datastore.endpoints)}")
         print(f"{args.config}: ok: " + ", ".join(parts))
         return 0
 

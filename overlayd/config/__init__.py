@@ -36,7 +36,6 @@ from overlayd.config.fields import (
     UnicastMac,
     ifname_problem,
 )
-from overlayd.config.datastore import DatastoreConfig
 from overlayd.config.services import ServiceConfig, check_services, check_services_network
 from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
@@ -408,32 +407,11 @@ class Config(Frozen):
     services_file: FilePath | None = None
     conntrack: ConntrackConfig = ConntrackConfig()
     metrics: MetricsConfig | None = None  # default: no metrics endpoint
-    datastore: DatastoreConfig | None = None  # etcd: the network config and the subnet leases
-    # Set by `config.datastore`, never by hand: the document as given, kept until `resolve` fills
-    # `routing:` from etcd (see config/datastore.py), and the etcd key `routing:` came from.
-    datastore_source: dict | None = Field(default=None, repr=False)
-    datastore_key: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _routing_from_datastore(cls, data: Any) -> Any:
-        """With a datastore, `routing:` waits for etcd (the network config and our lease)."""
-        if isinstance(data, dict) and data.get("datastore") is not None and data.get("datastore_key") is None:
-            if data.get("datastore_source") is not None:
-                raise ValueError("datastore_source: set by overlayd itself; leave it out")
-            source = {k: v for k, v in data.items() if k != "datastore_source"}
-            data = {**source, "routing": None, "datastore_source": source}
-        return data
-
-    @property
-    def awaits_datastore(self) -> bool:
-        """A datastore is configured and `routing:` is not resolved from it yet."""
-        return self.datastore is not None and self.datastore_key is None
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if not self.networks and self.routing is None and self.datastore is None:
-            raise ValueError("networks: required but missing (or configure `routing:` or `datastore:`)")
+        if not self.networks and self.routing is None:
+            raise ValueError("networks: required but missing (or configure `routing:`)")
         if self.routing is not None:
             r = self.routing
             if self.bgp is None:

@@ -208,10 +208,6 @@ class RoutedSubnets:
                 log.warning("routing: node %s also claims our subnet %s: we keep it (lower router ID)",
                             ev.loser, ev.subnet)
 
-    def move_to(self, main: Prefix, now: float) -> None:
-        """Our main subnet is now `main`, decided elsewhere (an etcd lease lost while away, taken anew)."""
-        self._move(main, now)
-
     def _move(self, main: Prefix | None, now: float) -> None:
         """Our main subnet is now `main` (None: none free); the static IPv6 subnet stays."""
         old = self.subnets

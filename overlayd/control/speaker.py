@@ -682,13 +682,6 @@ class Speaker:
         net = self.networks.get(vni) if vni is not None else None
         return net.name if net is not None else None
 
-    def move_subnet(self, subnet, now: float) -> None:
-        """Our main subnet is now `subnet` (the datastore took a new lease): withdraw the old routes,
-        announce the new; `subnet_moves` tells the daemon to re-address the device and rewrite subnet.env."""
-        assert self.routed is not None
-        self.routed.move_to(subnet, now)
-        self._follow_subnet_moves(now)
-
     def _follow_subnet_moves(self, now: float) -> None:
         """Our subnet moved (auto allocation lost a collision): withdraw the old, announce the new."""
         self._moving = True

@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 from overlayd.config import Config, ConfigError, NetworkConfig, load_config
 from overlayd.config.reload import ReloadPlan, reload_plan
-from overlayd.config.datastore import resolve as resolve_datastore
 from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
 from overlayd.fabric.fdb import Source
@@ -29,8 +28,6 @@ from overlayd.control.speaker import Speaker
 from overlayd.io import fastpath
 from overlayd.fabric.prefixes import PrefixTable
 from overlayd.io.backend import KernelBackend
-from overlayd.io.datastore import Datastore, DatastoreError
-from overlayd.io.etcd import EtcdUnavailable
 from overlayd.io.bgp import BgpService, TcpAuthError
 from overlayd.io.devices import DeviceTaken
 from overlayd.io.metrics import MetricsServer
@@ -103,8 +100,6 @@ class Daemon:
         self._services_task: asyncio.Task | None = None
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task] = set()
-        self.datastore: Datastore | None = None  # `datastore:` (etcd): network config and subnet leases
-        self._datastore_task: asyncio.Task | None = None
 
     # -- setup and teardown ---------------------------------------------------
 
@@ -331,14 +326,7 @@ class Daemon:
     async def run(self) -> None:
         """Set up, serve until SIGTERM/SIGINT or `stop()`, then clean up."""
         loop = asyncio.get_running_loop()
-        if self.config.awaits_datastore:
-            await self._start_datastore()
-        try:
-            await self.setup()
-        except BaseException:
-            if self.datastore is not None:
-                await self.datastore.close()
-            raise
+        await self.setup()
         try:
             offloads = self.offloads if self.sockets is not None else None  # no userspace VXLAN: none apply
             view = SwitchView(self.config, self.switch, self.clock(), self.mtus, offloads,
@@ -374,15 +362,6 @@ class Daemon:
                         f"bgp.listen: cannot listen on port {self.config.bgp.port}: {err.strerror or err}"
                     ) from None
                 view.after_change = self.bgp.kick  # `clear` changed the speaker: send what follows
-            if self.datastore is not None:
-                assert self.prefixes is not None
-                view.datastore = self.datastore
-                self.datastore.on_move = self._datastore_moved
-                try:
-                    await self.datastore.attach(self.prefixes)
-                except EtcdUnavailable as err:  # read again by the watch when etcd is back
-                    log.error("datastore: reading the leases: %s", err)
-                self._datastore_task = loop.create_task(self.datastore.run())
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
@@ -409,8 +388,6 @@ class Daemon:
             if self._services_task is not None:
                 self._services_task.cancel()
                 await self.services.close()
-            if self._datastore_task is not None:
-                self._datastore_task.cancel()
             log.info("stopping")
             notify("STOPPING=1")
         finally:
@@ -429,8 +406,6 @@ class Daemon:
                 await self.bgp.close(graceful=keep and self.speaker.restart_time_s is not None)
             if self.status is not None:
                 await self.status.close()
-            if self.datastore is not None:
-                await self.datastore.close()
             await self._close_metrics()
             kept = keep and self.kernel is not None
             await self._close_kernel(keep=keep)
@@ -466,10 +441,6 @@ class Daemon:
         async with self._reload_lock:
             try:
                 new = load_config(self.config_path, interface_address)
-                if new.awaits_datastore and self.datastore is not None and self.datastore.subnet is not None:
-                    # the network config and our lease stay as taken at start
-                    new = resolve_datastore(new, self.datastore.network, self.datastore.subnet,
-                                            self.config.datastore_key)
             except ConfigError as err:
                 why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
                 return self._refuse(why if self.config_path in why else f"{self.config_path}: {why}")
@@ -574,24 +545,6 @@ class Daemon:
                 self.status_view.services_runtime = self.services
             self._services_task = asyncio.get_running_loop().create_task(self.services.run())
         self.services.load()
-
-    async def _start_datastore(self) -> None:
-        """Read the network config from etcd and take our subnet lease: the config becomes complete."""
-        self.datastore = Datastore(self.config, self.clock)
-        try:
-            self.config = await self.datastore.start()
-        except DatastoreError as err:
-            await self.datastore.close()
-            raise SetupError(str(err)) from None
-        if self.config.node.vxlan_port != self.switch.vxlan_port:  # flannel's Backend.Port
-            self.switch = Switch(self.config.node.vxlan_port, self.config.node.fdb_aging)
-
-    def _datastore_moved(self, subnet) -> None:
-        """The datastore took a new subnet (ours was taken while our lease had expired): follow it."""
-        assert self.speaker is not None
-        self.speaker.move_subnet(subnet, self.clock())
-        if self.bgp is not None:
-            self.bgp.kick()
 
     async def _tick(self) -> None:
         """Age the tables every AGING_TICK_S; hand table changes on every EVENTS_TICK_S."""

@@ -95,18 +95,14 @@ class RoutedDevice:
             return
         moves, self.speaker.subnet_moves = self.speaker.subnet_moves, []
         r = self.routing
-        # The new addresses first: removing a device's last IPv4 address makes the kernel flush
-        # its routes (the network route to the device) without a netlink notice to repair from.
-        old, self._addresses = self._addresses, []
+        for addr in self._addresses:
+            with contextlib.suppress(Exception):
+                await nl.del_address(r.device, addr)
+        self._addresses = []
         for subnet in self.routed.subnets:
             addr = device_address(subnet)
-            if addr not in old:
-                await nl.add_address(r.device, addr)
+            await nl.add_address(r.device, addr)
             self._addresses.append(addr)
-        for addr in old:
-            if addr not in self._addresses:
-                with contextlib.suppress(Exception):
-                    await nl.del_address(r.device, addr)
         assert self.router is not None
         self.router.set_local_subnets(self.routed.subnets)
         self._write_env()

@@ -81,20 +81,6 @@ def render_status(s: dict[str, Any]) -> str:
         )
         for alarm in routing["alarms"]:
             head += f"\nALARM: {alarm}"
-    ds = s.get("datastore")
-    if ds:
-        head += (
-            f"\ndatastore: {ds['type']} {ds['endpoint']} prefix {ds['prefix']}: {ds['state']} for "
-            f"{_duration(ds['since_s'])}, lease {ds['lease']} (TTL {ds['lease_ttl_s']} s, expires in "
-            f"{_duration(ds['lease_expires_in_s'])}), "
-            f"{ds['leases']} other leases, revision {ds['revision']}"
-        )
-        if ds["error"]:
-            head += f"\nALARM: datastore: {ds['error']}"
-        for alarm in ds.get("alarms", ()):
-            head += f"\nALARM: datastore: {alarm}"
-        for conflict in ds["conflicts"]:
-            head += f"\nCONFLICT: {conflict}"
     svc = s.get("services")
     if svc:
         head += (

@@ -38,7 +38,6 @@ class SwitchView:
         self.device_macs = device_macs or {}  # role -> fabric.macs.DeviceMac
         self.underlay_mtu = underlay_mtu  # node.underlay_mtu, or the MTU of the VTEP's interface
         self.events = events  # control.hub.EventHub: what `watch` subscribes to
-        self.datastore = None  # io.datastore.Datastore, with `datastore:` (etcd)
         # Set by the daemon: the status socket (its limits and counters, for `status`), what to
         # call after a `clear` changed the speaker (the BGP service's kick: send what follows),
         # and the reload SIGHUP does (None: `reload` answers not_supported).
@@ -85,7 +84,6 @@ class SwitchView:
             "services": self._services_summary(now),
             "status_socket": self.status_socket.summary() if self.status_socket is not None else None,
             "metrics": self.metrics_server.summary() if self.metrics_server is not None else None,
-            "datastore": self.datastore.summary(now) if self.datastore is not None else None,
         }
 
     def _limits(self, vni: int) -> dict[str, Any] | None:

@@ -127,7 +127,7 @@ CASES = [
     ("vtep-unspecified", _set(["node", "vtep"], "0.0.0.0"), r"^node\.vtep: 0\.0\.0\.0 cannot be a VTEP"),
     ("vtep-ipv6-loopback", _set(["node", "vtep"], "::1"), r"^node\.vtep: ::1 cannot be a VTEP"),
     ("vtep-missing", _del(["node", "vtep"]), r"^node\.vtep: required but missing$"),
-    ("networks-missing", _del(["networks"]), r"^networks: required but missing \(or configure `routing:` or `datastore:`\)$"),
+    ("networks-missing", _del(["networks"]), r"^networks: required but missing \(or configure `routing:`\)$"),
     ("networks-empty", _set(["networks"], []), r"^networks: required but missing"),
     ("unknown-node-key", _set(["node", "vxlan_prot"], 4789), r"^node\.vxlan_prot: unknown key$"),
     ("unknown-network-key", _set(["networks", 0, "vnid"], 1), r"^networks\[0\]\.vnid: unknown key$"),
@@ -294,7 +294,7 @@ def test_there_are_shipped_example_configs():
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT / "configs")) for p in SHIPPED])
 def test_shipped_example_config_loads(path):
     cfg = load_config(path)
-    assert cfg.networks or cfg.routing is not None or cfg.awaits_datastore
+    assert cfg.networks or cfg.routing is not None
 
 
 def test_readme_configuration_example_loads():

@@ -1,7 +1,7 @@
 """DESIGN.md's layering rules, checked on the source with `ast`.
 
 - Only `overlayd/io/` and the status socket's server and client import
-  asyncio, socket, fcntl, pyroute2, pytun, aetcd or grpc: everything else is deterministic
+  asyncio, socket, fcntl, pyroute2 or pytun: everything else is deterministic
   and runs in a plain unit test.
 - `wire/` is pure codecs: it imports nothing from the layers above it.
 - `fabric/`, `dataplane/`, `kernel/` (the backends' planners) and `sim/` do no I/O: they
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "overlayd"
-IO_MODULES = frozenset({"asyncio", "socket", "fcntl", "pyroute2", "pytun", "aetcd", "grpc"})
+IO_MODULES = frozenset({"asyncio", "socket", "fcntl", "pyroute2", "pytun"})
 MAY_DO_IO = ("overlayd/io/", "overlayd/status/server.py", "overlayd/status/client.py")
 
 
