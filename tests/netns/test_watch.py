@@ -85,8 +85,11 @@ class Watcher:
 
     def __init__(self, host: Host, path: str, json_lines: bool = True):
         self.host = host
+        # SIGINT stops it as Ctrl-C does; a test run started in the background (`cmd &` in a
+        # script) hands its children SIGINT ignored, so give it back its default first.
         self.proc = host.popen(sys.executable, "-m", "overlayd.status.ctl", "-s", path, "watch",
-                               *(["--json"] if json_lines else []))
+                               *(["--json"] if json_lines else []),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def text(self) -> str:
         out = self.host.log(self.proc)
