@@ -30,21 +30,44 @@ words, or as 32-bit little-endian words, is congruent to 256 times that.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
+import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from overlayd.wire.vxlan import VXLAN_HEADER_LEN
-
-try:  # optional: without NumPy there is no segmentation and no coalescing
-    import numpy as np
-except ImportError:  # pragma: no cover - depends on the environment
-    np = None
 
 if TYPE_CHECKING:
     from overlayd.dataplane.switch import Switch
 
+
+def _lazy_numpy() -> Any:
+    """NumPy, loaded on its first use: a daemon with tso and coalesce off never pays its import.
+
+    The recipe of importlib's documentation (importlib.util.LazyLoader). None
+    when NumPy is not installed: then there is no segmentation and no coalescing.
+    """
+    if "numpy" in sys.modules:
+        return sys.modules["numpy"]
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or spec.loader is None:  # pragma: no cover - depends on the environment
+        return None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["numpy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+np = _lazy_numpy()
 HAVE_NUMPY = np is not None
+
+
+def load_numpy() -> None:
+    """Import NumPy now (at startup, when tso or coalesce is on), not on the first super-frame."""
+    if np is not None:
+        np.ndarray  # noqa: B018 - the first attribute access runs the import
 
 # struct virtio_net_hdr (little-endian, as the TAP uses on x86 and arm64)
 VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset

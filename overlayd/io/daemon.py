@@ -40,7 +40,6 @@ from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
-from overlayd.status.metrics import registry as metrics_registry
 from overlayd.status.protocol import StatusError
 from overlayd.status.server import SocketInUseError, StatusServer, claim_path
 from overlayd.status.view import SwitchView
@@ -346,6 +345,9 @@ class Daemon:
             except OSError as err:
                 raise SetupError(f"node.status_socket: {err}") from None
             if self.metrics is not None:
+                # prometheus_client is imported only with `metrics:` on (its import costs startup time)
+                from overlayd.status.metrics import registry as metrics_registry
+
                 await self.metrics.start(metrics_registry(view, self.clock))
                 view.metrics_server = self.metrics
                 log.info("metrics: http://%s/metrics", self.metrics.listen)

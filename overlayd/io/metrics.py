@@ -24,8 +24,6 @@ import logging
 import socket
 from typing import Any
 
-from prometheus_client.exposition import choose_encoder
-
 log = logging.getLogger("overlayd.metrics")
 
 MAX_CLIENTS = 16
@@ -145,6 +143,9 @@ class MetricsServer:
             return 404, b"not found: the metrics are at /metrics\n", "text/plain"
         accept = next((line.split(":", 1)[1].strip() for line in lines[1:]
                        if line.lower().startswith("accept:")), "")
+        # prometheus_client is imported only with `metrics:` on (its import costs startup time)
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept)
         self.counters["scrapes"] += 1
         return 200, encoder(self.registry), content_type

@@ -14,8 +14,9 @@
 
 All are on by default. The environment variable OVERLAYD_OFFLOAD picks
 others: "none", or a comma-separated list ("tso,gso"). `tso` and `coalesce`
-need NumPy; an offload the kernel refuses is turned off and said so once in
-the log at startup; `overlayctl status` shows what is on.
+need NumPy, imported at startup only when one of them is on; an offload the
+kernel refuses is turned off and said so once in the log at startup;
+`overlayctl status` shows what is on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from overlayd.dataplane.offload import HAVE_NUMPY
+from overlayd.dataplane.offload import HAVE_NUMPY, load_numpy
 
 log = logging.getLogger("overlayd")
 
@@ -88,6 +89,8 @@ def plan(asked: frozenset[str] | None = None) -> Offloads:
         log.warning("offloads: NumPy is not importable; tso and coalesce are off")
         off.tso = off.coalesce = False
     off.vnet_hdr = off.tso or off.coalesce
+    if off.vnet_hdr:
+        load_numpy()
     return off
 
 
