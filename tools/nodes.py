@@ -34,15 +34,18 @@ _HTTP_GET = ("import sys, urllib.request; "
 
 class Overlayd:
     def __init__(self, host: Host, config: dict[str, Any], workdir: Path, log_level: str = "debug",
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, fork: bool = False):
         self.host = host
         self.config = config
         self.socket = config["node"]["status_socket"]
         self.config_path = workdir / f"{host.name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.proc = host.popen(sys.executable, "-m", "overlayd", "-c", str(self.config_path),
-                               "--log-level", log_level,
-                               **({"env": {**os.environ, **env}} if env else {}))
+        argv = ["-c", str(self.config_path), "--log-level", log_level]
+        if fork:  # overlayd's main() in a fork of this process (Host.fork), no Python start
+            self.proc = host.fork(lambda: _forked_main(argv, env or {}), "overlayd")
+        else:
+            self.proc = host.popen(sys.executable, "-m", "overlayd", *argv,
+                                   **({"env": {**os.environ, **env}} if env else {}))
 
     def log(self) -> str:
         return self.host.log(self.proc)
@@ -134,14 +137,26 @@ def wait_showing_logs(predicate, what: str, *daemons: Any, timeout: float, inter
         raise AssertionError(f"{err}\n{tails}") from None
 
 
+def _forked_main(argv: list[str], env: dict[str, str]) -> int:
+    from overlayd.cli import main  # imported before the fork by whoever forks
+
+    os.environ.update(env)
+    return main(argv)
+
+
 def start_overlayd(host: Host, config: dict[str, Any], wait: bool = True,
-                   log_level: str = "debug", env: dict[str, str] | None = None) -> Overlayd:
-    """Start overlayd in `host`; config and status socket go to the lab's temporary directory."""
+                   log_level: str = "debug", env: dict[str, str] | None = None,
+                   fork: bool = False) -> Overlayd:
+    """Start overlayd in `host`; config and status socket go to the lab's temporary directory.
+
+    `fork`: run it in a fork of this process (Host.fork) rather than a new Python,
+    for the emulated full-kernel tier; import overlayd.cli and overlayd.io.daemon first.
+    """
     workdir = host.lab.tmpdir
     config = json.loads(json.dumps(config))  # a private copy
     config["node"].setdefault("status_socket", str(workdir / f"{host.name}.sock"))
     config["node"].setdefault("name", host.name)
-    node = Overlayd(host, config, workdir, log_level, env)
+    node = Overlayd(host, config, workdir, log_level, env, fork)
     if wait:
         node.wait_ready()
     return node

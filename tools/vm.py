@@ -32,10 +32,10 @@ Environment:
     OVERLAYD_VM_MEMORY=SIZE  guest memory (default 2G)
 
 Emulated, the guest is slow (measured on the 2-core development machine): it is
-up 30-45 s after vng starts, and Python runs about 35x slower than on the host
-(importing the daemon: 12-30 s; two overlayd nodes started together are ready
-after 60-70 s). Keep guest work to what the host kernel cannot do, and give it
-its own timeouts. One vCPU was as fast as two for the tier (less contention in
+up 30-45 s after vng starts, and Python runs 50-100x slower than on the host
+(importing the daemon: 30-65 s; so the guest tests fork their daemons from
+one process that imported it, tests/vm/guest/guest.py). Keep guest work to
+what the host kernel cannot do, and give it its own timeouts. One vCPU was as fast as two for the tier (less contention in
 qemu's emulation), so OVERLAYD_VM_CPUS=1 is a fine choice on a busy host.
 """
 

@@ -1,9 +1,15 @@
+import logging
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.netns.topology import DEVICE, add_underlay_host, node_config, overlay_ip
 from tools.lab import CommandError, wait_for
+from tools.nodes import start_overlayd
 
 
 def netns_names() -> set[str]:
@@ -101,3 +107,40 @@ def test_close_stops_processes_and_deletes_namespaces(lab):
     assert not names & netns_names()
     assert not lab.tmpdir.exists()
     lab.close()
+
+
+def _report_namespace() -> int:
+    print(f"netns inode {os.stat('/proc/self/ns/net').st_ino}")
+    logging.getLogger("forked").warning("a warning, with no handler of the parent's")
+    return 3
+
+
+def test_fork_runs_a_function_in_the_namespace_with_its_own_log(lab):
+    a = lab.add_host("a")
+    proc = a.fork(_report_namespace, "report")
+    assert proc.wait(timeout=10) == 3
+    log = a.log(proc)
+    assert f"netns inode {os.stat(f'/run/netns/{a.netns}').st_ino}\n" in log, log
+    assert "a warning, with no handler of the parent's" in log, log
+    assert a.log_path(proc).parent == lab.tmpdir
+    assert os.stat("/proc/self/ns/net").st_ino != os.stat(f"/run/netns/{a.netns}").st_ino
+
+
+def test_close_stops_forked_children(lab):
+    a = lab.add_host("a")
+    proc = a.fork(lambda: time.sleep(60) or 0, "sleeper")
+    wait_for(lambda: str(proc.pid) in pids_in(a.netns), timeout=5, what="the child in a's namespace")
+    lab.close()
+    assert proc.returncode == -signal.SIGTERM
+    assert not alive(str(proc.pid))
+
+
+def test_forked_overlayd_nodes_ping_across_and_remove_their_devices(lab):
+    """The full-kernel tier's way to start daemons (tests/vm/guest/guest.py), on the host's kernel."""
+    hosts = [add_underlay_host(lab, name, i + 1, 4) for i, name in enumerate("ab")]
+    nodes = [start_overlayd(host, node_config(i, 4, count=2), fork=True) for i, host in enumerate(hosts)]
+    assert hosts[0].ping(overlay_ip(1), count=3, timeout=10)
+    assert [node.stop() for node in nodes] == [0, 0]
+    for node in nodes:
+        assert "ready; status socket" in node.log()
+        assert node.host.ip("link", "show", "dev", DEVICE, check=False).returncode != 0

@@ -41,7 +41,7 @@ GUEST_TESTS_DIR = "tests/vm/guest"
 TIMEOUT_S = float(os.environ.get("OVERLAYD_VM_TIMEOUT_S", "600"))  # the tier's 10 minutes (DECISIONS)
 COLLECT_ERROR = "collect-guest-tests"
 # The guest's pytest goes without the plugins no guest test uses (pytest-asyncio, Hypothesis)
-# and the cache (the repository is read-only there): every import costs ~35x the host's.
+# and the cache (the repository is read-only there): every import costs 50-100x the host's.
 GUEST_PYTEST_FLAGS = ["-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "no:hypothesispytest",
                       "-W", "ignore::pytest.PytestConfigWarning"]
 

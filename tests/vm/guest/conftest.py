@@ -5,8 +5,9 @@ directly on the host: outside the guest every test here skips.
 
 A new guest test is a `test_*` function in a `test_*.py` file here: the host
 lists it with `pytest --collect-only` and reports it as
-`test_guest[<file>::<test>]`. Keep to what the host's kernel cannot do: every
-Python start costs ~35x the host's. In the guest:
+`test_guest[<file>::<test>]`. Keep to what the host's kernel cannot do: Python
+runs 50-100x slower there (guest.py forks daemons rather than start Pythons).
+In the guest:
 - you are root in Debian's kernel with its modules (`ip link add ... type
   bond` loads bonding), tun loaded, the repository as the working directory,
   read-only, like the rest of the host's files;

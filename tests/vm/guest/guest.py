@@ -1,8 +1,12 @@
 """Helpers for guest tests: overlayd in lab hosts with the emulated guest's timeouts.
 
-In the guest (qemu without KVM) a Python process starts about 20x slower than
-on the host: overlayd takes 20-60 s to be ready, and an `overlayctl` call
-costs a Python start, so query status sockets in-process with `query`.
+In the guest (qemu without KVM) Python runs about 50-100x slower than on the
+host: a Python start that imports overlayd's daemon costs about a minute of
+CPU. So the guest's pytest imports it once, and `start_nodes` forks each
+daemon from it (tools/lab.py Host.fork: a new session, the host's namespace,
+its own log, then overlayd's main() with the config file, as `python -m
+overlayd -c FILE` would run it); and an `overlayctl` call would cost a Python
+start too, so query status sockets in-process with `query`.
 
     nodes = start_nodes([(host_a, config_a), (host_b, config_b)])   # all start at once
     query(nodes[0], "stats")["counters"]
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 from typing import Any
 
@@ -22,7 +27,8 @@ from tests.vm.report import note
 from tools.lab import Host
 from tools.nodes import Overlayd, start_overlayd
 
-# Long enough for two daemons starting side by side on 2 emulated CPUs of a busy host.
+# Long enough for the first start (the imports) and daemons starting side by side on 2
+# emulated CPUs of a busy host.
 READY_TIMEOUT_S = float(os.environ.get("OVERLAYD_VM_READY_TIMEOUT_S", "240"))
 STOP_TIMEOUT_S = 60.0
 QUERY_TIMEOUT_S = 30.0
@@ -32,7 +38,15 @@ def start_nodes(hosts_and_configs: list[tuple[Host, dict[str, Any]]],
                 timeout: float = READY_TIMEOUT_S) -> list[Overlayd]:
     """Start overlayd in each host at once, then wait until every one is ready."""
     start = time.monotonic()
-    nodes = [start_overlayd(host, config, wait=False) for host, config in hosts_and_configs]
+    if "overlayd.io.daemon" not in sys.modules:  # once, in this process, before the forks
+        import overlayd.cli
+        import overlayd.io.daemon  # noqa: F401
+        from overlayd.dataplane.offload import load_numpy
+
+        load_numpy()  # tso and coalesce (on by default) need it
+        note(f"overlayd: the daemon's modules imported once in {time.monotonic() - start:.1f} s")
+        start = time.monotonic()
+    nodes = [start_overlayd(host, config, wait=False, fork=True) for host, config in hosts_and_configs]
     for node in nodes:
         node.wait_ready(timeout)
     note(f"overlayd: {len(nodes)} daemons started side by side were ready after "

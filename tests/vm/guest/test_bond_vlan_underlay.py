@@ -4,21 +4,26 @@ Each of hosts a and b has two links to the lab's underlay bridge (eth0 and
 eth1), enslaved to bond0 (active-backup, miimon 100 ms); bond0.100 carries
 the underlay address 10.0.0.{1,2}/24, and eth0, eth1 and bond0 have none, so
 VXLAN can only leave through the VLAN. The nodes run tests/netns/topology.py's
-static two-node config: network blue, VNI 100, TAP blue0 with
-192.168.100.{1,2}/24.
+BGP config (iBGP, hold time 9 s, no static flood list): network blue, VNI
+100, TAP blue0 with 192.168.100.{1,2}/24. When a's active link fails, the
+overlay keeps pinging and the BGP session holds (no flap: both sessions'
+uptime covers the failover).
 """
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.netns.topology import DEVICE, node_config, overlay_ip
+from tests.netns.topology import DEVICE, bgp_node_config, overlay_ip
 from tests.support import require_netns
 from tests.vm.guest.guest import pings, query, start_nodes, stop_nodes
 from tools.lab import Host, Lab, run, wait_for
 
 VLAN = 100
 PINGS = 5
+HOLD_S = 9
 
 
 def add_bonded_host(lab: Lab, name: str, vtep: str) -> Host:
@@ -38,6 +43,11 @@ def add_bonded_host(lab: Lab, name: str, vtep: str) -> Host:
     return host
 
 
+def sessions(nodes) -> list[tuple[str, str, str, float | None]]:
+    """(host, neighbor, state, uptime) of every node's sessions."""
+    return [(n.host.name, p["neighbor"], p["state"], p["uptime_s"]) for n in nodes for p in query(n, "peers")]
+
+
 def active_slave(host: Host) -> str:
     return host.run("cat", "/sys/class/net/bond0/bonding/active_slave").stdout.strip()
 
@@ -55,7 +65,10 @@ def bonded():
         hosts = [add_bonded_host(lab, name, f"10.0.0.{i + 1}") for i, name in enumerate(("a", "b"))]
         wait_for(lambda: hosts[0].ping("10.0.0.2", timeout=2), timeout=30,
                  what="the underlay over bond0.100 to answer a ping")
-        nodes = start_nodes([(host, node_config(i, 4, count=2)) for i, host in enumerate(hosts)])
+        nodes = start_nodes([(host, bgp_node_config(i, 4, count=2, hold_time=HOLD_S))
+                             for i, host in enumerate(hosts)])
+        wait_for(lambda: all(len(query(n, "status")["networks"][0]["flood_list"]) == 1 for n in nodes),
+                 timeout=120, what="the session up and the flood lists built")
         yield hosts, nodes
         codes = stop_nodes(nodes)
         assert set(codes.values()) == {0}, f"overlayd exit codes {codes}"
@@ -95,8 +108,9 @@ def test_taps_ping_across_the_overlay_on_bond0_100(bonded):
 
 def test_the_overlay_survives_a_failover_of_the_bond(bonded):
     """a's active link loses its carrier: the bond moves to the other one, the overlay keeps working."""
-    hosts, _ = bonded
+    hosts, nodes = bonded
     a = hosts[0]
+    start = time.monotonic()
     before = active_slave(a)
     port = "v-a" if before == "eth0" else "v1-a"  # the underlay end of a's active link
     run("ip", "-n", a.lab.underlay, "link", "set", port, "down")
@@ -107,3 +121,6 @@ def test_the_overlay_survives_a_failover_of_the_bond(bonded):
             pings(host, overlay_ip(1 - i), PINGS)
     finally:
         run("ip", "-n", a.lab.underlay, "link", "set", port, "up")
+    took = time.monotonic() - start
+    flapped = [p for p in sessions(nodes) if p[2] != "Established" or (p[3] or 0) < took]
+    assert not flapped, f"sessions that went down over the failover: {flapped}"

@@ -12,8 +12,7 @@ MAC); on b, three containers reach it through ipvlan in l2 mode: three IPs
 behind blue0's one MAC, so b announces one MAC with three IP bindings and a
 must keep all three to answer ARP for each.
 
-One pair of daemons serves both sets of tests: a start costs 30-70 s in the
-emulated guest, and the tier's budget is 10 minutes.
+One pair of daemons serves both sets of tests.
 """
 
 from __future__ import annotations
