@@ -36,7 +36,12 @@ from overlayd.config.fields import (
     UnicastMac,
     ifname_problem,
 )
-from overlayd.config.services import ServiceConfig, check_services, check_services_network
+from overlayd.config.services import (
+    ServiceConfig,
+    check_services,
+    check_services_network,
+)
+from overlayd.config.trunk import expand as expand_trunks
 from overlayd.fabric.endpoint import format_endpoint, parse_endpoint
 from overlayd.status.protocol import DEFAULT_STATUS_SOCKET
 from overlayd.wire.vxlan import VNI_MAX, VXLAN_PORT
@@ -147,6 +152,11 @@ class NetworkConfig(Frozen):
     mac_learn_burst: int = Field(default=DEFAULT_MAC_LEARN_BURST, ge=1)
     flood_rate_pps: float = Field(default=DEFAULT_FLOOD_RATE_PPS, gt=0)
     flood_burst: int = Field(default=DEFAULT_FLOOD_BURST, ge=1)
+    # A VLAN of a trunk (config/trunk.py: set by `vlans`, never by hand): its 802.1Q VLAN ID on
+    # the shared device, the trunk's name, and whether untagged frames belong to it.
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+    trunk: str | None = None
+    native: bool = False
 
     @property
     def vxlan_device(self) -> str:
@@ -437,6 +447,9 @@ class Config(Frozen):
             seen: dict[Any, int] = {}
             for i, net in enumerate(self.networks):
                 value = getattr(net, key)
+                if key == "device" and value in seen and net.trunk is not None \
+                        and self.networks[seen[value]].trunk == net.trunk:
+                    continue  # the VLANs of one trunk share its device
                 if value in seen:
                     raise ValueError(
                         f"networks[{i}].{key}: {value} is already used by networks[{seen[value]}]"
@@ -624,10 +637,26 @@ def parse_config(data: Any, vtep_of: VtepFinder | None = None) -> Config:
         if node.get("vtep") is not None:
             raise ConfigError("node.vtep_interface: give node.vtep or node.vtep_interface, not both")
         data = {**data, "node": {**node, "vtep": _find_vtep(node, vtep_of)}}
+    origin: list[int] = []
+    if isinstance(data.get("networks"), list):
+        try:
+            networks, origin = expand_trunks(data["networks"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        data = {**data, "networks": networks}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_explain(err)) from None
+        raise ConfigError(_renumbered(_explain(err), origin)) from None
+
+
+def _renumbered(text: str, origin: list[int]) -> str:
+    """Error text with each `networks[i]` of the expanded list (config/trunk.py) as the network
+    the user wrote: a trunk's VLANs all point at the trunk."""
+    if not origin or len(set(origin)) == len(origin):
+        return text
+    return re.sub(r"networks\[(\d+)\]", lambda m: f"networks[{origin[int(m.group(1))]}]"
+                  if int(m.group(1)) < len(origin) else m.group(0), text)
 
 
 def _find_vtep(node: dict, vtep_of: VtepFinder | None) -> Any:
@@ -645,13 +674,37 @@ def _find_vtep(node: dict, vtep_of: VtepFinder | None) -> Any:
         raise ConfigError(f"node.vtep_interface: {err}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently: a VLAN ID given twice in `vlans` would lose a VLAN)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable: construct_mapping says so
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    f"found the key {key!r} twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | Path, vtep_of: VtepFinder | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_config(data, vtep_of)

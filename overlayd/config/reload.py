@@ -111,4 +111,6 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
     for net in plan.networks_added + plan.networks_removed:
         if net.backend == "kernel":
             need.append(f"networks[{net.name}] (a kernel segment: added or removed at start only)")
+        if net.trunk is not None:
+            need.append(f"networks[{net.trunk}].vlans (a VLAN trunk's VLANs: set at start only)")
     return plan

@@ -26,6 +26,11 @@ COUNTERS: dict[str, str] = {
     "mac_learn_rate_per_s allows (learned once the rate allows, if they still send)",
     "learn_refused_ips": "local IP bindings (snooped ARP / neighbour discovery, or the kernel bridge's) not "
     "made nor announced: the network holds max_local_ips",
+    "tx_drop_vlan_unmapped": "frames read from a VLAN trunk's TAP whose VLAN ID its `vlans` does not map",
+    "tx_drop_vlan_untagged": "untagged (or priority-tagged) frames read from a VLAN trunk's TAP without "
+    "a native_vlan",
+    "tx_drop_vlan_stacked": "frames read from a VLAN trunk's TAP with stacked tags (an 802.1ad S-tag, or a tag "
+    "inside the 802.1Q tag)",
     "tx_arp_suppressed": "ARP requests and IPv6 neighbour solicitations answered locally from a remote binding",
     "tx_arp_flooded": "ARP requests and neighbour solicitations suppression could not answer, forwarded as usual",
     "tx_tso_superframes": "TCP super-frames (TSO) read from TAP devices and cut into the frames counted above",

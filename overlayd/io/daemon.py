@@ -20,6 +20,7 @@ from overlayd.config import Config, ConfigError, NetworkConfig, load_config
 from overlayd.config.reload import ReloadPlan, reload_plan
 from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
+from overlayd.dataplane.vlan import Trunk, tagged
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.flood import FloodMemberAdded
 from overlayd.control.hub import EventHub
@@ -83,12 +84,17 @@ class Daemon:
         self._buf = bytearray(BUFFER_BYTES)
         self._bufs = [self._buf]
         self._mv = memoryview(self._buf)
-        self.offloads = plan_offloads()  # OVERLAYD_OFFLOAD; trimmed to what the kernel grants in setup
+        # OVERLAYD_OFFLOAD; trimmed to what the kernel grants in setup. A VLAN trunk's tags are put
+        # and taken in the plain data path only: with one, no offloads.
+        trunks = any(net.trunk is not None for net in config.networks)
+        self.offloads = plan_offloads(frozenset() if trunks else None)
         self.fastpath: fastpath.FastPath | None = None
         self.speaker: Speaker | None = None
         self.prefixes: PrefixTable | None = None
         self.routed: RoutedDevice | None = None
         self.fds: dict[int, int] = {}  # VNI -> the device its frames (or packets) are written to
+        self.trunks: dict[int, Trunk] = {}  # TAP fd -> its VLANs, for VLAN trunks (networks[].vlans)
+        self.vlan_tags: dict[int, bytes] = {}  # VNI -> its tag on its trunk's TAP (not the native VLAN)
         self.bgp: BgpService | None = None
         self.kernel: KernelBackend | None = None  # what overlayd programs into the kernel
         self.device_macs: dict = {}  # role -> fabric.macs.DeviceMac: every device's MAC and its source
@@ -154,11 +160,18 @@ class Daemon:
                     ) from None
                 self._stack.callback(self.sockets.close)
             self.underlay_mtu = underlay_mtu
+            trunk_taps: dict[str, tuple[Tap, int, bytes]] = {}  # a VLAN trunk's one TAP, by trunk
             for i, net in enumerate(cfg.networks):
                 if net.backend != "userspace":
                     continue
-                tap, mtu, mac = await self._open_tap(nl, i, net)
-                self._stack.callback(tap.close)
+                if net.trunk is not None and net.trunk in trunk_taps:
+                    tap, mtu, mac = trunk_taps[net.trunk]
+                else:
+                    tap, mtu, mac = await self._open_tap(nl, i, net)
+                    self._stack.callback(tap.close)
+                    if net.trunk is not None:
+                        trunk_taps[net.trunk] = tap, mtu, mac
+                        self._add_trunk(net.trunk, tap)
                 self._add_tap(net, tap, mtu, mac)
         if cfg.routing is not None:
             # Routed datagrams are decided one by one (destination subnet, TAP MAC rewrite),
@@ -235,6 +248,9 @@ class Daemon:
     async def _open_tap(self, nl: Netlink, i: int, net: NetworkConfig) -> tuple[Tap, int, bytes]:
         """Create and configure the TAP of networks[i]: (tap, MTU, MAC). Raises SetupError naming
         the field; a TAP made before the failure is closed again."""
+        address = net.address
+        if net.trunk is not None:  # the trunk's address is its native VLAN's
+            address = next((n.address for n in self.config.networks if n.trunk == net.trunk and n.native), None)
         try:
             tap = Tap(net.device, vnet_hdr=self.offloads.vnet_hdr)
         except TapExistsError:
@@ -243,7 +259,7 @@ class Daemon:
             raise SetupError(f"networks[{i}].device: {err.strerror}") from None
         mtu = self.config.mtu_for(net, self.underlay_mtu)
         try:
-            mac = await nl.configure(net.device, mtu, net.address,
+            mac = await nl.configure(net.device, mtu, address,
                                      tso_max_bytes(mtu, self.config.node.vtep.version) if self.offloads.tso else None,
                                      mac=mac_str(self.device_macs[f"network {net.name}"].mac))
         except Exception as err:  # pyroute2's NetlinkError and friends
@@ -262,6 +278,13 @@ class Daemon:
                                now=self.clock(), max_local_ips=net.max_local_ips)
         if self.fastpath is not None:
             self.fastpath.fds[net.vni] = self.fastpath.tap_fds[net.vni] = tap.fd
+
+    def _add_trunk(self, name: str, tap: Tap) -> None:
+        """TAP `tap` carries VLAN trunk `name`: its frames are tagged (dataplane/vlan.py)."""
+        members = [n for n in self.config.networks if n.trunk == name]
+        native = next((n.vlan for n in members if n.native), None)
+        trunk = self.trunks[tap.fd] = Trunk({n.vlan: n.vni for n in members if n.vlan is not None}, native)
+        self.vlan_tags.update(trunk.tags)
 
     def _apply_static(self, net: NetworkConfig, was: NetworkConfig | None, now: float) -> None:
         """Make network `net`'s static flood list and FDB entries (`vteps`, `fdb`) what its config
@@ -283,8 +306,10 @@ class Daemon:
 
     def _log_network(self, net: NetworkConfig) -> None:
         log.info(
-            "network %s: vni %d on %s (mtu %d, mac %s), flood list: %s",
-            net.name, net.vni, net.device, self.mtus[net.vni],
+            "network %s: vni %d on %s%s (mtu %d, mac %s), flood list: %s",
+            net.name, net.vni, net.device,
+            "" if net.vlan is None else f" VLAN {net.vlan}{' (native)' if net.native else ''}",
+            self.mtus[net.vni],
             mac_str(min(self.switch.segment(net.vni).own_macs)),
             ", ".join(self.switch.flood.targets(net.vni)) or "empty",
         )
@@ -368,8 +393,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
             for vni, tap in self.taps.items():
-                loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
-                                vni, tap.fd)
+                if tap.fd in self.trunks:  # one reader for all the VLANs of a trunk
+                    loop.add_reader(tap.fd, self._tap_readable, vni, tap.fd, self.trunks[tap.fd])
+                else:
+                    loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
+                                    vni, tap.fd)
             if self.sockets is not None:
                 loop.add_reader(self.sockets.rx.fileno(),
                                 self.fastpath.udp_readable if self.fastpath else self._udp_readable)
@@ -633,7 +661,10 @@ class Daemon:
 
     # -- the hot path -----------------------------------------------------------
 
-    def _tap_readable(self, vni: int, fd: int) -> None:
+    def _tap_readable(self, vni: int, fd: int, trunk: Trunk | None = None) -> None:
+        """Frames from the TAP of `vni` out as VXLAN. With `trunk` (a VLAN trunk's TAP), each
+        frame's tag picks its VNI instead and is removed (dataplane/vlan.py), and the replies of
+        ARP suppression go back tagged as their VLAN."""
         readv, bufs, mv = os.readv, self._bufs, self._mv
         from_tap = self.switch.from_tap
         replies = self.switch.replies  # filled by from_tap, emptied here after each call
@@ -649,10 +680,17 @@ class Daemon:
             except OSError:
                 return
             frame = mv[:n]
+            if trunk is not None:
+                found = trunk.classify(frame, counters)
+                if found is None:
+                    continue
+                vni, frame = found
             egress = from_tap(vni, frame, now)
             if egress is None:
                 if replies:  # ARP suppression answered: the reply goes back to this TAP
-                    for _, reply in replies:
+                    for reply_vni, reply in replies:
+                        if trunk is not None and reply_vni in trunk.tags:
+                            reply = tagged(reply, trunk.tags[reply_vni])
                         try:
                             os.write(fd, reply)
                         except OSError:
@@ -673,6 +711,7 @@ class Daemon:
         buf, mv = self._buf, self._mv
         from_vxlan = self.switch.from_vxlan
         fds = self.fds
+        tags = self.vlan_tags  # VNI -> 802.1Q tag, for the VLANs of trunks (empty without)
         write = os.write
         counters = self.switch.counters
         now = self.clock()
@@ -687,6 +726,8 @@ class Daemon:
             if delivery is None:
                 continue
             vni, inner = delivery
+            if tags and vni in tags:
+                inner = tagged(inner, tags[vni])
             try:
                 write(fds[vni], inner)
             except OSError:
@@ -697,7 +738,14 @@ def device_macs(cfg: Config) -> dict[str, DeviceMac]:
     """Every device's MAC: configured, the router MAC (the routed tap), or derived from the node
     name and the device's role so that it is the same at every start (fabric/macs.py)."""
     devices: list[tuple[str, bytes | None, str]] = []
+    aliases: dict[str, str] = {}  # a trunk's VLANs share its device's MAC
     for net in cfg.networks:
+        if net.trunk is not None:
+            aliases[f"network {net.name}"] = f"network {net.trunk}"
+            if any(role == f"network {net.trunk}" for role, _, _ in devices):
+                continue
+            devices.append((f"network {net.trunk}", parse_mac(net.mac) if net.mac else None, "config"))
+            continue
         devices.append((f"network {net.name}", parse_mac(net.mac) if net.mac else None, "config"))
         if net.backend == "kernel":
             devices.append((f"vxlan {net.name}", None, "derived"))
@@ -708,7 +756,10 @@ def device_macs(cfg: Config) -> dict[str, DeviceMac]:
         taken.append(router)
         if r.backend == "userspace" and r.device_type == "tap":
             devices.append(("routing", parse_mac(r.mac) if r.mac else router, "config" if r.mac else "router"))
-    return plan_macs(cfg.node.name, devices, taken)
+    macs = plan_macs(cfg.node.name, devices, taken)
+    for member, trunk in aliases.items():
+        macs[member] = macs[trunk]
+    return macs
 
 
 def run(config: Config, config_path: str | None = None) -> None:

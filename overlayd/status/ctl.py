@@ -111,9 +111,11 @@ def render_status(s: dict[str, Any]) -> str:
                  f"{metrics['refused_busy']} refused busy, {metrics['bad_requests']} bad requests")
     if not rows:
         return head
-    out = head + "\n\n" + table(
-        ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST"), rows
-    )
+    headers = ("NETWORK", "VNI", "BACKEND", "DEVICE", "MTU", "MAC", "ADDRESS", "FLOOD LIST")
+    if any(n.get("vlan") for n in s["networks"]):  # a VLAN trunk: its VLAN IDs beside the VNIs
+        headers = ("NETWORK", "VLAN", *headers[1:])
+        rows = [(r[0], _vlan(n), *r[1:]) for r, n in zip(rows, s["networks"])]
+    out = head + "\n\n" + table(headers, rows)
     limits = [(n["name"], n["limits"]) for n in s["networks"] if n.get("limits")]
     if limits:
         out += "\n\n" + table(
@@ -160,11 +162,21 @@ def render_rib(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _vlan(row: dict[str, Any]) -> str:
+    """A VLAN trunk's VLAN ID (`10`, `10 native`), or "-" for a network that is no trunk."""
+    if not row.get("vlan"):
+        return "-"
+    return f"{row['vlan']} native" if row.get("native") else str(row["vlan"])
+
+
 def render_fdb(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(fdb is empty)"
     headers = ("NETWORK", "VNI", "MAC", "WHERE", "LEARNED", "AGE")
     cells = [(r["network"], r["vni"], r["mac"], r["where"], r["learned"], f"{r['age_s']:.0f}s") for r in rows]
+    if any(r.get("vlan") for r in rows):  # a VLAN trunk: its VLAN IDs beside the VNIs
+        headers = ("NETWORK", "VLAN", *headers[1:])
+        cells = [(c[0], _vlan(r), *c[1:]) for c, r in zip(cells, rows)]
     if any(r.get("kernel") for r in rows):  # a network on the kernel backend: what its VXLAN device holds
         headers += ("KERNEL",)
         cells = [c + (r.get("kernel"),) for c, r in zip(cells, rows)]

@@ -181,6 +181,8 @@ class _Explainer:
     # -- where entries came from ----------------------------------------------------------------
 
     def _device(self, net) -> str:
+        if net.vlan is not None:  # a VLAN trunk's TAP
+            return f"TAP {net.device} tagged VLAN {net.vlan}" + (" (or untagged: the native VLAN)" if net.native else "")
         return f"TAP {net.device}" if net.backend == "userspace" else f"bridge {net.device}"
 
     def _programmed(self, entry) -> str:

@@ -57,6 +57,8 @@ class SwitchView:
                 {
                     "name": net.name,
                     "vni": net.vni,
+                    "vlan": net.vlan,  # a VLAN trunk's VLAN ID on its device (networks[].vlans), else None
+                    "native": net.native,  # untagged frames on the trunk belong to this VLAN
                     "device": net.device,
                     "mtu": self.mtus.get(net.vni),
                     "address": str(net.address) if net.address else None,
@@ -288,6 +290,7 @@ class SwitchView:
 
     def fdb(self, now: float, network: str | None = None) -> list[dict[str, Any]]:
         names = {net.vni: net.name for net in self.config.networks}
+        vlans = {net.vni: net.vlan for net in self.config.networks}
         if network is not None and network not in names.values():
             raise StatusError("bad_request", f"no network named {network!r}")
         kernel = {net.vni: net for net in self.config.networks if net.backend == "kernel"}
@@ -298,6 +301,7 @@ class SwitchView:
             rows.append(
                 {
                     "network": names.get(e.vni, ""),
+                    "vlan": vlans.get(e.vni),  # on a VLAN trunk, the VLAN ID of the VNI; else None
                     "vni": e.vni,
                     "mac": mac_str(e.mac),
                     "where": "local" if e.vtep is None else e.vtep,
