@@ -177,7 +177,9 @@ def parse_services_file(data: Any, path: str, services_network: Sequence[Prefix]
                         cluster: Iterable[Prefix | None]) -> tuple[ServiceConfig, ...]:
     """The services of a `services_file` (a YAML list, or a mapping with `services:`), checked
     exactly as those of the config; ConfigError naming the file and the field."""
-    from overlayd.config import _explain  # the config's error wording, shared
+    from overlayd.config.loader import (
+        explain_errors,  # the config's error wording, shared
+    )
 
     if isinstance(data, dict) and set(data) <= {"services"}:
         data = data.get("services") or []
@@ -191,7 +193,7 @@ def parse_services_file(data: Any, path: str, services_network: Sequence[Prefix]
         try:
             services.append(ServiceConfig.model_validate(item))
         except ValidationError as err:
-            for line in _explain(err).splitlines():
+            for line in explain_errors(err).splitlines():
                 line = line.removeprefix("config: ")
                 problems.append(f"{path}: services[{i}]{'' if line.startswith('[') else '.'}{line}")
     if problems:
