@@ -2,8 +2,9 @@
 endpoint, and runs the asyncio loop that moves frames between them through the Switch.
 
 Setup is all or nothing: anything created before a failure is removed
-again. The hot path reads each ready descriptor until it would block (at
-most BATCH per wake-up) into one preallocated buffer, and logs nothing.
+again. The hot paths (io/plainpath.py; io/fastpath.py with offloads) read
+each ready descriptor until it would block, a batch per wake-up, into
+preallocated buffers, and log nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -20,7 +20,7 @@ from overlayd.config import Config, ConfigError, NetworkConfig, load_config
 from overlayd.config.reload import ReloadPlan, reload_plan
 from overlayd.dataplane.offload import tso_max_bytes
 from overlayd.dataplane.switch import Switch
-from overlayd.dataplane.vlan import Trunk, tagged
+from overlayd.dataplane.vlan import Trunk
 from overlayd.fabric.fdb import Source
 from overlayd.fabric.flood import FloodMemberAdded
 from overlayd.control.hub import EventHub
@@ -39,6 +39,7 @@ from overlayd.io.netlink import Netlink, interface_address
 from overlayd.io.notify import notify
 from overlayd.io.offload import enable_tap_tso
 from overlayd.io.offload import plan as plan_offloads
+from overlayd.io.plainpath import PlainPath
 from overlayd.io.tap import Tap, TapExistsError
 from overlayd.io.udp import VxlanSockets
 from overlayd.status.protocol import StatusError
@@ -52,8 +53,6 @@ from overlayd.wire.ndp import unsolicited_advertisement_frame
 
 log = logging.getLogger("overlayd")
 
-BATCH = 64
-BUFFER_BYTES = 65536
 AGING_TICK_S = 1.0
 VTEP_CHECK_S = 5.0  # how often node.vtep_interface's addresses are read (a change is shown, not followed)
 ROUTE_CHECK_S = 10.0  # how often the subnet table is compared with the host's own routes
@@ -81,14 +80,12 @@ class Daemon:
         self.metrics: MetricsServer | None = None  # `metrics:`: bound in setup, served from run()
         self._stack = contextlib.ExitStack()
         self._stopping = asyncio.Event()
-        self._buf = bytearray(BUFFER_BYTES)
-        self._bufs = [self._buf]
-        self._mv = memoryview(self._buf)
         # OVERLAYD_OFFLOAD; trimmed to what the kernel grants in setup. A VLAN trunk's tags are put
         # and taken in the plain data path only: with one, no offloads.
         trunks = any(net.trunk is not None for net in config.networks)
         self.offloads = plan_offloads(frozenset() if trunks else None)
         self.fastpath: fastpath.FastPath | None = None
+        self.plainpath: PlainPath | None = None  # the hot loops without offloads (and for VLAN trunks)
         self.speaker: Speaker | None = None
         self.prefixes: PrefixTable | None = None
         self.routed: RoutedDevice | None = None
@@ -180,6 +177,7 @@ class Daemon:
         if self.sockets is not None:
             self.fastpath = fastpath.start(self.offloads, self.switch, self.taps, self.sockets,
                                            node.vtep.version == 6, self.clock)
+            self.plainpath = PlainPath(self.switch, self.sockets, self.fds, self.vlan_tags, self.clock)
         now = self.clock()
         for net in cfg.networks:
             self._apply_static(net, None, now)
@@ -394,13 +392,13 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
             for vni, tap in self.taps.items():
                 if tap.fd in self.trunks:  # one reader for all the VLANs of a trunk
-                    loop.add_reader(tap.fd, self._tap_readable, vni, tap.fd, self.trunks[tap.fd])
+                    loop.add_reader(tap.fd, self.plainpath.tap_readable, vni, tap.fd, self.trunks[tap.fd])
                 else:
-                    loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
+                    loop.add_reader(tap.fd, (self.fastpath or self.plainpath).tap_readable,
                                     vni, tap.fd)
             if self.sockets is not None:
                 loop.add_reader(self.sockets.rx.fileno(),
-                                self.fastpath.udp_readable if self.fastpath else self._udp_readable)
+                                (self.fastpath or self.plainpath).udp_readable)
             if self.kernel is not None:
                 self.kernel.watch(loop)
                 await self.kernel.step()
@@ -542,7 +540,7 @@ class Daemon:
             self._apply_static(net, None, now)
             if self.speaker is not None:
                 self.speaker.add_network(new, net.vni, now)
-            loop.add_reader(tap.fd, self.fastpath.tap_readable if self.fastpath else self._tap_readable,
+            loop.add_reader(tap.fd, (self.fastpath or self.plainpath).tap_readable,
                             net.vni, tap.fd)
             self._log_network(net)
         for was, net in plan.networks_changed:
@@ -658,80 +656,6 @@ class Daemon:
                 self._announce.setdefault(event.vni, self.clock() + ANNOUNCE_DELAY_S)
         if self.bgp is not None and events:
             self.bgp.local_events(events)
-
-    # -- the hot path -----------------------------------------------------------
-
-    def _tap_readable(self, vni: int, fd: int, trunk: Trunk | None = None) -> None:
-        """Frames from the TAP of `vni` out as VXLAN. With `trunk` (a VLAN trunk's TAP), each
-        frame's tag picks its VNI instead and is removed (dataplane/vlan.py), and the replies of
-        ARP suppression go back tagged as their VLAN."""
-        readv, bufs, mv = os.readv, self._bufs, self._mv
-        from_tap = self.switch.from_tap
-        replies = self.switch.replies  # filled by from_tap, emptied here after each call
-        tx = self.sockets.tx
-        ntx = len(tx)
-        counters = self.switch.counters
-        now = self.clock()
-        for _ in range(BATCH):
-            try:
-                n = readv(fd, bufs)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            frame = mv[:n]
-            if trunk is not None:
-                found = trunk.classify(frame, counters)
-                if found is None:
-                    continue
-                vni, frame = found
-            egress = from_tap(vni, frame, now)
-            if egress is None:
-                if replies:  # ARP suppression answered: the reply goes back to this TAP
-                    for reply_vni, reply in replies:
-                        if trunk is not None and reply_vni in trunk.tags:
-                            reply = tagged(reply, trunk.tags[reply_vni])
-                        try:
-                            os.write(fd, reply)
-                        except OSError:
-                            counters.rx_drop_write_error += 1
-                    replies.clear()
-                continue
-            header, targets, flow = egress
-            sendmsg = tx[flow % ntx].sendmsg
-            parts = (header, frame)
-            for addr in targets:
-                try:
-                    sendmsg(parts, (), 0, addr)
-                except OSError:
-                    counters.tx_drop_send_error += 1
-
-    def _udp_readable(self) -> None:
-        recv = self.sockets.rx.recvfrom_into
-        buf, mv = self._buf, self._mv
-        from_vxlan = self.switch.from_vxlan
-        fds = self.fds
-        tags = self.vlan_tags  # VNI -> 802.1Q tag, for the VLANs of trunks (empty without)
-        write = os.write
-        counters = self.switch.counters
-        now = self.clock()
-        for _ in range(BATCH):
-            try:
-                n, addr = recv(buf)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            delivery = from_vxlan(addr[0], mv[:n], now)
-            if delivery is None:
-                continue
-            vni, inner = delivery
-            if tags and vni in tags:
-                inner = tagged(inner, tags[vni])
-            try:
-                write(fds[vni], inner)
-            except OSError:
-                counters.rx_drop_write_error += 1
 
 
 def device_macs(cfg: Config) -> dict[str, DeviceMac]:

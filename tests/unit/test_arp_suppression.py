@@ -14,9 +14,11 @@ import pytest
 
 from overlayd.dataplane.counters import COUNTERS
 from overlayd.dataplane.switch import Switch
+from overlayd.dataplane.vlan import Trunk, tagged
+from overlayd.dataplane.vlan import tag as vlan_tag
 from overlayd.fabric.fdb import MacLearned, MacRemoved, Source
 from overlayd.fabric.neighbors import NeighborLearned, NeighborMoved, NeighborRemoved
-from overlayd.io.daemon import Daemon
+from overlayd.io.plainpath import PlainPath
 from overlayd.wire.arp import OP_REPLY, OP_REQUEST, ArpPacket
 from overlayd.wire.ethernet import (
     BROADCAST,
@@ -378,35 +380,46 @@ def test_new_counters_are_described():
 # -- the daemon writes the replies back to the TAP they answer -------------------------------
 
 
-def test_daemon_writes_replies_to_the_tap_and_sends_the_rest():
-    class Tx:
-        def __init__(self):
-            self.sent = []
+class _Tx:
+    def __init__(self):
+        self.sent = []
 
-        def sendmsg(self, parts, ancillary, flags, addr):
-            self.sent.append((b"".join(bytes(p) for p in parts), addr))
+    def sendmsg(self, parts, ancillary, flags, addr):
+        self.sent.append((b"".join(bytes(p) for p in parts), addr))
 
+
+def test_the_plain_path_writes_replies_to_the_tap_and_sends_the_rest():
     ours, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # stands in for the TAP fd
     with ours, tap:
         tap.setblocking(False)
-        daemon = object.__new__(Daemon)
-        daemon.switch = make()
-        daemon.clock = lambda: 1.0
-        daemon.sockets = SimpleNamespace(tx=[Tx()])
-        daemon._buf = bytearray(65536)
-        daemon._bufs, daemon._mv = [daemon._buf], memoryview(daemon._buf)
+        path = PlainPath(make(), SimpleNamespace(tx=[_Tx()]), {}, {}, lambda: 1.0)
         request = arp(OP_REQUEST, ASKER, IP_ASKER, IP_HOST)
         unknown = arp(OP_REQUEST, ASKER, IP_ASKER, "192.168.0.99")
         for frame in (request, ns(ASKER, IP6_ASKER, IP6_HOST), unknown):
             ours.send(frame)
-        daemon._tap_readable(VNI, tap.fileno())
+        path.tap_readable(VNI, tap.fileno())
         arp_reply, nd_reply = ours.recv(2048), ours.recv(2048)
         assert ArpPacket.decode(payload(arp_reply)) == ArpPacket(OP_REPLY, HOST, IP_HOST, ASKER, IP_ASKER)
         assert NeighborMessage.decode(payload(nd_reply)).target_lladdr == HOST
-        assert daemon.switch.replies == []
-        sent = daemon.sockets.tx[0].sent
+        assert path.switch.replies == []
+        sent = path.sockets.tx[0].sent
         assert [addr for _, addr in sent] == [(REMOTE, 4789), (OTHER, 4789)]
         assert all(data == encode_header(VNI) + unknown for data, _ in sent)
         ours.setblocking(False)
         with pytest.raises(BlockingIOError):
             ours.recv(2048)
+
+
+def test_on_a_vlan_trunk_the_reply_goes_back_in_the_requests_vlan():
+    ours, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, tap:
+        tap.setblocking(False)
+        path = PlainPath(make(), SimpleNamespace(tx=[_Tx()]), {}, {}, lambda: 1.0)
+        trunk = Trunk({10: VNI})
+        ours.send(tagged(arp(OP_REQUEST, ASKER, IP_ASKER, IP_HOST), vlan_tag(10, pcp=6)))
+        path.tap_readable(0, tap.fileno(), trunk)  # the VNI comes from the tag
+        reply = ours.recv(2048)
+        assert reply[12:16] == vlan_tag(10)  # tagged as its VLAN (priority 0)
+        untagged = reply[:12] + reply[16:]
+        assert ArpPacket.decode(payload(untagged)) == ArpPacket(OP_REPLY, HOST, IP_HOST, ASKER, IP_ASKER)
+        assert path.switch.counters.tx_arp_suppressed == 1 and path.sockets.tx[0].sent == []
