@@ -97,6 +97,8 @@ def test_each_vlan_crosses_in_its_vni_and_arrives_with_its_tag(trunks):
     assert fdb(node_b)[A10] == (10, 1010, "10.0.0.1") and fdb(node_b)[A20] == (20, 1020, "10.0.0.1")
     assert fdb(node_a)[A10] == (10, 1010, "local")
     assert "VLAN" in node_a.ctl_text("fdb").splitlines()[0]
+    rows = [line.split() for line in node_a.ctl_text("status").splitlines() if line.startswith("blue.")]
+    assert [row[:3] for row in rows[:2]] == [["blue.10", "10", "1010"], ["blue.20", "20", "1020"]], rows  # then limits
 
 
 def test_a_vlan_never_reaches_another_vlans_hosts(trunks):
