@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from overlayd.config import ConfigError, load_config, parse_config
 from overlayd.config.reload import reload_plan
@@ -105,3 +108,11 @@ def test_a_reload_may_change_a_vlans_static_entries_but_not_the_vlans():
     assert not plan.restart_needed and [n.name for _, n in plan.networks_changed] == ["blue.10", "blue.20"]
     plan = reload_plan(old, config(trunk(vlans={10: 1010, 20: 1020, 30: 1030})))
     assert plan.restart_needed == ["networks[blue].vlans (a VLAN trunk's VLANs: set at start only)"]
+
+
+def test_the_readme_example_loads():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", readme.split("### VLAN trunks", 1)[1], re.DOTALL).group(1)
+    ten, twenty = parse_config({"node": {"vtep": "10.0.0.1"}, **yaml.safe_load(example)}).networks
+    assert (ten.name, ten.vni, ten.native) == ("blue.10", 1010, True)
+    assert (twenty.name, twenty.vni, [e.mac for e in twenty.fdb]) == ("blue.20", 1020, ["02:00:00:00:02:01"])
